@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "schedfs",
+    products: [
+        .executable(name: "schedfs", targets: ["schedfs"]),
+        .library(name: "ProcFS", targets: ["ProcFS"]),
+        .library(name: "TaskQueue", targets: ["TaskQueue"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C: libfuse3's low-level API, and the Linux headers Glibc does not import (timerfd).
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "CLinux"),
+
+        // Kernel-style synchronisation: wait queues and joinable threads.
+        .target(name: "KernelSync", dependencies: ["CLinux"]),
+        // The kernel's timer model: tasks, task queues, the tick source.
+        .target(name: "TaskQueue", dependencies: ["KernelSync", "CLinux"]),
+        // The /proc-like tree and the libfuse server that serves it.
+        .target(name: "ProcFS", dependencies: [
+            "CFuse3", "CLinux", "KernelSync",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The seed's kernel module: init and the cleanup protocol.
+        .target(name: "Sched", dependencies: [
+            "TaskQueue", "ProcFS", "KernelSync",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The command: options, mount point checks, daemonizing, signals, logging.
+        .executableTarget(name: "schedfs", dependencies: [
+            "Sched", "ProcFS", "TaskQueue", "KernelSync",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "KernelSyncTests", dependencies: ["KernelSync"]),
+        .testTarget(name: "TaskQueueTests", dependencies: ["TaskQueue", "KernelSync"]),
+        .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"]),
+        .testTarget(name: "SchedTests", dependencies: ["Sched", "TaskQueue", "ProcFS"]),
+        // Drives the built `schedfs` binary against real mounts.
+        .testTarget(name: "MountTests", dependencies: ["schedfs"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,15 @@
+#ifndef SCHEDFS_CLINUX_H
+#define SCHEDFS_CLINUX_H
+
+/* Linux interfaces that Swift's Glibc module does not import. */
+#include <sys/timerfd.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/prctl.h>
+
+/* Names the calling thread (at most 15 bytes); prctl is variadic, so Swift cannot call it. */
+static inline int clinux_set_thread_name(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0UL, 0UL, 0UL);
+}
+
+#endif

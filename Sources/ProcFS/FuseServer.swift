@@ -1,0 +1,175 @@
+import CFuse3
+import CLinux
+import Glibc
+import KernelSync
+import Logging
+import Synchronization
+
+/// Serves a ``ProcTree`` on a FUSE mount through libfuse's low-level API.
+///
+/// The server runs its own request loop rather than `fuse_session_loop_mt`: each worker polls
+/// the (nonblocking) `/dev/fuse` descriptor together with a stop event. So ``stop(timeout:)``
+/// ends the workers at once whatever the kernel is doing, and a signal never has to wait for a
+/// request to arrive (libfuse issue 997). When the kernel ends the session (`fusermount3 -u`,
+/// `umount`), the workers see `ENODEV` and the server reports it through `onSessionEnd`.
+///
+/// Life cycle, all from one thread: ``init(tree:arguments:logger:)``, ``mount(at:)``,
+/// ``daemonize(foreground:)``, ``serve(threads:onSessionEnd:)``, ``stop(timeout:)``, ``unmount()``.
+public final class FuseServer: @unchecked Sendable {
+    // @unchecked: `session` is a C pointer, which Swift cannot prove Sendable. Workers use it
+    // only through libfuse's thread-safe calls (receive, process, notify); creation, mount,
+    // unmount and destruction happen on the owning thread, before the workers start or after
+    // ``stop(timeout:)`` has joined them.
+    private let session: OpaquePointer
+    private let handler: FuseRequestHandler
+    private let logger: Logger
+    private let stopEvent: Int32
+    private let workers = Mutex<[KernelThread]>([])
+    private let stopping = Atomic<Bool>(false)
+    private let sessionEnded = Atomic<Bool>(false)
+
+    /// Creates the libfuse session.
+    ///
+    /// - Parameter arguments: libfuse's command-line arguments without the program name, for
+    ///   example `["-o", "fsname=schedfs", "-d"]`; libfuse rejects the ones it does not know.
+    /// - Throws: ``FuseServerError/session(_:)`` with what libfuse said.
+    public init(tree: ProcTree, arguments: [String], logger: Logger) throws(FuseServerError) {
+        let handler = FuseRequestHandler(tree: tree, logger: logger)
+        var operations = FuseOperations.table
+        var fuseArguments = fuse_args(argc: 0, argv: nil, allocated: 0)
+        for argument in ["schedfs"] + arguments {
+            fuse_opt_add_arg(&fuseArguments, argument)
+        }
+        defer { fuse_opt_free_args(&fuseArguments) }
+        let (created, said) = LibfuseLog.collecting(restoring: logger) {
+            fuse_session_new(
+                &fuseArguments, &operations, MemoryLayout<fuse_lowlevel_ops>.size,
+                Unmanaged.passUnretained(handler).toOpaque())
+        }
+        guard let created else { throw .session(said.joined(separator: "; ")) }
+        let stopEvent = eventfd(0, Int32(EFD_CLOEXEC))
+        guard stopEvent >= 0 else {
+            fuse_session_destroy(created)
+            throw .system("eventfd", errno)
+        }
+        self.session = created
+        self.handler = handler
+        self.logger = logger
+        self.stopEvent = stopEvent
+        tree.observeRemovals { [weak self] entry in self?.invalidate(entry) }
+    }
+
+    deinit {
+        handler.tree.observeRemovals(nil)
+        fuse_session_destroy(session)
+        close(stopEvent)
+    }
+
+    /// Mounts the file system at `mountpoint`, an absolute path.
+    ///
+    /// - Throws: ``FuseServerError/mount(_:_:)`` with what libfuse or fusermount3 said.
+    public func mount(at mountpoint: String) throws(FuseServerError) {
+        let (result, said) = LibfuseLog.collecting(restoring: logger) {
+            fuse_session_mount(session, mountpoint)
+        }
+        guard result == 0 else { throw .mount(mountpoint, said.joined(separator: "; ")) }
+        let descriptor = fuse_session_fd(session)
+        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+    }
+
+    /// Detaches from the terminal unless `foreground` (`fuse_daemonize`): the parent exits 0, the
+    /// child goes on with its standard streams on `/dev/null` and its directory at `/`.
+    ///
+    /// Call it after ``mount(at:)`` and before any thread is started, since only the calling
+    /// thread survives a fork.
+    public func daemonize(foreground: Bool) throws(FuseServerError) {
+        guard fuse_daemonize(foreground ? 1 : 0) == 0 else { throw .system("fuse_daemonize", errno) }
+    }
+
+    /// Starts `threads` workers that answer requests until ``stop(timeout:)`` or the end of the
+    /// session; `onSessionEnd` runs once if the kernel ends the session first.
+    public func serve(threads: Int, onSessionEnd: @escaping @Sendable () -> Void) throws {
+        for number in 1...max(threads, 1) {
+            let worker = try KernelThread(name: "schedfs-fuse/\(number)") { [self] in
+                serveRequests()
+                if !stopping.load(ordering: .acquiring),
+                    !sessionEnded.exchange(true, ordering: .acquiringAndReleasing)
+                {
+                    onSessionEnd()
+                }
+            }
+            workers.withLock { $0.append(worker) }
+        }
+    }
+
+    /// Whether the kernel has ended the session (the file system was unmounted from outside).
+    public var hasSessionEnded: Bool { sessionEnded.load(ordering: .acquiring) }
+
+    /// Stops the workers and waits at most `timeout` for them to finish their requests.
+    ///
+    /// - Returns: `false` if a worker was still busy when the time was up.
+    public func stop(timeout: Duration) -> Bool {
+        stopping.store(true, ordering: .releasing)
+        var one: UInt64 = 1
+        _ = write(stopEvent, &one, MemoryLayout<UInt64>.size)
+        let deadline = ContinuousClock.now + timeout
+        return workers.withLock { $0 }.allSatisfy { worker in
+            worker.join(timeout: max(deadline - ContinuousClock.now, .zero))
+        }
+    }
+
+    /// Unmounts if still mounted; call after ``stop(timeout:)``. Closing the device first aborts
+    /// the connection, so a process that still holds a file open gets `ENOTCONN`, not a hang.
+    public func unmount() {
+        fuse_session_unmount(session)
+    }
+
+    /// Tells the kernel to forget its cached name of a removed entry.
+    private func invalidate(_ entry: ProcEntry) {
+        let result = fuse_lowlevel_notify_inval_entry(session, ProcTree.rootInode, entry.name, entry.name.utf8.count)
+        if result != 0 {
+            logger.debug("invalidate \(entry.name): \(String(cString: strerror(-result)))")
+        }
+    }
+
+    private func serveRequests() {
+        var buffer = fuse_buf()
+        defer { free(buffer.mem) }
+        var fds = [
+            pollfd(fd: fuse_session_fd(session), events: Int16(POLLIN), revents: 0),
+            pollfd(fd: stopEvent, events: Int16(POLLIN), revents: 0),
+        ]
+        while true {
+            // Idle until a request, the end of the session, or stop(): each makes a descriptor ready.
+            if poll(&fds, nfds_t(fds.count), -1) < 0 {
+                if errno == EINTR { continue }
+                logger.error("poll on /dev/fuse: \(String(cString: strerror(errno)))")
+                return
+            }
+            if fds[1].revents != 0 { return }
+            let received = fuse_session_receive_buf(session, &buffer)
+            if received == -EINTR || received == -EAGAIN { continue }
+            if received == 0 { return }  // ENODEV: the kernel ended the session.
+            if received < 0 {
+                logger.error("reading /dev/fuse: \(String(cString: strerror(-received)))")
+                return
+            }
+            fuse_session_process_buf(session, &buffer)
+        }
+    }
+}
+
+/// The server could not be set up.
+public enum FuseServerError: Error, CustomStringConvertible {
+    case session(String)
+    case mount(String, String)
+    case system(String, Int32)
+
+    public var description: String {
+        switch self {
+        case .session(let said): said.isEmpty ? "libfuse refused the options" : said
+        case .mount(let path, let said): said.isEmpty ? "cannot mount on \(path)" : said
+        case .system(let call, let error): "\(call): \(String(cString: strerror(error)))"
+        }
+    }
+}

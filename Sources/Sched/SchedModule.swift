@@ -1,0 +1,116 @@
+import KernelSync
+import Logging
+import ProcFS
+import Synchronization
+import TaskQueue
+
+/// The port of the kernel module `sched.c`: a routine on the timer queue that counts its runs,
+/// and the file `sched` that shows the count.
+///
+/// ``start()`` is `init_module`: it queues the routine and registers `sched`. Each time the
+/// timer queue runs, the routine counts one call and re-queues itself, until ``cleanup(timeout:)``
+/// (`cleanup_module`) asks it to stop: then it wakes the cleanup instead of re-queuing.
+public final class SchedModule: Sendable {
+    /// The name of the file in the tree.
+    public static let fileName = "sched"
+    /// How long cleanup waits for the routine to leave the queue, and for readers to leave `sched`.
+    public static let defaultCleanupTimeout: Duration = .seconds(2)
+
+    private let timerQueue: TaskQueue
+    private let tree: ProcTree
+    private let logger: Logger
+    private let routine: TickRoutine
+    private let task: QueueTask
+
+    /// Prepares the module; nothing is queued or registered until ``start()``.
+    public init(timerQueue: TaskQueue, tree: ProcTree, logger: Logger) {
+        let routine = TickRoutine()
+        self.timerQueue = timerQueue
+        self.tree = tree
+        self.logger = logger
+        self.routine = routine
+        self.task = QueueTask(name: "sched") { [timerQueue] task in
+            routine.run(task, requeueOn: timerQueue)
+        }
+    }
+
+    /// How many times the routine has run.
+    public var calls: UInt64 { routine.calls.load(ordering: .acquiring) }
+
+    /// `init_module`: queues the routine on the timer queue and registers `sched`.
+    public func start() throws(ProcTreeError) {
+        timerQueue.queue(task)
+        try tree.register(Self.fileName, permissions: 0o444) { [routine] in
+            SchedText.format(calls: routine.calls.load(ordering: .acquiring))
+        }
+    }
+
+    /// `cleanup_module`, made race-free and bounded. Step 1 unregisters `sched` and waits for
+    /// readers already inside it; step 2 sleeps until the routine has taken itself off the queue.
+    /// Each step is logged with its time. Step 3, exiting, is the caller's.
+    ///
+    /// The timer queue must keep running until this returns: the routine leaves it on a tick.
+    ///
+    /// - Throws: ``SchedCleanupError`` when a step did not finish within `timeout`.
+    public func cleanup(timeout: Duration = defaultCleanupTimeout) throws(SchedCleanupError) {
+        let clock = ContinuousClock()
+        var failure: SchedCleanupError?
+
+        let unregistering = clock.now
+        do {
+            try tree.remove(Self.fileName, timeout: timeout)
+        } catch {
+            failure = .readersStayed(error)
+        }
+        logger.info("cleanup 1/3: unregistered \(Self.fileName) (\(format(clock.now - unregistering)))")
+
+        let sleeping = clock.now
+        routine.stopRequested.store(true, ordering: .releasing)
+        let left = routine.wake.wait(timeout: timeout) { routine.hasLeft.load(ordering: .acquiring) }
+        guard left else {
+            logger.error("cleanup 2/3: tick routine still on the timer queue after \(format(clock.now - sleeping)); giving up")
+            throw .routineStayed(timeout)
+        }
+        logger.info("cleanup 2/3: tick routine left the timer queue after \(calls) calls (\(format(clock.now - sleeping)))")
+        if let failure { throw failure }
+    }
+
+    private func format(_ duration: Duration) -> String {
+        "\((duration.milliseconds * 100).rounded() / 100) ms"
+    }
+}
+
+/// The routine's state: the count, and the handshake with cleanup.
+///
+/// `stopRequested` plays the part of the original's `WaitQ != NULL`; `hasLeft` with `wake` is
+/// the condition and wait queue that replace `sleep_on`, so the wake-up cannot be lost.
+final class TickRoutine: Sendable {
+    let calls = Atomic<UInt64>(0)
+    let stopRequested = Atomic<Bool>(false)
+    let hasLeft = Atomic<Bool>(false)
+    let wake = WaitQueue()
+
+    /// One run: count it, then re-queue, or leave the queue and wake cleanup.
+    func run(_ task: QueueTask, requeueOn queue: TaskQueue) {
+        calls.add(1, ordering: .releasing)
+        if stopRequested.load(ordering: .acquiring) {
+            hasLeft.store(true, ordering: .releasing)
+            wake.wakeUp()
+        } else {
+            queue.queue(task)
+        }
+    }
+}
+
+/// A step of the cleanup protocol did not finish in time.
+public enum SchedCleanupError: Error, CustomStringConvertible {
+    case readersStayed(ProcTreeError)
+    case routineStayed(Duration)
+
+    public var description: String {
+        switch self {
+        case .readersStayed(let error): "cleanup: \(error)"
+        case .routineStayed(let timeout): "cleanup: the tick routine did not leave the timer queue within \(timeout)"
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import Glibc
+import Logging
+import ProcFS
+import Sched
+import TaskQueue
+
+/// Everything the command line decided.
+struct Configuration {
+    /// Where to mount.
+    var mountpoint: Mountpoint
+    /// The source given by the mount helper (`mount -t fuse.schedfs SOURCE DIR`), shown as the fsname.
+    var source: String?
+    /// The `-o` options.
+    var options: MountOptions
+    /// Stay in the foreground and log to stderr (`-f`, implied by `-d`).
+    var foreground: Bool
+    /// Log every request (`-d`).
+    var debug: Bool
+    /// How many threads answer requests (`-s` makes it 1).
+    var threads: Int
+}
+
+/// The daemon's life: set up and mount, serve until a shutdown event, then run the cleanup
+/// protocol and report how it went as the exit status.
+struct Daemon {
+    /// Threads that answer requests unless `-s` is given.
+    static let defaultThreads = 4
+    /// Bounds for stopping the tick thread and the request threads once the routine has left.
+    static let stopTimeout: Duration = .seconds(1)
+
+    let configuration: Configuration
+
+    /// Runs the daemon. Errors thrown come before the mount is handed over (the caller reports
+    /// them as one line); afterwards the result is the exit status.
+    func run() throws -> Int32 {
+        ShutdownEvents.blockSignals()
+        let output = try logOutput()
+        let level: Logger.Level = configuration.debug ? .debug : .info
+        LoggingSystem.bootstrap { label in output.handler(label: label, level: level) }
+        let logger = Logger(label: "schedfs")
+
+        let tree = ProcTree()
+        let timerQueue = TaskQueue()
+        let sched = SchedModule(timerQueue: timerQueue, tree: tree, logger: logger)
+        try sched.start()
+        let ticks = try TickSource(hz: configuration.options.hz) { timerQueue.run() }
+        let events = try ShutdownEvents()
+        let server = try FuseServer(tree: tree, arguments: fuseArguments, logger: logger)
+        try server.mount(at: configuration.mountpoint.path)
+        do {
+            try server.daemonize(foreground: configuration.foreground)
+            try ticks.start()
+            try server.serve(threads: configuration.threads) { [events] in events.sessionEnded() }
+        } catch {
+            logger.error("\(error)")
+            return shutDown(after: nil, sched: nil, ticks: ticks, server: server, logger: logger)
+        }
+        logger.info(
+            "mounted on \(configuration.mountpoint.path): hz=\(ticks.hz), \(configuration.threads) request thread(s), pid \(getpid())"
+        )
+        let cause = events.next()
+        return shutDown(after: cause, sched: sched, ticks: ticks, server: server, logger: logger)
+    }
+
+    /// The cleanup protocol: unregister `sched` and wait for the routine to leave the queue
+    /// (both in ``SchedModule/cleanup(timeout:)``), then stop the tick source and the request
+    /// threads, unmount if still mounted, and return the exit status.
+    private func shutDown(
+        after cause: ShutdownEvents.Cause?, sched: SchedModule?, ticks: TickSource, server: FuseServer, logger: Logger
+    ) -> Int32 {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var status: Int32 = cause == nil ? 1 : 0
+        if let cause { logger.info("cleanup: started by \(cause)") }
+        do {
+            try sched?.cleanup()
+        } catch {
+            logger.error("\(error)")
+            status = 1
+        }
+        if !ticks.stop(timeout: Self.stopTimeout) {
+            logger.error("cleanup: the tick thread did not stop within \(Self.stopTimeout)")
+            status = 1
+        }
+        if !server.stop(timeout: Self.stopTimeout) {
+            logger.error("cleanup: a request thread was still busy after \(Self.stopTimeout)")
+            status = 1
+        }
+        server.unmount()
+        let took = ((clock.now - start).milliseconds * 100).rounded() / 100
+        logger.info("cleanup 3/3: exiting with status \(status) (protocol took \(took) ms)")
+        return status
+    }
+
+    /// libfuse's arguments: our names first, so that the user's `-o` can override them.
+    private var fuseArguments: [String] {
+        var arguments = ["-o", "fsname=\(configuration.source ?? "schedfs"),subtype=schedfs"]
+        for option in configuration.options.passedOn { arguments += ["-o", option] }
+        if configuration.debug { arguments.append("-d") }
+        return arguments
+    }
+
+    private func logOutput() throws -> LogOutput {
+        if configuration.foreground { return .descriptor(LogDescriptor(STDERR_FILENO)) }
+        guard let path = configuration.options.logFile else { return .syslog }
+        return .descriptor(try LogDescriptor.appending(to: path))
+    }
+}

@@ -1,0 +1,63 @@
+import TaskQueue
+
+/// The `-o` options: schedfs's own (`hz=N`, `log=PATH`) and the ones passed on to libfuse.
+struct MountOptions: Equatable {
+    /// Timer ticks per second.
+    var hz = 100
+    /// Where the daemon logs when it is in the background; `nil` means syslog.
+    var logFile: String?
+    /// Options for libfuse, each `key` or `key=value`, in the order given.
+    var passedOn: [String] = []
+
+    /// Parses the values of every `-o`, each a comma-separated list.
+    ///
+    /// - Throws: ``MountOptionError`` naming the first bad option.
+    static func parse(_ values: [String]) throws(MountOptionError) -> MountOptions {
+        var options = MountOptions()
+        var seen: Set<String> = []
+        for value in values {
+            for option in value.split(separator: ",", omittingEmptySubsequences: false).map(String.init) {
+                guard !option.isEmpty else { throw .empty(value) }
+                let key = String(option.prefix { $0 != "=" })
+                let argument = option.contains("=") ? String(option.drop { $0 != "=" }.dropFirst()) : nil
+                switch key {
+                case "hz":
+                    guard seen.insert(key).inserted else { throw .repeated(key) }
+                    options.hz = try parseHz(argument)
+                case "log":
+                    guard seen.insert(key).inserted else { throw .repeated(key) }
+                    guard let argument, !argument.isEmpty else { throw .missingValue(key, "a file path") }
+                    options.logFile = argument
+                default:
+                    options.passedOn.append(option)
+                }
+            }
+        }
+        return options
+    }
+
+    private static func parseHz(_ argument: String?) throws(MountOptionError) -> Int {
+        let range = TickSource.hzRange
+        let wanted = "a whole number from \(range.lowerBound) to \(range.upperBound)"
+        guard let argument, !argument.isEmpty else { throw .missingValue("hz", wanted) }
+        guard let hz = Int(argument), range.contains(hz) else { throw .badValue("hz", argument, wanted) }
+        return hz
+    }
+}
+
+/// A `-o` option that cannot be used.
+enum MountOptionError: Error, Equatable, CustomStringConvertible {
+    case empty(String)
+    case repeated(String)
+    case missingValue(String, String)
+    case badValue(String, String, String)
+
+    var description: String {
+        switch self {
+        case .empty(let list): "empty mount option in '-o \(list)'"
+        case .repeated(let key): "mount option '\(key)' is given more than once"
+        case .missingValue(let key, let wanted): "mount option '\(key)' needs a value: \(wanted)"
+        case .badValue(let key, let value, let wanted): "bad value '\(value)' for mount option '\(key)': expected \(wanted)"
+        }
+    }
+}

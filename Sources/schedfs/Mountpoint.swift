@@ -1,0 +1,96 @@
+import Glibc
+
+/// A directory that schedfs may mount on, checked before anything is mounted.
+struct Mountpoint {
+    /// The absolute path with every link resolved, so it stays right after the daemon's `chdir("/")`.
+    let path: String
+
+    /// Checks that `given` is an existing directory that is not already a schedfs mount.
+    ///
+    /// - Throws: ``MountpointError`` saying what is wrong.
+    init(checking given: String) throws(MountpointError) {
+        guard let resolved = realpath(given, nil) else {
+            switch errno {
+            case ENOENT: throw .missing(given)
+            case ENOTDIR: throw .notDirectory(given)
+            case ENOTCONN: throw .deadMount(given)
+            case let error: throw .unreachable(given, error)
+            }
+        }
+        path = String(cString: resolved)
+        free(resolved)
+        var attributes = stat()
+        guard stat(path, &attributes) == 0 else { throw .unreachable(given, errno) }
+        guard attributes.st_mode & S_IFMT == S_IFDIR else { throw .notDirectory(given) }
+        if Self.schedfsMounts().contains(path) { throw .alreadyMounted(given) }
+    }
+
+    /// The mount points of the schedfs file systems now mounted, from `/proc/self/mountinfo`.
+    static func schedfsMounts() -> Set<String> {
+        guard let table = readWholeFile("/proc/self/mountinfo") else { return [] }
+        var mounts: Set<String> = []
+        for line in table.split(separator: "\n") {
+            // Fields: id parent major:minor root mountpoint options [optional...] - fstype source super
+            let fields = line.split(separator: " ")
+            guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count,
+                fields[dash + 1] == "fuse.schedfs"
+            else { continue }
+            mounts.insert(unescapeMountinfo(String(fields[4])))
+        }
+        return mounts
+    }
+
+    /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
+    private static func unescapeMountinfo(_ field: String) -> String {
+        var bytes: [UInt8] = []
+        var rest = Substring(field).utf8[...]
+        while let byte = rest.first {
+            if byte == UInt8(ascii: "\\"), rest.count >= 4,
+                let code = UInt8(String(decoding: rest.dropFirst().prefix(3), as: UTF8.self), radix: 8)
+            {
+                bytes.append(code)
+                rest = rest.dropFirst(4)
+            } else {
+                bytes.append(byte)
+                rest = rest.dropFirst()
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// Reads a whole (small) file, such as one under /proc.
+func readWholeFile(_ path: String) -> String? {
+    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { return nil }
+    defer { close(descriptor) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = read(descriptor, &chunk, chunk.count)
+        if count < 0, errno == EINTR { continue }
+        guard count > 0 else { break }
+        bytes += chunk[0..<count]
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+/// A mount point that cannot be used.
+enum MountpointError: Error, Equatable, CustomStringConvertible {
+    case missing(String)
+    case notDirectory(String)
+    case alreadyMounted(String)
+    case deadMount(String)
+    case unreachable(String, Int32)
+
+    var description: String {
+        switch self {
+        case .missing(let path): "mountpoint '\(path)' does not exist"
+        case .notDirectory(let path): "mountpoint '\(path)' is not a directory"
+        case .alreadyMounted(let path): "mountpoint '\(path)' is already a schedfs mount; unmount it with: fusermount3 -u \(path)"
+        case .deadMount(let path):
+            "mountpoint '\(path)' is a FUSE mount whose daemon is gone (transport endpoint is not connected); clear it with: fusermount3 -u \(path)"
+        case .unreachable(let path, let error): "mountpoint '\(path)': \(String(cString: strerror(error)))"
+        }
+    }
+}

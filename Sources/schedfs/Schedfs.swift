@@ -1,0 +1,94 @@
+import ArgumentParser
+import Glibc
+
+/// The `schedfs` command.
+@main
+struct Schedfs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "schedfs",
+        abstract: "Mount a live /proc-like tree whose file 'sched' counts timer ticks.",
+        usage: """
+            schedfs MOUNTPOINT [-f] [-d] [-s] [-o option[,option...]]
+              schedfs SOURCE MOUNTPOINT -o options    (the form mount.fuse3 uses)
+            """,
+        discussion: """
+            Reading MOUNTPOINT/sched gives 'Timer was called N times so far', where N counts \
+            the runs of a routine on a timer-driven task queue that ticks HZ times a second.
+
+            Unmount with 'fusermount3 -u MOUNTPOINT' (or umount, or SIGINT/SIGTERM/SIGHUP): \
+            schedfs unregisters sched, waits until the routine has left the queue, and exits 0.
+
+            schedfs's own -o options:
+              hz=N        timer ticks per second, 1 to 10000 (default 100)
+              log=PATH    in the background, log to PATH instead of syslog
+            Any other -o option is passed to libfuse (allow_other, default_permissions, ro, \
+            fsname=..., auto_unmount, ...).
+            """,
+        version: "schedfs 0.1.0")
+
+    @Argument(help: ArgumentHelp("The directory to mount on.", valueName: "mountpoint"))
+    var paths: [String] = []
+
+    @Flag(name: .customShort("f"), help: "Stay in the foreground and log to stderr.")
+    var foreground = false
+
+    @Flag(name: .customShort("d"), help: "Debug: log every FUSE request; implies -f.")
+    var debug = false
+
+    @Flag(name: .customShort("s"), help: "Answer requests on a single thread.")
+    var singleThreaded = false
+
+    @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, comma separated.", valueName: "options"))
+    var mountOptions: [String] = []
+
+    func validate() throws {
+        if paths.isEmpty { throw ValidationError("missing mountpoint: say where to mount, as in 'schedfs mnt'") }
+        if paths.count > 2 {
+            throw ValidationError("too many arguments '\(paths.joined(separator: " "))': expected a single mountpoint")
+        }
+    }
+
+    func run() throws {
+        let options = try MountOptions.parse(mountOptions)
+        let mountpoint = try Mountpoint(checking: paths[paths.count - 1])
+        let configuration = Configuration(
+            mountpoint: mountpoint,
+            source: paths.count == 2 ? paths[0] : nil,
+            options: options,
+            foreground: foreground || debug,
+            debug: debug,
+            threads: singleThreaded ? 1 : Daemon.defaultThreads)
+        Glibc.exit(try Daemon(configuration: configuration).run())
+    }
+
+    /// Parses and runs; every error is one line on stderr, `schedfs: <what is wrong>`, and a
+    /// non-zero exit (64 for a bad command line, 1 otherwise). `--help` and `--version` print
+    /// as usual.
+    static func main() {
+        let command: ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) }
+            let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "bad command line"
+            LogDescriptor(STDERR_FILENO).write(line: "schedfs: \(message.lowercasedFirst)")
+            Glibc.exit(code.rawValue)
+        }
+        do {
+            var command = command
+            try command.run()
+        } catch {
+            LogDescriptor(STDERR_FILENO).write(line: "schedfs: \(error)")
+            Glibc.exit(1)
+        }
+    }
+}
+
+extension String {
+    /// ArgumentParser starts its messages with a capital; ours follow `schedfs:` in lower case.
+    fileprivate var lowercasedFirst: String {
+        guard let first else { return self }
+        return first.lowercased() + dropFirst()
+    }
+}
