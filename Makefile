@@ -1,0 +1,56 @@
+# schedfs: build, run, test, install.
+#   make run    installs what is missing, builds release, mounts on ./mnt and shows mnt/sched
+#   make test   installs what is missing, builds, runs every test (needs root and /dev/fuse)
+
+SWIFT   ?= swift
+PREFIX  ?= /usr/local
+MNT     ?= mnt
+RELEASE := .build/release/schedfs
+
+.PHONY: all deps build release run stop test install uninstall clean
+
+all: build
+
+# libfuse3's headers and fusermount3, from Debian/Ubuntu, when they are missing.
+deps:
+	@if ! pkg-config --exists fuse3 2>/dev/null || ! command -v fusermount3 >/dev/null 2>&1; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "schedfs needs libfuse3-dev and fuse3: run 'sudo apt-get install -y libfuse3-dev fuse3 pkg-config'" >&2; exit 1; \
+		fi; \
+		echo "installing libfuse3-dev fuse3 pkg-config"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfuse3-dev fuse3 pkg-config >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+run: release
+	@mkdir -p $(MNT)
+	@if grep -qs " $$(realpath $(MNT)) .* fuse.schedfs " /proc/self/mountinfo; then \
+		echo "$(MNT) is already mounted"; \
+	else \
+		$(RELEASE) $(MNT); \
+	fi
+	@echo "\$$ cat $(MNT)/sched"; cat $(MNT)/sched
+	@sleep 1; echo "\$$ cat $(MNT)/sched   # one second later"; cat $(MNT)/sched
+	@echo "schedfs runs in the background; read it again with 'cat $(MNT)/sched', stop it with 'fusermount3 -u $(MNT)'"
+
+stop:
+	fusermount3 -u $(MNT)
+
+# The mount tests run the built binary, so build it before the tests.
+test: deps
+	$(SWIFT) build
+	$(SWIFT) test --disable-xctest
+
+install: release
+	install -D -m 0755 $(RELEASE) $(DESTDIR)$(PREFIX)/bin/schedfs
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/schedfs
+
+clean:
+	rm -rf .build

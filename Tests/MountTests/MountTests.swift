@@ -1,0 +1,282 @@
+import Glibc
+import CLinux
+import Testing
+
+/// Tests that mount the built `schedfs` on a temporary directory and use it with real system
+/// calls. They run one at a time: each mounts its own file system and times its own ticks.
+@Suite(.serialized) struct MountTests {
+    @Suite struct Reading {
+        @Test func catShowsACountThatGrowsAtHz() throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=100"])
+            defer { mount.cleanUp() }
+            let clock = ContinuousClock()
+            let first = try mount.count()
+            let start = clock.now
+            usleep(1_000_000)
+            let second = try mount.count()
+            let elapsed = (clock.now - start).dispatchSeconds
+            let rate = Double(second - first) / elapsed
+            #expect(rate > 50 && rate < 150, "count grew at \(rate)/s with hz=100")
+
+            let cat = try runCommand("/bin/cat", [mount.path("sched")])
+            #expect(cat.status == 0)
+            let shown = try #require(parseSched(cat.stdout), "cat printed \(cat.stdout.debugDescription)")
+            #expect(shown >= second)
+        }
+
+        @Test func statAndListingShowOneReadOnlyFile() throws {
+            let mount = try MountedSchedfs()
+            defer { mount.cleanUp() }
+            var attributes = stat()
+            #expect(stat(mount.mountpoint, &attributes) == 0)
+            #expect(attributes.st_mode == S_IFDIR | 0o555)
+
+            // The size is the text's true length; the length only changes at 10, 100, ... so
+            // a stat between two reads of the same length must report that length.
+            var checked = false
+            for _ in 0..<100 where !checked {
+                let before = try readText(mount.path("sched"))
+                #expect(stat(mount.path("sched"), &attributes) == 0)
+                let after = try readText(mount.path("sched"))
+                if before.utf8.count == after.utf8.count {
+                    #expect(Int(attributes.st_size) == after.utf8.count)
+                    checked = true
+                }
+            }
+            #expect(checked)
+            #expect(attributes.st_mode == S_IFREG | 0o444)
+            #expect(attributes.st_nlink == 1)
+            #expect(attributes.st_uid == getuid())
+            #expect(attributes.st_gid == getgid())
+
+            let directory = try #require(opendir(mount.mountpoint))
+            defer { closedir(directory) }
+            var names: [String] = []
+            while let entry = readdir(directory) {
+                names.append(withUnsafeBytes(of: entry.pointee.d_name) {
+                    String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+                })
+            }
+            #expect(names.sorted() == [".", "..", "sched"])
+        }
+
+        /// One open is one snapshot: reads at any buffer size, spread over many ticks, join
+        /// into one whole line (`dd bs=1` would see the same).
+        @Test(arguments: [1, 2, 3, 7, 4096])
+        func readsOfAnySizeSeeOneSnapshot(chunk: Int) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=1000"])
+            defer { mount.cleanUp() }
+            let descriptor = open(mount.path("sched"), O_RDONLY)
+            #expect(descriptor >= 0)
+            defer { close(descriptor) }
+            var bytes: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: chunk)
+            while true {
+                let count = read(descriptor, &buffer, chunk)
+                try #require(count >= 0, "read: \(SystemError(errno: errno))")
+                if count == 0 { break }
+                bytes += buffer[0..<count]
+                usleep(2000)
+            }
+            let text = String(decoding: bytes, as: UTF8.self)
+            #expect(parseSched(text) != nil, "read \(text.debugDescription) in \(chunk)-byte reads")
+            #expect(pread(descriptor, &buffer, chunk, off_t(bytes.count + 10)) == 0)
+        }
+
+        @Test func ddWithOneByteBlocksPrintsOneLine() throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=1000"])
+            defer { mount.cleanUp() }
+            let dd = try runCommand("/bin/dd", ["if=\(mount.path("sched"))", "bs=1", "status=none"])
+            #expect(dd.status == 0)
+            #expect(parseSched(dd.stdout) != nil, "dd printed \(dd.stdout.debugDescription)")
+        }
+    }
+
+    @Suite struct CleanupProtocol {
+        static let steps = [
+            "cleanup 1/3: unregistered sched",
+            "cleanup 2/3: tick routine left the timer queue",
+            "cleanup 3/3: exiting with status 0",
+        ]
+
+        @Test(arguments: [["/usr/bin/fusermount3", "-u"], ["/bin/umount"]])
+        func unmountingRunsTheProtocol(command: [String]) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=100"])
+            defer { mount.cleanUp() }
+            _ = try mount.count()
+            let unmount = try runCommand(command[0], Array(command.dropFirst()) + [mount.mountpoint])
+            #expect(unmount.status == 0, "\(unmount.stderr)")
+            // One tick is 10 ms; 2 s only catches a hang.
+            #expect(mount.daemon.wait(timeout: .seconds(2)) == 0, "log:\n\(mount.log)")
+            #expect(!isSchedfsMounted(mount.mountpoint))
+            expectStepsInOrder(mount.log, ["cleanup: started by unmount"] + Self.steps)
+        }
+
+        /// A signal starts cleanup while the mount is up: `sched` reads ENOENT from step 1 on,
+        /// while the daemon sleeps (up to one 500 ms tick at hz=2) for the routine to leave.
+        @Test(arguments: [SIGTERM, SIGINT, SIGHUP])
+        func aSignalRunsTheProtocolWhileMounted(signal: Int32) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=2"])
+            defer { mount.cleanUp() }
+            // Send the signal just after a tick, so the wait for the next one is long.
+            let before = try mount.count()
+            #expect(eventually(timeout: .seconds(3)) { (try? mount.count()) != before })
+            mount.daemon.send(signal)
+
+            var sawENOENTWhileMounted = false
+            _ = eventually(timeout: .seconds(2)) {
+                do {
+                    _ = try readText(mount.path("sched"))
+                } catch let error as SystemError {
+                    sawENOENTWhileMounted = error.errno == ENOENT && isSchedfsMounted(mount.mountpoint)
+                        && mount.daemon.wait(timeout: .zero) == nil
+                } catch {}
+                return sawENOENTWhileMounted
+            }
+            #expect(sawENOENTWhileMounted, "sched must read ENOENT during the wait; log:\n\(mount.log)")
+            var attributes = stat()
+            if isSchedfsMounted(mount.mountpoint) {
+                let result = stat(mount.path("sched"), &attributes)
+                #expect(result == -1 && (errno == ENOENT || errno == ENOTCONN))
+            }
+            #expect(mount.daemon.wait(timeout: .seconds(3)) == 0, "log:\n\(mount.log)")
+            #expect(!isSchedfsMounted(mount.mountpoint))
+            let name = signal == SIGTERM ? "SIGTERM" : signal == SIGINT ? "SIGINT" : "SIGHUP"
+            expectStepsInOrder(mount.log, ["cleanup: started by signal", name] + Self.steps)
+        }
+
+        /// Without -f, the command returns once the mount is ready, and the daemon lives on.
+        @Test func daemonizesByDefault() throws {
+            try requireFuse()
+            let binary = try schedfsBinary()
+            let root = try TemporaryDirectory()
+            let mountpoint = root.path + "/mnt"
+            let logPath = root.path + "/daemon.log"
+            mkdir(mountpoint, 0o755)
+            var daemonPID: pid_t?
+            defer {
+                if isSchedfsMounted(mountpoint) { _ = try? runCommand("/usr/bin/fusermount3", ["-u", mountpoint]) }
+                if !eventually(timeout: .seconds(5), { livePIDs(mentioning: root.path).isEmpty }), let daemonPID {
+                    Issue.record("daemon \(daemonPID) outlived its mount; killing it")
+                    kill(daemonPID, SIGKILL)
+                }
+                if isSchedfsMounted(mountpoint) { _ = try? runCommand("/usr/bin/fusermount3", ["-u", "-z", mountpoint]) }
+                root.remove()
+            }
+            let started = try runCommand(binary, [mountpoint, "-o", "hz=100,log=\(logPath)"])
+            #expect(started.status == 0, "\(started.stderr)")
+            #expect(started.stderr.isEmpty)
+            #expect(isSchedfsMounted(mountpoint), "mounted when the command returns")
+            let text = try readText(mountpoint + "/sched")
+            #expect(parseSched(text) != nil)
+            let log = readWhole(logPath) ?? ""
+            daemonPID = log.split(separator: " ").firstIndex(of: "pid").flatMap { index in
+                pid_t(log.split(separator: " ")[index + 1].prefix { $0.isNumber })
+            }
+            let pid = try #require(daemonPID, "the log names the daemon's pid:\n\(log)")
+            #expect(livePIDs(mentioning: root.path) == [pid])
+
+            let unmount = try runCommand("/usr/bin/fusermount3", ["-u", mountpoint])
+            #expect(unmount.status == 0)
+            #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: root.path).isEmpty })
+            expectStepsInOrder(readWhole(logPath) ?? "", ["mounted on", "cleanup: started by unmount"] + Self.steps)
+        }
+    }
+
+    @Suite struct BadInput {
+        struct Case: Sendable, CustomTestStringConvertible {
+            let testDescription: String
+            let arguments: @Sendable (_ root: String) -> [String]
+            let says: String
+        }
+
+        static let cases: [Case] = [
+            Case(testDescription: "no mountpoint", arguments: { _ in [] }, says: "missing mountpoint"),
+            Case(testDescription: "missing directory", arguments: { ["\($0)/absent"] }, says: "does not exist"),
+            Case(testDescription: "a file", arguments: { ["\($0)/file"] }, says: "not a directory"),
+            Case(testDescription: "hz=0", arguments: { ["\($0)/mnt", "-o", "hz=0"] }, says: "'hz'"),
+            Case(testDescription: "hz=abc", arguments: { ["\($0)/mnt", "-o", "hz=abc"] }, says: "'hz'"),
+            Case(testDescription: "hz=-5", arguments: { ["\($0)/mnt", "-o", "hz=-5"] }, says: "'hz'"),
+            Case(testDescription: "hz=10001", arguments: { ["\($0)/mnt", "-o", "hz=10001"] }, says: "'hz'"),
+            Case(testDescription: "huge hz", arguments: { ["\($0)/mnt", "-o", "hz=99999999999999999999"] }, says: "'hz'"),
+            Case(testDescription: "empty hz", arguments: { ["\($0)/mnt", "-o", "hz="] }, says: "'hz' needs a value"),
+            Case(testDescription: "repeated hz", arguments: { ["\($0)/mnt", "-o", "hz=5", "-o", "hz=6"] }, says: "more than once"),
+            Case(testDescription: "empty option", arguments: { ["\($0)/mnt", "-o", "hz=5,"] }, says: "empty mount option"),
+            Case(testDescription: "unknown -o key", arguments: { ["\($0)/mnt", "-o", "nosuchoption"] }, says: "nosuchoption"),
+            Case(testDescription: "unknown flag", arguments: { ["\($0)/mnt", "--nosuchflag"] }, says: "--nosuchflag"),
+            Case(testDescription: "too many paths", arguments: { ["\($0)/a", "\($0)/b", "\($0)/mnt"] }, says: "too many arguments"),
+        ]
+
+        @Test(arguments: cases)
+        func failsWithOneLineAndLeavesNothing(_ bad: Case) throws {
+            let binary = try schedfsBinary()
+            let root = try TemporaryDirectory()
+            defer { root.remove() }
+            mkdir(root.path + "/mnt", 0o755)
+            close(open(root.path + "/file", O_CREAT | O_WRONLY, 0o644))
+            let result = try runCommand(binary, bad.arguments(root.path))
+            #expect(result.status != 0)
+            let lines = result.stderr.split(separator: "\n")
+            #expect(lines.count == 1, "stderr: \(result.stderr)")
+            #expect(result.stderr.hasPrefix("schedfs: "))
+            #expect(result.stderr.contains(bad.says), "stderr: \(result.stderr)")
+            #expect(!isSchedfsMounted(root.path + "/mnt"))
+            #expect(livePIDs(mentioning: root.path).isEmpty)
+        }
+
+        @Test func anAlreadyMountedDirectoryIsRefused() throws {
+            let mount = try MountedSchedfs()
+            defer { mount.cleanUp() }
+            let result = try runCommand(try schedfsBinary(), [mount.mountpoint])
+            #expect(result.status != 0)
+            #expect(result.stderr.split(separator: "\n").count == 1)
+            #expect(result.stderr.contains("already a schedfs mount"), "\(result.stderr)")
+            #expect(livePIDs(mentioning: mount.root.path) == [mount.daemon.pid])
+            _ = try mount.count()
+        }
+    }
+
+    /// Changes are refused with the errno procfs gives an unprivileged caller on /proc/uptime.
+    @Suite struct RefusedChanges {
+        private func failure(_ result: Int32) -> Int32 { result < 0 ? errno : 0 }
+
+        @Test func everyChangeIsRefusedWithProcfsErrno() throws {
+            let mount = try MountedSchedfs()
+            defer { mount.cleanUp() }
+            let sched = mount.path("sched")
+            func openFailure(_ flags: Int32) -> Int32 {
+                let descriptor = open(sched, flags)
+                if descriptor >= 0 { close(descriptor) }
+                return descriptor < 0 ? errno : 0
+            }
+            #expect(openFailure(O_WRONLY) == EACCES)
+            #expect(openFailure(O_RDWR) == EACCES)
+            #expect(openFailure(O_RDONLY | O_TRUNC) == EACCES)
+            #expect(openFailure(O_WRONLY | O_APPEND) == EACCES)
+            #expect(failure(truncate(sched, 0)) == EACCES)
+            #expect(failure(open(mount.path("new"), O_CREAT | O_WRONLY, 0o644)) == ENOENT)
+            #expect(failure(mkdir(mount.path("dir"), 0o755)) == ENOENT)
+            #expect(failure(mknod(mount.path("node"), S_IFREG | 0o644, 0)) == ENOENT)
+            #expect(failure(symlink("sched", mount.path("link"))) == ENOENT)
+            #expect(failure(link(sched, mount.path("hard"))) == ENOENT)
+            #expect(failure(rename(sched, mount.path("renamed"))) == ENOENT)
+            #expect(failure(unlink(sched)) == EACCES)
+            #expect(failure(chmod(sched, 0o644)) == EPERM)
+            #expect(failure(chown(sched, 1, 1)) == EPERM)
+            #expect(failure(utimes(sched, nil)) == EPERM)
+            #expect(failure(Int32(setxattr(sched, "user.test", "1", 1, 0))) == EACCES)
+            #expect(failure(Int32(removexattr(sched, "user.test"))) == EACCES)
+            var value = [CChar](repeating: 0, count: 16)
+            #expect(failure(Int32(getxattr(sched, "user.test", &value, value.count))) == ENOTSUP)
+            #expect(listxattr(sched, nil, 0) == 0)
+            #expect(failure(access(sched, W_OK)) == EACCES)
+            #expect(failure(access(sched, R_OK)) == 0)
+
+            // Nothing changed.
+            var attributes = stat()
+            #expect(stat(sched, &attributes) == 0)
+            #expect(attributes.st_mode == S_IFREG | 0o444)
+            #expect(parseSched(try readText(sched)) != nil)
+        }
+    }
+}

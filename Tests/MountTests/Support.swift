@@ -1,0 +1,275 @@
+import Dispatch
+import Glibc
+import Synchronization
+import Testing
+
+/// A failed system call in a test, with its errno.
+struct SystemError: Error, Equatable, CustomStringConvertible {
+    let errno: Int32
+    var description: String { "\(String(cString: strerror(errno))) (errno \(errno))" }
+}
+
+/// The `schedfs` binary under test: `$SCHEDFS_BIN`, or the one built beside the test bundle.
+func schedfsBinary() throws -> String {
+    if let path = getenv("SCHEDFS_BIN").map({ String(cString: $0) }) { return path }
+    let bundle = CommandLine.arguments[0]
+    let directory = bundle.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+    let path = "\(directory)/schedfs"
+    guard access(path, X_OK) == 0 else {
+        Issue.record("no schedfs binary at \(path); build it first (make test does) or set SCHEDFS_BIN")
+        throw SystemError(errno: ENOENT)
+    }
+    return path
+}
+
+/// Fails the test, saying so, when this machine cannot mount FUSE file systems.
+func requireFuse() throws {
+    guard access("/dev/fuse", R_OK | W_OK) == 0 else {
+        Issue.record("/dev/fuse is missing or not usable here (\(SystemError(errno: errno))): FUSE mount tests need it; run them as root on a machine with the fuse module")
+        throw SystemError(errno: errno)
+    }
+}
+
+/// A child process started with `posix_spawn`, waited for within bounds.
+final class ChildProcess: Sendable {
+    let pid: pid_t
+    private let status = Mutex<Int32?>(nil)
+
+    /// The search path children get, so that `fusermount3` and `umount` are found.
+    static let environment = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"]
+
+    /// Starts `path` with `arguments`; stdout and stderr go to the given files (or /dev/null).
+    init(_ path: String, _ arguments: [String], stdout: String? = nil, stderr: String? = nil) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, stderr ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        let envp = Self.environment.map { strdup($0) } + [nil]
+        defer { (argv + envp).forEach { free($0) } }
+        var pid = pid_t()
+        let result = posix_spawn(&pid, path, &actions, nil, argv, envp)
+        guard result == 0 else { throw SystemError(errno: result) }
+        self.pid = pid
+    }
+
+    /// Waits at most `timeout` for the child to exit.
+    ///
+    /// - Returns: its exit status (128 + N when killed by signal N), or `nil` if it still runs.
+    func wait(timeout: Duration) -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if let known = status.withLock({ $0 }) { return known }
+            var raw: Int32 = 0
+            let reaped = waitpid(pid, &raw, WNOHANG)
+            if reaped == pid {
+                let decoded = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+                status.withLock { $0 = decoded }
+                return decoded
+            }
+            if reaped < 0 { return status.withLock { $0 } ?? -1 }
+            if ContinuousClock.now >= deadline { return nil }
+            usleep(1000)
+        }
+    }
+
+    /// Sends `signal` to the child, unless it has already been reaped.
+    func send(_ signal: Int32) {
+        if status.withLock({ $0 }) == nil { kill(pid, signal) }
+    }
+}
+
+/// Runs a command to completion within `timeout` and returns its status and output.
+func runCommand(_ path: String, _ arguments: [String], timeout: Duration = .seconds(10)) throws
+    -> (status: Int32, stdout: String, stderr: String)
+{
+    let scratch = try TemporaryDirectory()
+    defer { scratch.remove() }
+    let child = try ChildProcess(path, arguments, stdout: scratch.path + "/out", stderr: scratch.path + "/err")
+    guard let status = child.wait(timeout: timeout) else {
+        child.send(SIGKILL)
+        _ = child.wait(timeout: .seconds(5))
+        Issue.record("\(path) \(arguments.joined(separator: " ")) did not finish within \(timeout)")
+        throw SystemError(errno: ETIMEDOUT)
+    }
+    return (status, readWhole(scratch.path + "/out") ?? "", readWhole(scratch.path + "/err") ?? "")
+}
+
+/// A fresh directory under /tmp, removed with everything in it by ``remove()``.
+struct TemporaryDirectory {
+    let path: String
+
+    init() throws {
+        var template = Array("/tmp/schedfs-test.XXXXXX".utf8CString)
+        guard mkdtemp(&template) != nil else { throw SystemError(errno: errno) }
+        path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    /// Removes the directory; `--one-file-system` keeps it out of a mount left inside.
+    func remove() {
+        let rm = try? ChildProcess("/bin/rm", ["-rf", "--one-file-system", path])
+        if let rm, rm.wait(timeout: .seconds(10)) == nil { rm.send(SIGKILL) }
+    }
+}
+
+/// Reads a whole file with open/read/close, as any reader of /proc would.
+func readText(_ path: String, chunk: Int = 4096) throws(SystemError) -> String {
+    let descriptor = open(path, O_RDONLY)
+    guard descriptor >= 0 else { throw SystemError(errno: errno) }
+    defer { close(descriptor) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: chunk)
+    while true {
+        let count = read(descriptor, &buffer, chunk)
+        if count < 0 { throw SystemError(errno: errno) }
+        if count == 0 { break }
+        bytes += buffer[0..<count]
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+/// Reads a whole file, or `nil` if it cannot be opened.
+func readWhole(_ path: String) -> String? {
+    try? readText(path)
+}
+
+/// The count in a `sched` text, or `nil` if the text is not exactly one line of the format.
+func parseSched(_ text: String) -> UInt64? {
+    let prefix = "Timer was called ", suffix = " times so far\n"
+    guard text.hasPrefix(prefix), text.hasSuffix(suffix), text.count > prefix.count + suffix.count else { return nil }
+    let digits = text.dropFirst(prefix.count).dropLast(suffix.count)
+    guard digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber) else { return nil }
+    return UInt64(digits)
+}
+
+/// Whether a schedfs file system is mounted at `path`, from /proc/self/mountinfo.
+func isSchedfsMounted(_ path: String) -> Bool {
+    (readWhole("/proc/self/mountinfo") ?? "").split(separator: "\n").contains { line in
+        let fields = line.split(separator: " ")
+        guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { return false }
+        return fields[4] == path && fields[dash + 1] == "fuse.schedfs"
+    }
+}
+
+/// PIDs of live (not zombie) processes whose command line mentions `needle`.
+func livePIDs(mentioning needle: String) -> [pid_t] {
+    guard let directory = opendir("/proc") else { return [] }
+    defer { closedir(directory) }
+    var found: [pid_t] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        guard let pid = pid_t(name), pid != getpid() else { continue }
+        let commandLine = (readWhole("/proc/\(pid)/cmdline") ?? "").replacingNULs
+        guard commandLine.contains(needle), commandLine.contains("schedfs") else { continue }
+        let stat = readWhole("/proc/\(pid)/stat") ?? ""
+        if let close = stat.lastIndex(of: ")"), stat[stat.index(close, offsetBy: 2)] == "Z" { continue }
+        found.append(pid)
+    }
+    return found
+}
+
+extension String {
+    fileprivate var replacingNULs: String { String(map { $0 == "\0" ? " " : $0 }) }
+}
+
+/// Waits at most `timeout` for `condition`, testing it every millisecond.
+func eventually(timeout: Duration, _ condition: () -> Bool) -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while !condition() {
+        if ContinuousClock.now >= deadline { return false }
+        usleep(1000)
+    }
+    return true
+}
+
+/// A schedfs daemon in the foreground (`-f`), mounted on a fresh temporary directory.
+///
+/// ``cleanUp()`` (call it in a `defer`) always leaves nothing behind: it unmounts, waits for
+/// the daemon, and if the daemon hangs, kills it by its PID and detaches the mount. A watchdog
+/// does the same if the test itself hangs past ``watchdogTimeout``: killing the daemon makes any
+/// system call stuck on the mount return `ENOTCONN`, so the test can end.
+final class MountedSchedfs: Sendable {
+    static let watchdogTimeout: Duration = .seconds(60)
+
+    let root: TemporaryDirectory
+    let mountpoint: String
+    let logPath: String
+    let daemon: ChildProcess
+    private let cleaned = Atomic<Bool>(false)
+
+    init(options: [String] = []) throws {
+        try requireFuse()
+        let binary = try schedfsBinary()
+        root = try TemporaryDirectory()
+        mountpoint = root.path + "/mnt"
+        logPath = root.path + "/schedfs.log"
+        mkdir(mountpoint, 0o755)
+        daemon = try ChildProcess(binary, [mountpoint, "-f"] + options, stderr: logPath)
+        DispatchQueue.global().asyncAfter(deadline: .now() + Self.watchdogTimeout.dispatchSeconds) { [self] in
+            guard !cleaned.load(ordering: .acquiring) else { return }
+            daemon.send(SIGKILL)
+            _ = try? runCommand("/usr/bin/fusermount3", ["-u", "-z", mountpoint])
+        }
+        guard eventually(timeout: .seconds(10), { isSchedfsMounted(mountpoint) || daemon.wait(timeout: .zero) != nil }),
+            isSchedfsMounted(mountpoint)
+        else {
+            Issue.record("schedfs did not mount on \(mountpoint); its log:\n\(log)")
+            cleanUp()
+            throw SystemError(errno: EIO)
+        }
+        // Mounted is not yet serving: wait until the first read answers.
+        _ = eventually(timeout: .seconds(10)) { (try? readText(mountpoint + "/sched")) != nil }
+    }
+
+    /// The path of `name` inside the mount.
+    func path(_ name: String) -> String { mountpoint + "/" + name }
+
+    /// What the daemon has logged so far.
+    var log: String { readWhole(logPath) ?? "" }
+
+    /// The current count, read through the mount.
+    func count() throws -> UInt64 {
+        let text = try readText(path("sched"))
+        guard let count = parseSched(text) else {
+            Issue.record("sched read \(text.debugDescription)")
+            throw SystemError(errno: EINVAL)
+        }
+        return count
+    }
+
+    /// Unmounts, waits for the daemon, and removes the directory; idempotent.
+    func cleanUp() {
+        guard !cleaned.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        if daemon.wait(timeout: .zero) == nil {
+            if isSchedfsMounted(mountpoint) { _ = try? runCommand("/usr/bin/fusermount3", ["-u", mountpoint]) }
+            if daemon.wait(timeout: .seconds(5)) == nil {
+                Issue.record("schedfs (pid \(daemon.pid)) did not exit after unmount; killing it")
+                daemon.send(SIGKILL)
+                _ = daemon.wait(timeout: .seconds(5))
+            }
+        }
+        if isSchedfsMounted(mountpoint) { _ = try? runCommand("/usr/bin/fusermount3", ["-u", "-z", mountpoint]) }
+        root.remove()
+    }
+}
+
+extension Duration {
+    var dispatchSeconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
+
+/// The positions of `steps` in `log`, which must all be there, in order.
+func expectStepsInOrder(_ log: String, _ steps: [String], sourceLocation: SourceLocation = #_sourceLocation) {
+    var rest = Substring(log)
+    for step in steps {
+        guard let found = rest.firstRange(of: step) else {
+            Issue.record("log lacks '\(step)' after the steps before it; log:\n\(log)", sourceLocation: sourceLocation)
+            return
+        }
+        rest = rest[found.upperBound...]
+    }
+}

@@ -1,0 +1,176 @@
+import Glibc
+import KernelSync
+import Synchronization
+import TaskQueue
+import Testing
+
+@Suite struct TaskQueueTests {
+    @Test func queueingIsIdempotent() {
+        let queue = TaskQueue()
+        let runs = Atomic<Int>(0)
+        let task = QueueTask(name: "t") { _ in runs.add(1, ordering: .relaxed) }
+        #expect(!task.isQueued)
+        #expect(queue.queue(task))
+        #expect(task.isQueued)
+        #expect(!queue.queue(task), "a queued task must not be inserted twice")
+        #expect(queue.queuedNames == ["t"])
+        #expect(queue.run() == 1)
+        let runsNow = runs.load(ordering: .relaxed)
+        #expect(runsNow == 1)
+        #expect(!task.isQueued)
+        #expect(queue.isEmpty)
+    }
+
+    @Test func tasksRunInTheOrderTheyWereQueued() {
+        let queue = TaskQueue()
+        let order = Mutex<[Int]>([])
+        let tasks = (0..<10).map { number in QueueTask(name: "\(number)") { _ in order.withLock { $0.append(number) } } }
+        for task in tasks.reversed() { queue.queue(task) }
+        queue.run()
+        #expect(order.withLock { $0 } == Array((0..<10).reversed()))
+    }
+
+    @Test func syncIsClearedBeforeTheRoutineRuns() {
+        let queue = TaskQueue()
+        let sawQueued = Atomic<Bool>(true)
+        let task = QueueTask(name: "t") { task in sawQueued.store(task.isQueued, ordering: .relaxed) }
+        queue.queue(task)
+        queue.run()
+        let sawQueuedNow = sawQueued.load(ordering: .relaxed)
+        #expect(!sawQueuedNow)
+    }
+
+    @Test func aSelfRequeueingRoutineRunsOncePerRun() {
+        let queue = TaskQueue()
+        let runs = Atomic<Int>(0)
+        let task = QueueTask(name: "self") { task in
+            runs.add(1, ordering: .relaxed)
+            queue.queue(task)
+        }
+        queue.queue(task)
+        for expected in 1...25 {
+            #expect(queue.run() == 1)
+            let runsNow = runs.load(ordering: .relaxed)
+            #expect(runsNow == expected)
+            #expect(task.isQueued, "the routine re-queued itself for the next run")
+        }
+    }
+
+    @Test func aRoutineQueueingAnotherTaskDefersItToTheNextRun() {
+        let queue = TaskQueue()
+        let laterRan = Atomic<Bool>(false)
+        let later = QueueTask(name: "later") { _ in laterRan.store(true, ordering: .relaxed) }
+        let first = QueueTask(name: "first") { _ in queue.queue(later) }
+        queue.queue(first)
+        #expect(queue.run() == 1)
+        let ranOnFirstRun = laterRan.load(ordering: .relaxed)
+        #expect(!ranOnFirstRun)
+        #expect(queue.run() == 1)
+        let ranOnSecondRun = laterRan.load(ordering: .relaxed)
+        #expect(ranOnSecondRun)
+    }
+
+    @Test func manyTasksEachRunOnce() {
+        let queue = TaskQueue()
+        let runs = Mutex([Int](repeating: 0, count: 1000))
+        let tasks = (0..<1000).map { index in QueueTask(name: "\(index)") { _ in runs.withLock { $0[index] += 1 } } }
+        for task in tasks { queue.queue(task) }
+        #expect(queue.run() == 1000)
+        #expect(runs.withLock { $0 }.allSatisfy { $0 == 1 })
+        #expect(queue.run() == 0)
+    }
+
+    @Test func queueingFromManyThreadsInsertsEachTaskOnce() throws {
+        let queue = TaskQueue()
+        let runs = Mutex([Int](repeating: 0, count: 200))
+        let tasks = (0..<200).map { index in QueueTask(name: "\(index)") { _ in runs.withLock { $0[index] += 1 } } }
+        let inserted = Atomic<Int>(0)
+        let threads = try (0..<8).map { number in
+            try KernelThread(name: "queuer-\(number)") {
+                for task in tasks where queue.queue(task) { inserted.add(1, ordering: .relaxed) }
+            }
+        }
+        for thread in threads { #expect(thread.join(timeout: .seconds(10))) }
+        let insertedNow = inserted.load(ordering: .relaxed)
+        #expect(insertedNow == 200)
+        #expect(queue.run() == 200)
+        #expect(runs.withLock { $0 }.allSatisfy { $0 == 1 })
+    }
+
+    @Test func runningWhileOtherThreadsQueueLosesNoTask() throws {
+        let queue = TaskQueue()
+        let runs = Atomic<Int>(0)
+        let tasks = (0..<64).map { index in QueueTask(name: "\(index)") { _ in runs.add(1, ordering: .relaxed) } }
+        let inserted = Atomic<Int>(0)
+        let done = Atomic<Bool>(false)
+        let queuers = try (0..<4).map { number in
+            try KernelThread(name: "queuer-\(number)") {
+                for _ in 0..<500 {
+                    for task in tasks where queue.queue(task) { inserted.add(1, ordering: .relaxed) }
+                }
+            }
+        }
+        let runner = try KernelThread(name: "runner") {
+            while !done.load(ordering: .acquiring) { queue.run() }
+        }
+        for queuer in queuers { #expect(queuer.join(timeout: .seconds(30))) }
+        done.store(true, ordering: .releasing)
+        #expect(runner.join(timeout: .seconds(10)))
+        queue.run()
+        let runsNow = runs.load(ordering: .relaxed)
+        #expect(runsNow == inserted.load(ordering: .relaxed))
+    }
+}
+
+@Suite struct TickSourceTests {
+    @Test(arguments: [0, -5, 10_001])
+    func rejectsRatesOutOfRange(hz: Int) {
+        #expect(throws: TickSourceError.self) { try TickSource(hz: hz) {} }
+    }
+
+    /// Absolute deadlines keep the pace: the count matches elapsed time × HZ within 1 %.
+    @Test func keepsPaceWithTheClock() throws {
+        let hz = 100
+        let ticks = Atomic<Int>(0)
+        let source = try TickSource(hz: hz) { ticks.add(1, ordering: .relaxed) }
+        let clock = ContinuousClock()
+        let start = clock.now
+        try source.start()
+        usleep(3_000_000)
+        let counted = ticks.load(ordering: .relaxed)
+        let elapsed = clock.now - start
+        #expect(source.stop(timeout: .seconds(1)))
+        let due = elapsed.milliseconds / 1000 * Double(hz)
+        #expect(abs(Double(counted) - due) <= max(due * 0.01, 2), "counted \(counted) ticks, \(due) due")
+    }
+
+    @Test func stopEndsTheTicksAtOnce() throws {
+        let ticks = Atomic<Int>(0)
+        let source = try TickSource(hz: 1) { ticks.add(1, ordering: .relaxed) }
+        try source.start()
+        let clock = ContinuousClock()
+        let start = clock.now
+        #expect(source.stop(timeout: .seconds(2)))
+        #expect(clock.now - start < .milliseconds(500), "stop must not wait for the next 1 s tick")
+        let after = ticks.load(ordering: .relaxed)
+        usleep(50_000)
+        let ticksNow = ticks.load(ordering: .relaxed)
+        #expect(ticksNow == after)
+    }
+
+    @Test func drivesATaskQueue() throws {
+        let queue = TaskQueue()
+        let runs = Atomic<Int>(0)
+        let task = QueueTask(name: "self") { task in
+            runs.add(1, ordering: .relaxed)
+            queue.queue(task)
+        }
+        queue.queue(task)
+        let source = try TickSource(hz: 1000) { queue.run() }
+        try source.start()
+        usleep(200_000)
+        #expect(source.stop(timeout: .seconds(1)))
+        let runsNow = runs.load(ordering: .relaxed)
+        #expect(runsNow > 100)
+    }
+}
