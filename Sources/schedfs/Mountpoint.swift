@@ -9,18 +9,11 @@ struct Mountpoint {
     ///
     /// - Throws: ``MountpointError`` saying what is wrong.
     init(checking given: String) throws(MountpointError) {
-        guard let resolved = realpath(given, nil) else {
-            switch errno {
-            case ENOENT: throw .missing(given)
-            case ENOTDIR: throw .notDirectory(given)
-            case ENOTCONN: throw .deadMount(given)
-            case let error: throw .unreachable(given, error)
-            }
-        }
+        guard let resolved = realpath(given, nil) else { throw MountpointError(given, errno: errno) }
         path = String(cString: resolved)
         free(resolved)
         var attributes = stat()
-        guard stat(path, &attributes) == 0 else { throw .unreachable(given, errno) }
+        guard stat(path, &attributes) == 0 else { throw MountpointError(given, errno: errno) }
         guard attributes.st_mode & S_IFMT == S_IFDIR else { throw .notDirectory(given) }
         if Self.schedfsMounts().contains(path) { throw .alreadyMounted(given) }
     }
@@ -82,6 +75,16 @@ enum MountpointError: Error, Equatable, CustomStringConvertible {
     case alreadyMounted(String)
     case deadMount(String)
     case unreachable(String, Int32)
+
+    /// The error for a path that `realpath` or `stat` failed on with `errno`.
+    init(_ path: String, errno: Int32) {
+        switch errno {
+        case ENOENT: self = .missing(path)
+        case ENOTDIR: self = .notDirectory(path)
+        case ENOTCONN: self = .deadMount(path)
+        default: self = .unreachable(path, errno)
+        }
+    }
 
     var description: String {
         switch self {

@@ -280,3 +280,30 @@ import Testing
         }
     }
 }
+
+extension MountTests.CleanupProtocol {
+    @Test func aSingleThreadedMountServesAndUnmounts() throws {
+        let mount = try MountedSchedfs(options: ["-s"])
+        defer { mount.cleanUp() }
+        #expect(mount.log.contains("1 request thread(s)"))
+        _ = try mount.count()
+        #expect(try runCommand("/usr/bin/fusermount3", ["-u", mount.mountpoint]).status == 0)
+        #expect(mount.daemon.wait(timeout: .seconds(2)) == 0, "log:\n\(mount.log)")
+        expectStepsInOrder(mount.log, ["cleanup: started by unmount"] + Self.steps)
+    }
+}
+
+extension MountTests.BadInput {
+    /// A daemon killed with SIGKILL leaves a dead mount; a new schedfs names it and the fix.
+    @Test func aDeadMountIsNamedWithTheCommandThatClearsIt() throws {
+        let mount = try MountedSchedfs()
+        defer { mount.cleanUp() }
+        mount.daemon.send(SIGKILL)
+        #expect(mount.daemon.wait(timeout: .seconds(5)) != nil)
+        let result = try runCommand(try schedfsBinary(), [mount.mountpoint])
+        #expect(result.status != 0)
+        #expect(result.stderr.split(separator: "\n").count == 1)
+        #expect(result.stderr.contains("fusermount3 -u \(mount.mountpoint)"), "\(result.stderr)")
+        #expect(livePIDs(mentioning: mount.root.path).isEmpty)
+    }
+}

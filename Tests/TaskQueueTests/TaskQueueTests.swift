@@ -42,15 +42,10 @@ import Testing
 
     @Test func aSelfRequeueingRoutineRunsOncePerRun() {
         let queue = TaskQueue()
-        let runs = Atomic<Int>(0)
-        let task = QueueTask(name: "self") { task in
-            runs.add(1, ordering: .relaxed)
-            queue.queue(task)
-        }
-        queue.queue(task)
+        let (task, runs) = queueSelfRequeueingTask(on: queue)
         for expected in 1...25 {
             #expect(queue.run() == 1)
-            let runsNow = runs.load(ordering: .relaxed)
+            let runsNow = runs.value.load(ordering: .relaxed)
             #expect(runsNow == expected)
             #expect(task.isQueued, "the routine re-queued itself for the next run")
         }
@@ -160,17 +155,28 @@ import Testing
 
     @Test func drivesATaskQueue() throws {
         let queue = TaskQueue()
-        let runs = Atomic<Int>(0)
-        let task = QueueTask(name: "self") { task in
-            runs.add(1, ordering: .relaxed)
-            queue.queue(task)
-        }
-        queue.queue(task)
+        let (_, runs) = queueSelfRequeueingTask(on: queue)
         let source = try TickSource(hz: 1000) { queue.run() }
         try source.start()
         usleep(200_000)
         #expect(source.stop(timeout: .seconds(1)))
-        let runsNow = runs.load(ordering: .relaxed)
+        let runsNow = runs.value.load(ordering: .relaxed)
         #expect(runsNow > 100)
     }
+}
+
+/// How many times a task ran.
+private final class RunCount: Sendable {
+    let value = Atomic<Int>(0)
+}
+
+/// Queues on `queue` a task that counts its runs and re-queues itself, like sched's routine.
+private func queueSelfRequeueingTask(on queue: TaskQueue) -> (task: QueueTask, runs: RunCount) {
+    let runs = RunCount()
+    let task = QueueTask(name: "self") { task in
+        runs.value.add(1, ordering: .relaxed)
+        queue.queue(task)
+    }
+    queue.queue(task)
+    return (task, runs)
 }
