@@ -12,26 +12,32 @@ enum FuseOperations {
         operations.lookup = { request, parent, name in
             requestHandler(request).lookup(request!, parent: parent, name: String(cString: name!))
         }
-        operations.getattr = { request, inode, _ in
-            requestHandler(request).getattr(request!, inode: inode)
+        operations.forget = { request, node, lookups in
+            requestHandler(request).forget(request!, node: node, lookups: lookups)
         }
-        operations.setattr = { request, inode, _, changes, _ in
-            requestHandler(request).setattr(request!, inode: inode, changes: changes)
+        operations.getattr = { request, node, _ in
+            requestHandler(request).getattr(request!, node: node)
         }
-        operations.access = { request, inode, mask in
-            requestHandler(request).access(request!, inode: inode, mask: mask)
+        operations.setattr = { request, node, _, changes, _ in
+            requestHandler(request).setattr(request!, node: node, changes: changes)
         }
-        operations.open = { request, inode, info in
-            requestHandler(request).open(request!, inode: inode, info: info!)
+        operations.access = { request, node, mask in
+            requestHandler(request).access(request!, node: node, mask: mask)
         }
-        operations.read = { request, _, size, offset, info in
-            requestHandler(request).read(request!, size: size, offset: offset, info: info!)
+        operations.open = { request, node, info in
+            requestHandler(request).open(request!, node: node, info: info!)
+        }
+        operations.`init` = { userdata, connection in
+            Unmanaged<FuseRequestHandler>.fromOpaque(userdata!).takeUnretainedValue().initialize(connection!)
+        }
+        operations.read = { request, node, size, offset, info in
+            requestHandler(request).read(request!, node: node, size: size, offset: offset, info: info!)
         }
         operations.release = { request, _, info in
             requestHandler(request).release(request!, info: info!)
         }
-        operations.opendir = { request, inode, info in
-            requestHandler(request).opendir(request!, inode: inode, info: info!)
+        operations.opendir = { request, node, info in
+            requestHandler(request).opendir(request!, node: node, info: info!)
         }
         operations.readdir = { request, _, size, offset, info in
             requestHandler(request).readdir(request!, size: size, offset: offset, info: info!)
@@ -42,6 +48,7 @@ enum FuseOperations {
         operations.listxattr = { request, _, size in
             requestHandler(request).listxattr(request!, size: size)
         }
+        operations.write = { request, _, _, _, _, _ in refuse(request, EACCES) }
         operations.getxattr = { request, _, _, _ in refuse(request, ENOTSUP) }
         operations.setxattr = { request, _, _, _, _, _ in refuse(request, EACCES) }
         operations.removexattr = { request, _, _ in refuse(request, EACCES) }

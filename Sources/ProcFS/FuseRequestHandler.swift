@@ -1,8 +1,12 @@
 import CFuse3
 import Glibc
 import Logging
+import Synchronization
 
 /// Answers libfuse's low-level requests from a ``ProcTree``.
+///
+/// In page-cache mode the kernel's node IDs are ``SnapshotNodes``; in direct_io mode they are
+/// the entries' inode numbers, and each open takes its snapshot (``OpenFile``).
 ///
 /// Changes to the tree are refused with the errno that Linux procfs gives a caller without
 /// privilege over a read-only proc file (`/proc/uptime`, mode 0444), as measured on Linux 6.18:
@@ -10,6 +14,7 @@ import Logging
 /// | operation                                  | errno     |
 /// |--------------------------------------------|-----------|
 /// | open for writing or with `O_TRUNC`, truncate | `EACCES` |
+/// | write (page-cache mode, where the kernel opens files itself) | `EACCES` |
 /// | unlink, rmdir, setxattr, removexattr       | `EACCES`  |
 /// | chmod, chown, utimes                       | `EPERM`   |
 /// | create, mknod, mkdir, symlink, link, rename | `ENOENT` |
@@ -18,17 +23,21 @@ import Logging
 /// | read on a file removed since it was opened | `EIO`     |
 final class FuseRequestHandler: Sendable {
     let tree: ProcTree
+    let snapshots = SnapshotNodes()
     let owner: (uid: uid_t, gid: gid_t)
     let createdAt: timespec
     let logger: Logger
+    let directIORequested: Bool
+    private let servesFromPageCache = Atomic<Bool>(false)
 
-    /// How long the kernel may cache a name lookup; removal invalidates it explicitly.
+    /// How long the kernel may cache a name; a change or removal drops it explicitly.
     static let entryTimeout = 1.0
-    /// How long the kernel may cache attributes: never, since the size follows the text.
-    static let attributeTimeout = 0.0
+    /// How long the kernel may cache a snapshot node's attributes: they never change.
+    static let snapshotAttributeTimeout = 86_400.0
 
-    init(tree: ProcTree, logger: Logger) {
+    init(tree: ProcTree, directIORequested: Bool, logger: Logger) {
         self.tree = tree
+        self.directIORequested = directIORequested
         self.owner = (getuid(), getgid())
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
@@ -36,7 +45,26 @@ final class FuseRequestHandler: Sendable {
         self.logger = logger
     }
 
-    // MARK: Attributes
+    /// How the kernel reads files; decided when the kernel says what it offers (`FUSE_INIT`).
+    var readMode: ReadMode { servesFromPageCache.load(ordering: .acquiring) ? .pageCache : .directIO }
+
+    func initialize(_ connection: UnsafeMutablePointer<fuse_conn_info>) {
+        let offered = connection.pointee.capable & UInt32(FUSE_CAP_NO_OPEN_SUPPORT) != 0
+        let mode = ReadMode.choose(kernelOffersNoOpen: offered, directIORequested: directIORequested)
+        servesFromPageCache.store(mode == .pageCache, ordering: .releasing)
+        logger.info(
+            "serving reads through the \(mode.rawValue)\(offered ? "" : " (the kernel lacks FUSE_CAP_NO_OPEN_SUPPORT)")")
+    }
+
+    // MARK: Nodes and attributes
+
+    /// The file behind a node ID, with the text frozen in it in page-cache mode.
+    private func file(_ node: UInt64) -> (entry: ProcEntry, frozen: [UInt8]?)? {
+        if readMode == .pageCache {
+            return snapshots.node(node).map { ($0.entry, $0.text) }
+        }
+        return tree.entry(inode: node).map { ($0, nil) }
+    }
 
     private func baseAttributes(inode: UInt64) -> stat {
         var attributes = stat()
@@ -57,13 +85,12 @@ final class FuseRequestHandler: Sendable {
         return attributes
     }
 
-    /// The entry's attributes with the size of its current text, or `nil` once it is removed.
-    private func attributes(of entry: ProcEntry) -> stat? {
-        guard let text = entry.snapshot() else { return nil }
+    /// A file's attributes; its inode number is the entry's, whatever node the kernel holds.
+    private func attributes(of entry: ProcEntry, size: Int) -> stat {
         var attributes = baseAttributes(inode: entry.inode)
         attributes.st_mode = S_IFREG | mode_t(entry.permissions)
         attributes.st_nlink = 1
-        attributes.st_size = off_t(text.count)
+        attributes.st_size = off_t(size)
         return attributes
     }
 
@@ -71,41 +98,60 @@ final class FuseRequestHandler: Sendable {
 
     func lookup(_ request: fuse_req_t, parent: UInt64, name: String) {
         guard parent == ProcTree.rootInode else { return reply(request, error: ENOTDIR) }
-        guard let entry = tree.entry(named: name), let attributes = attributes(of: entry) else {
-            return reply(request, error: ENOENT)
-        }
+        guard let entry = tree.entry(named: name) else { return reply(request, error: ENOENT) }
         var parameters = fuse_entry_param()
-        parameters.ino = entry.inode
-        parameters.attr = attributes
         parameters.entry_timeout = Self.entryTimeout
-        parameters.attr_timeout = Self.attributeTimeout
-        checked(fuse_reply_entry(request, &parameters), "lookup")
+        if readMode == .pageCache {
+            guard let node = snapshots.lookUp(entry) else { return reply(request, error: ENOENT) }
+            parameters.ino = node.id
+            parameters.attr = attributes(of: entry, size: node.text.count)
+            parameters.attr_timeout = Self.snapshotAttributeTimeout
+            if fuse_reply_entry(request, &parameters) != 0 {
+                // The lookup was interrupted: the kernel will not forget what it never got.
+                snapshots.forget(node.id, count: 1)
+            }
+        } else {
+            guard let text = entry.snapshot() else { return reply(request, error: ENOENT) }
+            parameters.ino = entry.inode
+            parameters.attr = attributes(of: entry, size: text.count)
+            checked(fuse_reply_entry(request, &parameters), "lookup")
+        }
     }
 
-    func getattr(_ request: fuse_req_t, inode: UInt64) {
+    func forget(_ request: fuse_req_t, node: UInt64, lookups: UInt64) {
+        if readMode == .pageCache { snapshots.forget(node, count: lookups) }
+        fuse_reply_none(request)
+    }
+
+    func getattr(_ request: fuse_req_t, node: UInt64) {
         var attributes: stat
-        if inode == ProcTree.rootInode {
+        var timeout = 0.0
+        if node == ProcTree.rootInode {
             attributes = rootAttributes
-        } else if let entry = tree.entry(inode: inode), let found = self.attributes(of: entry) {
-            attributes = found
+        } else if let (entry, frozen) = file(node) {
+            if let frozen {
+                attributes = self.attributes(of: entry, size: frozen.count)
+                timeout = Self.snapshotAttributeTimeout
+            } else {
+                guard let text = entry.snapshot() else { return reply(request, error: ENOENT) }
+                attributes = self.attributes(of: entry, size: text.count)
+            }
         } else {
             return reply(request, error: ENOENT)
         }
-        checked(fuse_reply_attr(request, &attributes, Self.attributeTimeout), "getattr")
+        checked(fuse_reply_attr(request, &attributes, timeout), "getattr")
     }
 
-    func setattr(_ request: fuse_req_t, inode: UInt64, changes: Int32) {
-        guard inode == ProcTree.rootInode || tree.entry(inode: inode) != nil else {
-            return reply(request, error: ENOENT)
-        }
+    func setattr(_ request: fuse_req_t, node: UInt64, changes: Int32) {
+        guard node == ProcTree.rootInode || file(node) != nil else { return reply(request, error: ENOENT) }
         reply(request, error: changes & FUSE_SET_ATTR_SIZE != 0 ? EACCES : EPERM)
     }
 
-    func access(_ request: fuse_req_t, inode: UInt64, mask: Int32) {
+    func access(_ request: fuse_req_t, node: UInt64, mask: Int32) {
         let permissions: UInt16
-        if inode == ProcTree.rootInode {
+        if node == ProcTree.rootInode {
             permissions = 0o555
-        } else if let entry = tree.entry(inode: inode) {
+        } else if let (entry, _) = file(node) {
             permissions = entry.permissions
         } else {
             return reply(request, error: ENOENT)
@@ -116,8 +162,10 @@ final class FuseRequestHandler: Sendable {
         reply(request, error: mask & ~granted == 0 ? 0 : EACCES)
     }
 
-    func open(_ request: fuse_req_t, inode: UInt64, info: UnsafeMutablePointer<fuse_file_info>) {
-        guard let entry = tree.entry(inode: inode) else { return reply(request, error: ENOENT) }
+    func open(_ request: fuse_req_t, node: UInt64, info: UnsafeMutablePointer<fuse_file_info>) {
+        guard let (entry, _) = file(node) else { return reply(request, error: ENOENT) }
+        // ENOSYS tells the kernel to open files itself from now on, keeping their cached pages.
+        if readMode == .pageCache { return reply(request, error: ENOSYS) }
         let flags = info.pointee.flags
         guard flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0 else { return reply(request, error: EACCES) }
         guard let text = entry.snapshot() else { return reply(request, error: ENOENT) }
@@ -130,29 +178,37 @@ final class FuseRequestHandler: Sendable {
         }
     }
 
-    func read(_ request: fuse_req_t, size: Int, offset: off_t, info: UnsafeMutablePointer<fuse_file_info>) {
-        let file = FileHandle.borrow(info.pointee.fh, as: OpenFile.self)
-        let replied: Int32? = file.entry.whileLive {
-            let start = min(Int(offset), file.text.count)
-            let end = min(start + size, file.text.count)
-            return file.text.withUnsafeBufferPointer { bytes in
-                bytes.baseAddress!.withMemoryRebound(to: CChar.self, capacity: bytes.count) {
-                    fuse_reply_buf(request, $0 + start, end - start)
-                }
+    /// Reads from the open's snapshot (direct_io), or from the node's frozen snapshot to fill
+    /// the kernel's cache (page-cache mode, where the kernel opens files itself and `fh` is 0).
+    func read(
+        _ request: fuse_req_t, node: UInt64, size: Int, offset: off_t, info: UnsafeMutablePointer<fuse_file_info>
+    ) {
+        let snapshot: (entry: ProcEntry, text: [UInt8])?
+        if info.pointee.fh == 0 {
+            snapshot = file(node).flatMap { entry, frozen in frozen.map { (entry, $0) } }
+        } else {
+            let open = FileHandle.borrow(info.pointee.fh, as: OpenFile.self)
+            snapshot = (open.entry, open.text)
+        }
+        guard let (entry, text) = snapshot, !entry.isRemoved else { return reply(request, error: EIO) }
+        let start = min(Int(offset), text.count)
+        let end = min(start + size, text.count)
+        let replied = text.withUnsafeBufferPointer { bytes in
+            bytes.baseAddress!.withMemoryRebound(to: CChar.self, capacity: bytes.count) {
+                fuse_reply_buf(request, $0 + start, end - start)
             }
         }
-        guard let replied else { return reply(request, error: EIO) }
         checked(replied, "read")
     }
 
     func release(_ request: fuse_req_t, info: UnsafeMutablePointer<fuse_file_info>) {
-        FileHandle.release(info.pointee.fh, as: OpenFile.self)
+        if info.pointee.fh != 0 { FileHandle.release(info.pointee.fh, as: OpenFile.self) }
         reply(request, error: 0)
     }
 
-    func opendir(_ request: fuse_req_t, inode: UInt64, info: UnsafeMutablePointer<fuse_file_info>) {
-        guard inode == ProcTree.rootInode else {
-            return reply(request, error: tree.entry(inode: inode) == nil ? ENOENT : ENOTDIR)
+    func opendir(_ request: fuse_req_t, node: UInt64, info: UnsafeMutablePointer<fuse_file_info>) {
+        guard node == ProcTree.rootInode else {
+            return reply(request, error: file(node) == nil ? ENOENT : ENOTDIR)
         }
         let parent = OpenDirectory.Item(name: ".", inode: ProcTree.rootInode, isDirectory: true)
         let grandparent = OpenDirectory.Item(name: "..", inode: ProcTree.rootInode, isDirectory: true)

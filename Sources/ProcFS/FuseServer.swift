@@ -27,14 +27,18 @@ public final class FuseServer: @unchecked Sendable {
     private let workers = Mutex<[KernelThread]>([])
     private let stopping = Atomic<Bool>(false)
     private let sessionEnded = Atomic<Bool>(false)
+    private let notifyFailureLogged = Atomic<Bool>(false)
 
     /// Creates the libfuse session.
     ///
-    /// - Parameter arguments: libfuse's command-line arguments without the program name, for
-    ///   example `["-o", "fsname=schedfs", "-d"]`; libfuse rejects the ones it does not know.
+    /// - Parameters:
+    ///   - arguments: libfuse's command-line arguments without the program name, for example
+    ///     `["-o", "fsname=schedfs", "-d"]`; libfuse rejects the ones it does not know.
+    ///   - directIO: serve every read from the daemon, even where the kernel offers the page-cache
+    ///     mode (see ``ReadMode``).
     /// - Throws: ``FuseServerError/session(_:)`` with what libfuse said.
-    public init(tree: ProcTree, arguments: [String], logger: Logger) throws(FuseServerError) {
-        let handler = FuseRequestHandler(tree: tree, logger: logger)
+    public init(tree: ProcTree, arguments: [String], directIO: Bool = false, logger: Logger) throws(FuseServerError) {
+        let handler = FuseRequestHandler(tree: tree, directIORequested: directIO, logger: logger)
         var operations = FuseOperations.table
         var fuseArguments = fuse_args(argc: 0, argv: nil, allocated: 0)
         for argument in ["schedfs"] + arguments {
@@ -56,11 +60,13 @@ public final class FuseServer: @unchecked Sendable {
         self.handler = handler
         self.logger = logger
         self.stopEvent = stopEvent
-        tree.observeRemovals { [weak self] entry in self?.invalidate(entry) }
+        tree.observe(
+            changed: { [weak self] entry in self?.dropCachedText(of: entry) },
+            removed: { [weak self] entry in self?.forget(entry) })
     }
 
     deinit {
-        handler.tree.observeRemovals(nil)
+        handler.tree.observe(changed: nil, removed: nil)
         fuse_session_destroy(session)
         close(stopEvent)
     }
@@ -124,11 +130,32 @@ public final class FuseServer: @unchecked Sendable {
         fuse_session_unmount(session)
     }
 
-    /// Tells the kernel to forget its cached name of a removed entry.
-    private func invalidate(_ entry: ProcEntry) {
-        let result = fuse_lowlevel_notify_inval_entry(session, ProcTree.rootInode, entry.name, entry.name.utf8.count)
-        if result != 0 {
-            logger.debug("invalidate \(entry.name): \(String(cString: strerror(-result)))")
+    /// How the kernel reads files, known once it has said what it offers.
+    public var readMode: ReadMode { handler.readMode }
+
+    /// In page-cache mode, retires a changed entry's snapshot node and has the kernel drop the
+    /// name, so the next open looks it up again; files already open keep their snapshot.
+    private func dropCachedText(of entry: ProcEntry) {
+        guard handler.readMode == .pageCache, let node = handler.snapshots.supersede(entry) else { return }
+        report(
+            fuse_lowlevel_notify_delete(session, ProcTree.rootInode, node, entry.name, entry.name.utf8.count),
+            "drop cached", entry)
+    }
+
+    /// Has the kernel forget a removed entry's name.
+    private func forget(_ entry: ProcEntry) {
+        if handler.readMode == .pageCache { handler.snapshots.remove(entry) }
+        report(
+            fuse_lowlevel_notify_inval_entry(session, ProcTree.rootInode, entry.name, entry.name.utf8.count),
+            "forget name of", entry)
+    }
+
+    /// Logs a failed notification once. `ENOENT` (the kernel holds nothing to drop) is normal,
+    /// and so are `ENODEV`/`ENOTCONN`/`EBADF` while the mount goes away.
+    private func report(_ result: Int32, _ action: String, _ entry: ProcEntry) {
+        guard result != 0, ![ENOENT, ENODEV, ENOTCONN, EBADF].contains(-result) else { return }
+        if !notifyFailureLogged.exchange(true, ordering: .relaxed) {
+            logger.warning("cannot \(action) \(entry.name) in the kernel: \(String(cString: strerror(-result))); further failures are not logged")
         }
     }
 

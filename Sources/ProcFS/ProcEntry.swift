@@ -1,7 +1,8 @@
-/// A regular file of a ``ProcTree`` whose text is made from live state when it is opened.
+/// A regular file of a ``ProcTree`` whose text is made from live state.
 ///
-/// Like a procfs `single_open` file, each open takes one snapshot of the text, so a reader sees
-/// one value whole at every offset and buffer size, never half of one and half of the next.
+/// Like a procfs `single_open` file, each open sees one snapshot of the text, whole at every
+/// offset and buffer size, never half of one value and half of the next. An owner that knows
+/// when the text changes calls ``changed()``, which lets the kernel cache the text in between.
 public final class ProcEntry: Sendable {
     /// The file's name in its directory.
     public let name: String
@@ -10,13 +11,25 @@ public final class ProcEntry: Sendable {
     /// The permission bits, for example `0o444`.
     public let permissions: UInt16
     private let content: @Sendable () -> String
+    private let observers: ProcTreeObservers
     let gate = RundownGate()
 
-    init(name: String, inode: UInt64, permissions: UInt16, content: @escaping @Sendable () -> String) {
+    init(
+        name: String, inode: UInt64, permissions: UInt16, observers: ProcTreeObservers,
+        content: @escaping @Sendable () -> String
+    ) {
         self.name = name
         self.inode = inode
         self.permissions = permissions
+        self.observers = observers
         self.content = content
+    }
+
+    /// Says that the text has changed, so that a copy cached by the kernel is dropped.
+    /// Cheap enough to call on every timer tick; does nothing once the entry is removed.
+    public func changed() {
+        guard !isRemoved else { return }
+        observers.changed(self)
     }
 
     /// Whether the entry has been removed from its tree.

@@ -21,7 +21,7 @@ public final class ProcTree: Sendable {
     }
 
     private let state = Mutex(State())
-    private let removalObserver = Mutex<(@Sendable (ProcEntry) -> Void)?>(nil)
+    private let observers = ProcTreeObservers()
 
     public init() {}
 
@@ -41,7 +41,8 @@ public final class ProcTree: Sendable {
         }
         return try state.withLock { (state) throws(ProcTreeError) -> ProcEntry in
             guard state.byName[name] == nil else { throw .exists(name) }
-            let entry = ProcEntry(name: name, inode: state.nextInode, permissions: permissions, content: content)
+            let entry = ProcEntry(
+                name: name, inode: state.nextInode, permissions: permissions, observers: observers, content: content)
             state.nextInode += 1
             state.byName[name] = entry
             state.byInode[entry.inode] = entry
@@ -60,8 +61,7 @@ public final class ProcTree: Sendable {
             return entry
         }
         guard let removed else { throw .notFound(name) }
-        let observer = removalObserver.withLock { $0 }
-        observer?(removed)
+        observers.removed(removed)
         let users = removed.gate.close(timeout: timeout)
         if users > 0 { throw .busy(name, users: users) }
     }
@@ -81,11 +81,32 @@ public final class ProcTree: Sendable {
         state.withLock { $0.byInode.values.sorted { $0.inode < $1.inode } }
     }
 
-    /// Sets what runs when an entry is removed, before its rundown; the server uses it to drop
-    /// the kernel's cached entry. `nil` clears it.
-    public func observeRemovals(_ observer: (@Sendable (ProcEntry) -> Void)?) {
-        removalObserver.withLock { $0 = observer }
+    /// Sets what runs when an entry changes (``ProcEntry/changed()``) and when one is removed
+    /// (before its rundown); the server uses them to keep the kernel's caches true. `nil`
+    /// clears both.
+    public func observe(
+        changed: (@Sendable (ProcEntry) -> Void)?, removed: (@Sendable (ProcEntry) -> Void)?
+    ) {
+        observers.set(changed: changed, removed: removed)
     }
+}
+
+/// The observers of one tree, shared with its entries.
+final class ProcTreeObservers: Sendable {
+    private struct Handlers {
+        var changed: (@Sendable (ProcEntry) -> Void)?
+        var removed: (@Sendable (ProcEntry) -> Void)?
+    }
+
+    private let handlers = Mutex(Handlers())
+
+    func set(changed: (@Sendable (ProcEntry) -> Void)?, removed: (@Sendable (ProcEntry) -> Void)?) {
+        handlers.withLock { $0 = Handlers(changed: changed, removed: removed) }
+    }
+
+    func changed(_ entry: ProcEntry) { handlers.withLock { $0.changed }?(entry) }
+
+    func removed(_ entry: ProcEntry) { handlers.withLock { $0.removed }?(entry) }
 }
 
 /// Why a change to a ``ProcTree`` was refused.

@@ -40,9 +40,10 @@ public final class SchedModule: Sendable {
     /// `init_module`: queues the routine on the timer queue and registers `sched`.
     public func start() throws(ProcTreeError) {
         timerQueue.queue(task)
-        try tree.register(Self.fileName, permissions: 0o444) { [routine] in
+        let file = try tree.register(Self.fileName, permissions: 0o444) { [routine] in
             SchedText.format(calls: routine.calls.load(ordering: .acquiring))
         }
+        routine.file.withLock { $0 = file }
     }
 
     /// `cleanup_module`, made race-free and bounded. Step 1 unregisters `sched` and waits for
@@ -86,6 +87,8 @@ public final class SchedModule: Sendable {
 /// the condition and wait queue that replace `sleep_on`, so the wake-up cannot be lost.
 final class TickRoutine: Sendable {
     let calls = Atomic<UInt64>(0)
+    /// The `sched` file, told of each new count so that cached copies are dropped.
+    let file = Mutex<ProcEntry?>(nil)
     let stopRequested = Atomic<Bool>(false)
     let hasLeft = Atomic<Bool>(false)
     let wake = WaitQueue()
@@ -93,6 +96,7 @@ final class TickRoutine: Sendable {
     /// One run: count it, then re-queue, or leave the queue and wake cleanup.
     func run(_ task: QueueTask, requeueOn queue: TaskQueue) {
         calls.add(1, ordering: .releasing)
+        file.withLock { $0 }?.changed()
         if stopRequested.load(ordering: .acquiring) {
             hasLeft.store(true, ordering: .releasing)
             wake.wakeUp()

@@ -45,7 +45,8 @@ struct Daemon {
         try sched.start()
         let ticks = try TickSource(hz: configuration.options.hz) { timerQueue.run() }
         let events = try ShutdownEvents()
-        let server = try FuseServer(tree: tree, arguments: fuseArguments, logger: logger)
+        let server = try FuseServer(
+            tree: tree, arguments: fuseArguments, directIO: configuration.options.directIO, logger: logger)
         try server.mount(at: configuration.mountpoint.path)
         do {
             try server.daemonize(foreground: configuration.foreground)

@@ -6,6 +6,8 @@ struct MountOptions: Equatable {
     var hz = 100
     /// Where the daemon logs when it is in the background; `nil` means syslog.
     var logFile: String?
+    /// Serve every read from the daemon (`direct_io`) instead of the kernel's page cache.
+    var directIO = false
     /// Options for libfuse, each `key` or `key=value`, in the order given.
     var passedOn: [String] = []
 
@@ -28,6 +30,10 @@ struct MountOptions: Equatable {
                     guard seen.insert(key).inserted else { throw .repeated(key) }
                     guard let argument, !argument.isEmpty else { throw .missingValue(key, "a file path") }
                     options.logFile = argument
+                case "direct_io":
+                    guard seen.insert(key).inserted else { throw .repeated(key) }
+                    guard argument == nil else { throw .unexpectedValue(key) }
+                    options.directIO = true
                 default:
                     options.passedOn.append(option)
                 }
@@ -50,6 +56,7 @@ enum MountOptionError: Error, Equatable, CustomStringConvertible {
     case empty(String)
     case repeated(String)
     case missingValue(String, String)
+    case unexpectedValue(String)
     case badValue(String, String, String)
 
     var description: String {
@@ -57,6 +64,7 @@ enum MountOptionError: Error, Equatable, CustomStringConvertible {
         case .empty(let list): "empty mount option in '-o \(list)'"
         case .repeated(let key): "mount option '\(key)' is given more than once"
         case .missingValue(let key, let wanted): "mount option '\(key)' needs a value: \(wanted)"
+        case .unexpectedValue(let key): "mount option '\(key)' takes no value"
         case .badValue(let key, let value, let wanted): "bad value '\(value)' for mount option '\(key)': expected \(wanted)"
         }
     }

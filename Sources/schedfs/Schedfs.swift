@@ -21,6 +21,7 @@ struct Schedfs: ParsableCommand {
             schedfs's own -o options:
               hz=N        timer ticks per second, 1 to 10000 (default 100)
               log=PATH    in the background, log to PATH instead of syslog
+              direct_io   serve every read from the daemon, not from the kernel's page cache
             Any other -o option is passed to libfuse (allow_other, default_permissions, ro, \
             fsname=..., auto_unmount, ...).
             """,

@@ -5,9 +5,13 @@ import Testing
 /// Tests that mount the built `schedfs` on a temporary directory and use it with real system
 /// calls. They run one at a time: each mounts its own file system and times its own ticks.
 @Suite(.serialized) struct MountTests {
+    /// The two ways the kernel can read: the default page-cache mode, and `-o direct_io`.
+    static let readModes: [[String]] = [[], ["-o", "direct_io"]]
+
     @Suite struct Reading {
-        @Test func catShowsACountThatGrowsAtHz() throws {
-            let mount = try MountedSchedfs(options: ["-o", "hz=100"])
+        @Test(arguments: MountTests.readModes)
+        func catShowsACountThatGrowsAtHz(mode: [String]) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
             defer { mount.cleanUp() }
             let clock = ContinuousClock()
             let first = try mount.count()
@@ -24,8 +28,9 @@ import Testing
             #expect(shown >= second)
         }
 
-        @Test func statAndListingShowOneReadOnlyFile() throws {
-            let mount = try MountedSchedfs()
+        @Test(arguments: MountTests.readModes)
+        func statAndListingShowOneReadOnlyFile(mode: [String]) throws {
+            let mount = try MountedSchedfs(options: mode)
             defer { mount.cleanUp() }
             var attributes = stat()
             #expect(stat(mount.mountpoint, &attributes) == 0)
@@ -62,9 +67,9 @@ import Testing
 
         /// One open is one snapshot: reads at any buffer size, spread over many ticks, join
         /// into one whole line (`dd bs=1` would see the same).
-        @Test(arguments: [1, 2, 3, 7, 4096])
-        func readsOfAnySizeSeeOneSnapshot(chunk: Int) throws {
-            let mount = try MountedSchedfs(options: ["-o", "hz=1000"])
+        @Test(arguments: MountTests.readModes, [1, 2, 3, 7, 4096])
+        func readsOfAnySizeSeeOneSnapshot(mode: [String], chunk: Int) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=1000"] + mode)
             defer { mount.cleanUp() }
             let descriptor = open(mount.path("sched"), O_RDONLY)
             #expect(descriptor >= 0)
@@ -83,12 +88,48 @@ import Testing
             #expect(pread(descriptor, &buffer, chunk, off_t(bytes.count + 10)) == 0)
         }
 
-        @Test func ddWithOneByteBlocksPrintsOneLine() throws {
-            let mount = try MountedSchedfs(options: ["-o", "hz=1000"])
+        @Test(arguments: MountTests.readModes)
+        func ddWithOneByteBlocksPrintsOneLine(mode: [String]) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=1000"] + mode)
             defer { mount.cleanUp() }
             let dd = try runCommand("/bin/dd", ["if=\(mount.path("sched"))", "bs=1", "status=none"])
             #expect(dd.status == 0)
             #expect(parseSched(dd.stdout) != nil, "dd printed \(dd.stdout.debugDescription)")
+        }
+    }
+
+    @Suite struct ReadModes {
+        @Test(arguments: zip(MountTests.readModes, ["page cache", "direct_io"]))
+        func theLogSaysWhichModeServes(mode: [String], name: String) throws {
+            let mount = try MountedSchedfs(options: mode)
+            defer { mount.cleanUp() }
+            #expect(mount.log.contains("serving reads through the \(name)"), "log:\n\(mount.log)")
+        }
+
+        /// A reader polling as fast as it can sees every count, each read one whole line, and
+        /// never a count lower than one it saw before. 20 Hz leaves 50 ms a tick, so the reader
+        /// cannot miss one by being descheduled for a moment on a busy machine.
+        @Test(arguments: MountTests.readModes)
+        func aPollingReaderSeesEveryTick(mode: [String]) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=20"] + mode)
+            defer { mount.cleanUp() }
+            let clock = ContinuousClock()
+            let end = clock.now + .seconds(2)
+            var seen: Set<UInt64> = []
+            var last: UInt64 = 0
+            var reads = 0
+            while clock.now < end {
+                let text = try readText(mount.path("sched"))
+                reads += 1
+                let count = try #require(parseSched(text), "read \(text.debugDescription)")
+                #expect(count >= last, "the count went back from \(last) to \(count)")
+                last = max(last, count)
+                seen.insert(count)
+            }
+            let first = try #require(seen.min())
+            let missed = (first...last).filter { !seen.contains($0) }
+            #expect(missed.isEmpty, "\(reads) reads missed counts \(missed)")
+            #expect(last - first >= 30, "2 s at 20 Hz")
         }
     }
 
@@ -240,19 +281,31 @@ import Testing
     @Suite struct RefusedChanges {
         private func failure(_ result: Int32) -> Int32 { result < 0 ? errno : 0 }
 
-        @Test func everyChangeIsRefusedWithProcfsErrno() throws {
-            let mount = try MountedSchedfs()
+        /// Writing fails with EACCES: at open in direct_io mode; in page-cache mode the kernel
+        /// opens files itself (as procfs lets root open /proc/uptime for writing), so at write.
+        @Test(arguments: MountTests.readModes)
+        func writingFailsWithEACCES(mode: [String]) throws {
+            let mount = try MountedSchedfs(options: mode)
             defer { mount.cleanUp() }
             let sched = mount.path("sched")
-            func openFailure(_ flags: Int32) -> Int32 {
+            for flags in [O_WRONLY, O_RDWR, O_WRONLY | O_APPEND, O_WRONLY | O_TRUNC] {
                 let descriptor = open(sched, flags)
-                if descriptor >= 0 { close(descriptor) }
-                return descriptor < 0 ? errno : 0
+                if descriptor < 0 {
+                    #expect(errno == EACCES)
+                } else {
+                    #expect(mode.isEmpty, "direct_io mode must refuse the open")
+                    #expect(write(descriptor, "x", 1) == -1 && errno == EACCES)
+                    close(descriptor)
+                }
             }
-            #expect(openFailure(O_WRONLY) == EACCES)
-            #expect(openFailure(O_RDWR) == EACCES)
-            #expect(openFailure(O_RDONLY | O_TRUNC) == EACCES)
-            #expect(openFailure(O_WRONLY | O_APPEND) == EACCES)
+            #expect(parseSched(try readText(sched)) != nil, "nothing was written or truncated")
+        }
+
+        @Test(arguments: MountTests.readModes)
+        func everyChangeIsRefusedWithProcfsErrno(mode: [String]) throws {
+            let mount = try MountedSchedfs(options: mode)
+            defer { mount.cleanUp() }
+            let sched = mount.path("sched")
             #expect(failure(truncate(sched, 0)) == EACCES)
             #expect(failure(open(mount.path("new"), O_CREAT | O_WRONLY, 0o644)) == ENOENT)
             #expect(failure(mkdir(mount.path("dir"), 0o755)) == ENOENT)

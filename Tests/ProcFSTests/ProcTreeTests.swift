@@ -50,7 +50,7 @@ import Testing
     @Test func removalTellsTheObserver() throws {
         let tree = ProcTree()
         let removed = Mutex<[String]>([])
-        tree.observeRemovals { entry in removed.withLock { $0.append(entry.name) } }
+        tree.observe(changed: nil, removed: { entry in removed.withLock { $0.append(entry.name) } })
         try tree.register("a") { "" }
         try tree.remove("a")
         #expect(removed.withLock { $0 } == ["a"])
@@ -92,5 +92,14 @@ import Testing
         #expect(throws: ProcTreeError.busy("stuck", users: 1)) { try tree.remove("stuck", timeout: .milliseconds(50)) }
         release.signal()
         #expect(tree.entry(named: "stuck") == nil)
+    }
+}
+
+@Suite struct ReadModeTests {
+    @Test func thePageCacheIsUsedOnlyWhereTheKernelOffersNoOpenAndDirectIOIsNotAsked() {
+        #expect(ReadMode.choose(kernelOffersNoOpen: true, directIORequested: false) == .pageCache)
+        #expect(ReadMode.choose(kernelOffersNoOpen: true, directIORequested: true) == .directIO)
+        #expect(ReadMode.choose(kernelOffersNoOpen: false, directIORequested: false) == .directIO)
+        #expect(ReadMode.choose(kernelOffersNoOpen: false, directIORequested: true) == .directIO)
     }
 }
