@@ -13,8 +13,8 @@ import Synchronization
 /// request to arrive (libfuse issue 997). When the kernel ends the session (`fusermount3 -u`,
 /// `umount`), the workers see `ENODEV` and the server reports it through `onSessionEnd`.
 ///
-/// Life cycle, all from one thread: ``init(tree:arguments:logger:)``, ``mount(at:)``,
-/// ``daemonize(foreground:)``, ``serve(threads:onSessionEnd:)``, ``stop(timeout:)``, ``unmount()``.
+/// Life cycle, all from one thread: ``init(tree:arguments:directIO:logger:)``, ``mount(at:)``,
+/// ``serve(threads:onSessionEnd:)``, ``stop(timeout:)``, ``unmount()``.
 public final class FuseServer: @unchecked Sendable {
     // @unchecked: `session` is a C pointer, which Swift cannot prove Sendable. Workers use it
     // only through libfuse's thread-safe calls (receive, process, notify); creation, mount,
@@ -81,15 +81,6 @@ public final class FuseServer: @unchecked Sendable {
         guard result == 0 else { throw .mount(mountpoint, said.joined(separator: "; ")) }
         let descriptor = fuse_session_fd(session)
         _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
-    }
-
-    /// Detaches from the terminal unless `foreground` (`fuse_daemonize`): the parent exits 0, the
-    /// child goes on with its standard streams on `/dev/null` and its directory at `/`.
-    ///
-    /// Call it after ``mount(at:)`` and before any thread is started, since only the calling
-    /// thread survives a fork.
-    public func daemonize(foreground: Bool) throws(FuseServerError) {
-        guard fuse_daemonize(foreground ? 1 : 0) == 0 else { throw .system("fuse_daemonize", errno) }
     }
 
     /// Starts `threads` workers that answer requests until ``stop(timeout:)`` or the end of the

@@ -16,6 +16,9 @@ public final class TickSource: Sendable {
     private let timer: Int32
     private let stopEvent: Int32
     private let thread = Mutex<KernelThread?>(nil)
+    /// The first deadline, in monotonic nanoseconds; 0 until started.
+    private let firstDeadline = Atomic<Int64>(0)
+    private let measured = Mutex(TickStatistics())
 
     /// The accepted tick rates, as the kernel's `CONFIG_HZ` would never exceed.
     public static let hzRange = 1...10_000
@@ -50,12 +53,12 @@ public final class TickSource: Sendable {
     /// Arms the timer and starts the tick thread; the first tick is one period from now.
     public func start() throws {
         let periodNanoseconds = 1_000_000_000 / hz
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        var first = now
+        var first = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &first)
         first.tv_nsec += periodNanoseconds
         first.tv_sec += first.tv_nsec / 1_000_000_000
         first.tv_nsec %= 1_000_000_000
+        firstDeadline.store(Int64(first.tv_sec) * 1_000_000_000 + Int64(first.tv_nsec), ordering: .releasing)
         var spec = itimerspec(
             it_interval: timespec(tv_sec: periodNanoseconds / 1_000_000_000, tv_nsec: periodNanoseconds % 1_000_000_000),
             it_value: first)
@@ -66,6 +69,21 @@ public final class TickSource: Sendable {
         thread.withLock { $0 = started }
     }
 
+    /// What the tick source has measured so far, with the deadlines passed by now.
+    public var statistics: TickStatistics {
+        var statistics = measured.withLock { $0 }
+        let first = firstDeadline.load(ordering: .acquiring)
+        let now = Self.monotonicNanoseconds()
+        statistics.due = first == 0 || now < first ? 0 : UInt64((now - first) / Int64(1_000_000_000 / hz)) + 1
+        return statistics
+    }
+
+    private static func monotonicNanoseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+    }
+
     /// Stops the ticks and waits at most `timeout` for the tick thread to end.
     ///
     /// - Returns: `false` if the tick thread was still running when the time was up.
@@ -74,6 +92,18 @@ public final class TickSource: Sendable {
         _ = write(stopEvent, &one, MemoryLayout<UInt64>.size)
         guard let running = thread.withLock({ $0 }) else { return true }
         return running.join(timeout: timeout)
+    }
+
+    /// Measures a wake-up that found `expirations` deadlines passed.
+    private func record(_ expirations: UInt64) {
+        let now = Self.monotonicNanoseconds()
+        let period = Int64(1_000_000_000 / hz)
+        measured.withLock { statistics in
+            statistics.ticks += expirations
+            if expirations > 1 { statistics.lateWakeUps += 1 }
+            let latest = firstDeadline.load(ordering: .acquiring) + Int64(statistics.ticks - 1) * period
+            statistics.lateness.record(nanoseconds: now - latest)
+        }
     }
 
     private func tickLoop() {
@@ -89,9 +119,9 @@ public final class TickSource: Sendable {
             }
             if fds[1].revents != 0 { return }
             var expirations: UInt64 = 0
-            if read(timer, &expirations, MemoryLayout<UInt64>.size) == MemoryLayout<UInt64>.size {
-                for _ in 0..<expirations { onTick() }
-            }
+            guard read(timer, &expirations, MemoryLayout<UInt64>.size) == MemoryLayout<UInt64>.size else { continue }
+            record(expirations)
+            for _ in 0..<expirations { onTick() }
         }
     }
 }

@@ -12,8 +12,10 @@ struct Configuration {
     var source: String?
     /// The `-o` options.
     var options: MountOptions
-    /// Stay in the foreground and log to stderr (`-f`, implied by `-d`).
+    /// Stay in the foreground (`-f`, implied by `-d`).
     var foreground: Bool
+    /// Set in the child that `Background` started: where to say that it is ready.
+    var readiness: Readiness?
     /// Log every request (`-d`).
     var debug: Bool
     /// How many threads answer requests (`-s` makes it 1).
@@ -30,11 +32,12 @@ struct Daemon {
 
     let configuration: Configuration
 
-    /// Runs the daemon. Errors thrown come before the mount is handed over (the caller reports
-    /// them as one line); afterwards the result is the exit status.
+    /// Runs the daemon. Errors thrown come before it serves (the caller reports them as one
+    /// line); afterwards the result is the exit status.
     func run() throws -> Int32 {
         ShutdownEvents.blockSignals()
         let output = try logOutput()
+        configuration.readiness?.detach()
         let level: Logger.Level = configuration.debug ? .debug : .info
         LoggingSystem.bootstrap { label in output.handler(label: label, level: level) }
         let logger = Logger(label: "schedfs")
@@ -49,16 +52,17 @@ struct Daemon {
             tree: tree, arguments: fuseArguments, directIO: configuration.options.directIO, logger: logger)
         try server.mount(at: configuration.mountpoint.path)
         do {
-            try server.daemonize(foreground: configuration.foreground)
             try ticks.start()
             try server.serve(threads: configuration.threads) { [events] in events.sessionEnded() }
         } catch {
             logger.error("\(error)")
+            configuration.readiness?.failed("\(error)")
             return shutDown(after: nil, sched: nil, ticks: ticks, server: server, logger: logger)
         }
         logger.info(
             "mounted on \(configuration.mountpoint.path): hz=\(ticks.hz), \(configuration.threads) request thread(s), pid \(getpid())"
         )
+        configuration.readiness?.ready()
         let cause = events.next()
         return shutDown(after: cause, sched: sched, ticks: ticks, server: server, logger: logger)
     }
@@ -79,10 +83,12 @@ struct Daemon {
             logger.error("\(error)")
             status = 1
         }
+        let measured = ticks.statistics
         if !ticks.stop(timeout: Self.stopTimeout) {
             logger.error("cleanup: the tick thread did not stop within \(Self.stopTimeout)")
             status = 1
         }
+        logger.info("\(TickReport(statistics: measured, hz: ticks.hz))")
         if !server.stop(timeout: Self.stopTimeout) {
             logger.error("cleanup: a request thread was still busy after \(Self.stopTimeout)")
             status = 1
@@ -101,8 +107,9 @@ struct Daemon {
         return arguments
     }
 
+    /// stderr in the foreground; in the background the log file, or syslog.
     private func logOutput() throws -> LogOutput {
-        if configuration.foreground { return .descriptor(LogDescriptor(STDERR_FILENO)) }
+        if configuration.readiness == nil { return .descriptor(LogDescriptor(STDERR_FILENO)) }
         guard let path = configuration.options.logFile else { return .syslog }
         return .descriptor(try LogDescriptor.appending(to: path))
     }

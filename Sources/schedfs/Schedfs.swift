@@ -42,6 +42,9 @@ struct Schedfs: ParsableCommand {
     @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, comma separated.", valueName: "options"))
     var mountOptions: [String] = []
 
+    @Option(name: .customLong("ready-fd"), help: .private)
+    var readyDescriptor: Int32?
+
     func validate() throws {
         if paths.isEmpty { throw ValidationError("missing mountpoint: say where to mount, as in 'schedfs mnt'") }
         if paths.count > 2 {
@@ -50,16 +53,26 @@ struct Schedfs: ParsableCommand {
     }
 
     func run() throws {
-        let options = try MountOptions.parse(mountOptions)
-        let mountpoint = try Mountpoint(checking: paths[paths.count - 1])
-        let configuration = Configuration(
-            mountpoint: mountpoint,
-            source: paths.count == 2 ? paths[0] : nil,
-            options: options,
-            foreground: foreground || debug,
-            debug: debug,
-            threads: singleThreaded ? 1 : Daemon.defaultThreads)
-        Glibc.exit(try Daemon(configuration: configuration).run())
+        let readiness = readyDescriptor.map(Readiness.init)
+        do {
+            let options = try MountOptions.parse(mountOptions)
+            let mountpoint = try Mountpoint(checking: paths[paths.count - 1])
+            if !foreground && !debug {
+                Glibc.exit(try Background.start(arguments: Array(CommandLine.arguments.dropFirst())))
+            }
+            let configuration = Configuration(
+                mountpoint: mountpoint,
+                source: paths.count == 2 ? paths[0] : nil,
+                options: options,
+                foreground: true,
+                readiness: readiness,
+                debug: debug,
+                threads: singleThreaded ? 1 : Daemon.defaultThreads)
+            Glibc.exit(try Daemon(configuration: configuration).run())
+        } catch {
+            readiness?.failed("\(error)")
+            throw error
+        }
     }
 
     /// Parses and runs; every error is one line on stderr, `schedfs: <what is wrong>`, and a

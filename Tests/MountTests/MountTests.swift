@@ -1,5 +1,7 @@
-import Glibc
 import CLinux
+import Dispatch
+import Glibc
+import Synchronization
 import Testing
 
 /// Tests that mount the built `schedfs` on a temporary directory and use it with real system
@@ -216,6 +218,18 @@ import Testing
             }
             let pid = try #require(daemonPID, "the log names the daemon's pid:\n\(log)")
             #expect(livePIDs(mentioning: root.path) == [pid])
+            var attributes = stat()
+            #expect(stat("/proc/\(pid)/cwd", &attributes) == 0 && attributes.st_ino == 2, "the daemon works in /")
+            #expect(getsid(pid) == pid, "the daemon leads its own session")
+
+            // Readers on four threads make the daemon's threads contend for its locks.
+            let badReads = Atomic<Int>(0)
+            DispatchQueue.concurrentPerform(iterations: 4) { _ in
+                for _ in 0..<500 where parseSched((try? readText(mountpoint + "/sched")) ?? "") == nil {
+                    badReads.add(1, ordering: .relaxed)
+                }
+            }
+            #expect(badReads.load(ordering: .relaxed) == 0)
 
             let unmount = try runCommand("/usr/bin/fusermount3", ["-u", mountpoint])
             #expect(unmount.status == 0)

@@ -1,0 +1,107 @@
+/*
+ * loadgen: open/read/close a /proc-like file in a loop from N threads, check every read's
+ * text, and report ops/s and latency percentiles as one JSON line.
+ *
+ *   loadgen PATH THREADS SECONDS sched|uptime
+ *
+ * "sched" checks that each read is exactly one line "Timer was called N times so far\n" and
+ * that N never goes back within a thread; "uptime" checks /proc/uptime's "%f %f\n".
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BUCKETS 200000 /* 0.1 us each: up to 20 ms; slower reads land in the last */
+
+struct worker {
+    pthread_t thread;
+    const char *path;
+    int check_sched;
+    double seconds;
+    unsigned long ops, bad;
+    unsigned *histogram;
+};
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static int valid_sched(const char *text, ssize_t length, unsigned long long *last) {
+    unsigned long long count;
+    int consumed = 0;
+    if (length <= 0 || text[length - 1] != '\n') return 0;
+    if (sscanf(text, "Timer was called %llu times so far\n%n", &count, &consumed) != 1) return 0;
+    if (consumed != length || count < *last) return 0;
+    *last = count;
+    return 1;
+}
+
+static int valid_uptime(const char *text, ssize_t length) {
+    double up, idle;
+    int consumed = 0;
+    return length > 0 && sscanf(text, "%lf %lf\n%n", &up, &idle, &consumed) == 2 && consumed == length;
+}
+
+static void *run(void *argument) {
+    struct worker *w = argument;
+    char buffer[4097];
+    unsigned long long last = 0;
+    double end = now() + w->seconds;
+    while (1) {
+        double start = now();
+        if (start >= end) break;
+        int fd = open(w->path, O_RDONLY);
+        ssize_t length = fd < 0 ? -1 : read(fd, buffer, sizeof buffer - 1);
+        if (fd >= 0) close(fd);
+        double took = now() - start;
+        if (length >= 0) buffer[length] = 0;
+        int good = w->check_sched ? valid_sched(buffer, length, &last) : valid_uptime(buffer, length);
+        if (!good) w->bad++;
+        long bucket = (long)(took * 1e7);
+        w->histogram[bucket < BUCKETS ? bucket : BUCKETS - 1]++;
+        w->ops++;
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 5) {
+        fprintf(stderr, "usage: loadgen PATH THREADS SECONDS sched|uptime\n");
+        return 2;
+    }
+    int threads = atoi(argv[2]);
+    double seconds = atof(argv[3]);
+    struct worker *workers = calloc(threads, sizeof *workers);
+    double start = now();
+    for (int i = 0; i < threads; i++) {
+        workers[i] = (struct worker){.path = argv[1], .check_sched = strcmp(argv[4], "sched") == 0, .seconds = seconds};
+        workers[i].histogram = calloc(BUCKETS, sizeof(unsigned));
+        pthread_create(&workers[i].thread, NULL, run, &workers[i]);
+    }
+    unsigned long ops = 0, bad = 0;
+    unsigned long *merged = calloc(BUCKETS, sizeof(unsigned long));
+    for (int i = 0; i < threads; i++) {
+        pthread_join(workers[i].thread, NULL);
+        ops += workers[i].ops;
+        bad += workers[i].bad;
+        for (long b = 0; b < BUCKETS; b++) merged[b] += workers[i].histogram[b];
+    }
+    double elapsed = now() - start;
+    double p50 = 0, p99 = 0;
+    unsigned long seen = 0;
+    for (long b = 0; b < BUCKETS; b++) {
+        seen += merged[b];
+        if (!p50 && seen * 2 >= ops) p50 = (b + 1) / 10.0;
+        if (!p99 && seen * 100 >= ops * 99) { p99 = (b + 1) / 10.0; break; }
+    }
+    printf("{\"ops\": %lu, \"seconds\": %.3f, \"ops_per_s\": %.0f, \"p50_us\": %.1f, \"p99_us\": %.1f, \"bad\": %lu}\n",
+           ops, elapsed, ops / elapsed, p50, p99, bad);
+    return bad ? 1 : 0;
+}

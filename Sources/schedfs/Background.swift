@@ -1,0 +1,112 @@
+import Glibc
+
+/// Puts the daemon in the background without `fork()`.
+///
+/// A process that has run Swift code must not go on after a fork: the runtime caches each
+/// thread's ID, `Mutex` writes that ID into its futex, and in the child the forking thread
+/// would lock with its parent's ID; the first contended lock then spins forever (the kernel
+/// answers ESRCH and EPERM). So the command starts a fresh `schedfs -f` in a new session with
+/// `posix_spawn`, and waits until that child says it is mounted and serving, or why it failed.
+/// The parent's exit status therefore tells whether every step of starting worked.
+enum Background {
+    /// The descriptor a background child reports on.
+    static let readinessDescriptor: Int32 = 3
+    /// How long the command waits for its child to be ready.
+    static let startTimeout: Duration = .seconds(30)
+
+    /// Starts the daemon in the background and waits for it.
+    ///
+    /// - Returns: 0 once the daemon serves; otherwise the child's error has been printed.
+    static func start(arguments: [String]) throws(BackgroundError) -> Int32 {
+        var ends: [Int32] = [0, 0]
+        guard pipe(&ends) == 0 else { throw .system("pipe", errno) }
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        defer { close(ends[0]) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, ends[1], readinessDescriptor)
+        for descriptor: Int32 in 0...2 {
+            posix_spawn_file_actions_addopen(&actions, descriptor, "/dev/null", O_RDWR, 0)
+        }
+        let executable = selfExecutable()
+        let argv = ([executable] + arguments + ["-f", "--ready-fd", "\(readinessDescriptor)"]).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var child = pid_t()
+        let spawned = posix_spawn(&child, executable, &actions, nil, argv, environ)
+        close(ends[1])
+        guard spawned == 0 else { throw .system("posix_spawn \(executable)", spawned) }
+
+        switch readReport(from: ends[0]) {
+        case .some(let report) where report == "ready":
+            return 0
+        case .some(let report) where report.hasPrefix("error: "):
+            throw .daemon(String(report.dropFirst("error: ".count)))
+        case .some:
+            throw .daemon("the daemon exited before it was ready; see its log")
+        case .none:
+            kill(child, SIGTERM)
+            throw .daemon("the daemon was not ready within \(startTimeout)")
+        }
+    }
+
+    /// The one line the child writes, or `nil` if none came in time; "" when it exited silently.
+    private static func readReport(from descriptor: Int32) -> String? {
+        let deadline = ContinuousClock.now + startTimeout
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 512)
+        while !bytes.contains(UInt8(ascii: "\n")) {
+            let left = Int32(clamping: max((deadline - ContinuousClock.now).nanoseconds / 1_000_000, 0))
+            var ready = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            let polled = poll(&ready, 1, left)
+            if polled < 0, errno == EINTR { continue }
+            guard polled > 0 else { return nil }
+            let count = read(descriptor, &chunk, chunk.count)
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes += chunk[0..<count]
+        }
+        return String(decoding: bytes.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+    }
+
+    private static func selfExecutable() -> String {
+        var path = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let length = readlink("/proc/self/exe", &path, path.count - 1)
+        guard length > 0 else { return CommandLine.arguments[0] }
+        return String(decoding: path[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// The child's end of the readiness pipe: one line, `ready` or `error: <what is wrong>`.
+struct Readiness {
+    let descriptor: Int32
+
+    /// Detaches the child from the caller's terminal session and working directory.
+    func detach() {
+        setsid()
+        chdir("/")
+    }
+
+    func ready() { report("ready") }
+
+    func failed(_ message: String) { report("error: \(message)") }
+
+    private func report(_ line: String) {
+        var bytes = Array("\(line)\n".utf8)
+        _ = write(descriptor, &bytes, bytes.count)
+        close(descriptor)
+    }
+}
+
+/// The daemon could not be started in the background.
+enum BackgroundError: Error, CustomStringConvertible {
+    case system(String, Int32)
+    case daemon(String)
+
+    var description: String {
+        switch self {
+        case .system(let call, let error): "\(call): \(String(cString: strerror(error)))"
+        case .daemon(let message): message
+        }
+    }
+}

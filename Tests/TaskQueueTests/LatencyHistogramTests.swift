@@ -1,0 +1,51 @@
+import Glibc
+import TaskQueue
+import Testing
+
+@Suite struct LatencyHistogramTests {
+    @Test func anEmptyHistogramSaysZero() {
+        let histogram = LatencyHistogram()
+        #expect(histogram.count == 0)
+        #expect(histogram.percentile(0.99) == 0)
+    }
+
+    @Test func smallValuesAreExact() {
+        var histogram = LatencyHistogram()
+        for value in 0..<16 { histogram.record(nanoseconds: Int64(value)) }
+        #expect(histogram.percentile(0.5) == 7)
+        #expect(histogram.percentile(1) == 15)
+    }
+
+    /// Percentiles land within the 1/16 precision of the buckets.
+    @Test func percentilesAreWithinSixPercent() {
+        var histogram = LatencyHistogram()
+        for value in 1...10_000 { histogram.record(nanoseconds: Int64(value) * 1000) }
+        for (fraction, exact) in [(0.5, 5_000_000.0), (0.99, 9_900_000.0)] {
+            let found = Double(histogram.percentile(fraction))
+            #expect(found >= exact && found <= exact * 1.0625, "p\(fraction): \(found) for \(exact)")
+        }
+        #expect(histogram.maximum == 10_000_000)
+        #expect(histogram.percentile(1) == 10_000_000)
+    }
+
+    @Test func negativeDurationsCountAsZero() {
+        var histogram = LatencyHistogram()
+        histogram.record(nanoseconds: -5)
+        #expect(histogram.percentile(1) == 0)
+        #expect(histogram.count == 1)
+    }
+}
+
+@Suite struct TickStatisticsTests {
+    @Test func aTickSourceMeasuresItsPaceAndLateness() throws {
+        let source = try TickSource(hz: 200) {}
+        try source.start()
+        usleep(500_000)
+        let measured = source.statistics
+        #expect(source.stop(timeout: .seconds(1)))
+        #expect(measured.due >= 90 && measured.due <= 110, "due \(measured.due) after 0.5 s at 200 Hz")
+        #expect(measured.ticks + 1 >= measured.due && measured.ticks <= measured.due)
+        #expect(measured.lateness.count > 0)
+        #expect(measured.lateness.percentile(0.5) < 5_000_000, "a median tick 5 ms late at 200 Hz")
+    }
+}
