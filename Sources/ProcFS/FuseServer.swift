@@ -135,7 +135,7 @@ public final class FuseServer: @unchecked Sendable {
 
     /// Has the kernel forget a removed entry's name.
     private func forget(_ entry: ProcEntry) {
-        if handler.readMode == .pageCache { handler.snapshots.remove(entry) }
+        if handler.readMode == .pageCache { _ = handler.snapshots.supersede(entry) }
         report(
             fuse_lowlevel_notify_inval_entry(session, ProcTree.rootInode, entry.name, entry.name.utf8.count),
             "forget name of", entry)

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A regular file of a ``ProcTree`` whose text is made from live state.
 ///
 /// Like a procfs `single_open` file, each open sees one snapshot of the text, whole at every
@@ -13,6 +15,8 @@ public final class ProcEntry: Sendable {
     private let content: @Sendable () -> String
     private let observers: ProcTreeObservers
     let gate = RundownGate()
+    /// The page-cache mode's state for this entry, kept here so a change costs no lookups.
+    let cacheState = Mutex(EntryCacheState())
 
     init(
         name: String, inode: UInt64, permissions: UInt16, observers: ProcTreeObservers,

@@ -19,10 +19,6 @@ final class SnapshotNodes: Sendable {
 
     private struct State {
         var nodes: [UInt64: Node] = [:]
-        /// The node of each entry's current text, by entry inode number.
-        var current: [UInt64: UInt64] = [:]
-        /// How many times each entry has changed, by entry inode number.
-        var changes: [UInt64: UInt64] = [:]
         /// Above every entry inode number, so that no ID means two things.
         var nextID: UInt64 = 1 << 40
     }
@@ -35,30 +31,35 @@ final class SnapshotNodes: Sendable {
     /// entry is removed.
     func lookUp(_ entry: ProcEntry) -> (id: UInt64, text: [UInt8])? {
         for attempt in 1...Self.snapshotAttempts {
-            let seen = state.withLock { state -> (UInt64, (UInt64, [UInt8])?) in
-                let changes = state.changes[entry.inode, default: 0]
-                guard let id = state.current[entry.inode], var node = state.nodes[id] else { return (changes, nil) }
-                node.lookups += 1
-                state.nodes[id] = node
-                return (changes, (id, node.text))
-            }
-            if let found = seen.1 { return found }
+            let seen = entry.cacheState.withLock { $0 }
+            if let current = seen.currentNode, let found = countLookup(of: current) { return found }
             guard let text = entry.snapshot() else { return nil }
             // A change during the snapshot would leave the new node stale with nobody to
             // retire it, so take the snapshot again; after the last attempt, hand it out as
             // not current, and the next lookup takes a fresh one.
-            let made: UInt64? = state.withLock { state in
-                let unchanged = state.changes[entry.inode, default: 0] == seen.0
-                guard unchanged || attempt == Self.snapshotAttempts else { return nil }
-                let id = state.nextID
-                state.nextID += 1
-                state.nodes[id] = Node(entry: entry, text: text, lookups: 1)
-                if unchanged { state.current[entry.inode] = id }
-                return id
+            let id = state.withLock { state in
+                defer { state.nextID += 1 }
+                state.nodes[state.nextID] = Node(entry: entry, text: text, lookups: 1)
+                return state.nextID
             }
-            if let made { return (made, text) }
+            let installed = entry.cacheState.withLock { cache in
+                guard cache.changes == seen.changes else { return false }
+                cache.currentNode = id
+                return true
+            }
+            if installed || attempt == Self.snapshotAttempts { return (id, text) }
+            forget(id, count: 1)
         }
         return nil
+    }
+
+    private func countLookup(of id: UInt64) -> (id: UInt64, text: [UInt8])? {
+        state.withLock { state in
+            guard var node = state.nodes[id] else { return nil }
+            node.lookups += 1
+            state.nodes[id] = node
+            return (id, node.text)
+        }
     }
 
     /// The node with `id`, if the kernel still holds it.
@@ -66,39 +67,42 @@ final class SnapshotNodes: Sendable {
         state.withLock { $0.nodes[id] }
     }
 
-    /// Retires `entry`'s current node after a change.
+    /// Retires `entry`'s current node after a change; cheap when nobody has looked it up.
     ///
     /// - Returns: the retired node's ID, for the server to tell the kernel; `nil` when no lookup
     ///   has taken a snapshot since the last change, so the kernel holds nothing to drop.
     func supersede(_ entry: ProcEntry) -> UInt64? {
-        state.withLock { state in
-            state.changes[entry.inode, default: 0] += 1
-            return state.current.removeValue(forKey: entry.inode)
-        }
-    }
-
-    /// Forgets an entry that was removed from the tree; its nodes live on until forgotten.
-    func remove(_ entry: ProcEntry) {
-        state.withLock { state in
-            state.current[entry.inode] = nil
-            state.changes[entry.inode] = nil
+        entry.cacheState.withLock { cache in
+            cache.changes &+= 1
+            defer { cache.currentNode = nil }
+            return cache.currentNode
         }
     }
 
     /// The kernel forgets `count` lookups of node `id` (`FUSE_FORGET`).
     func forget(_ id: UInt64, count: UInt64) {
-        state.withLock { state in
-            guard var node = state.nodes[id] else { return }
+        let released = state.withLock { state -> Node? in
+            guard var node = state.nodes[id] else { return nil }
             node.lookups -= min(count, node.lookups)
-            if node.lookups == 0 {
-                state.nodes[id] = nil
-                if state.current[node.entry.inode] == id { state.current[node.entry.inode] = nil }
-            } else {
+            if node.lookups > 0 {
                 state.nodes[id] = node
+                return nil
             }
+            state.nodes[id] = nil
+            return node
+        }
+        released?.entry.cacheState.withLock { cache in
+            if cache.currentNode == id { cache.currentNode = nil }
         }
     }
 
     /// How many nodes the kernel holds.
     var count: Int { state.withLock { $0.nodes.count } }
+}
+
+/// What the page-cache mode keeps on each entry: the node of its current text, if a lookup
+/// has taken one since the last change, and how many changes there have been.
+struct EntryCacheState: Sendable {
+    var currentNode: UInt64?
+    var changes: UInt64 = 0
 }

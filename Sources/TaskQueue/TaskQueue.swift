@@ -7,7 +7,13 @@ import Synchronization
 ///   queued, clears its `sync` flag and only then calls its routine. A routine that re-queues
 ///   itself therefore lands on the list for the *next* run: it runs once per run, never in a loop.
 public final class TaskQueue: Sendable {
-    private let pending = Mutex<[QueueTask]>([])
+    private struct Lists {
+        var pending: [QueueTask] = []
+        /// The list ``run()`` emptied last time, kept so that a run allocates nothing.
+        var spare: [QueueTask] = []
+    }
+
+    private let lists = Mutex(Lists())
 
     public init() {}
 
@@ -18,7 +24,7 @@ public final class TaskQueue: Sendable {
     public func queue(_ task: QueueTask) -> Bool {
         guard task.sync.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
         else { return false }
-        pending.withLock { $0.append(task) }
+        lists.withLock { $0.pending.append(task) }
         return true
     }
 
@@ -27,20 +33,25 @@ public final class TaskQueue: Sendable {
     /// - Returns: how many tasks ran.
     @discardableResult
     public func run() -> Int {
-        let detached = pending.withLock { list in
-            defer { list.removeAll(keepingCapacity: true) }
-            return list
+        var detached = lists.withLock { lists in
+            var detached: [QueueTask] = []
+            swap(&detached, &lists.spare)
+            swap(&detached, &lists.pending)
+            return detached
         }
         for task in detached {
             task.sync.store(false, ordering: .releasing)
             task.routine(task)
         }
-        return detached.count
+        let ran = detached.count
+        detached.removeAll(keepingCapacity: true)
+        lists.withLock { $0.spare = detached }
+        return ran
     }
 
     /// The names of the tasks waiting for the next run, in order.
-    public var queuedNames: [String] { pending.withLock { $0.map(\.name) } }
+    public var queuedNames: [String] { lists.withLock { $0.pending.map(\.name) } }
 
     /// Whether no task is waiting.
-    public var isEmpty: Bool { pending.withLock { $0.isEmpty } }
+    public var isEmpty: Bool { lists.withLock { $0.pending.isEmpty } }
 }

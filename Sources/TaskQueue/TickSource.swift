@@ -14,7 +14,7 @@ public final class TickSource: Sendable {
     public let hz: Int
     private let onTick: @Sendable () -> Void
     private let timer: Int32
-    private let stopEvent: Int32
+    private let stopping = Atomic<Bool>(false)
     private let thread = Mutex<KernelThread?>(nil)
     /// The first deadline, in monotonic nanoseconds; 0 until started.
     private let firstDeadline = Atomic<Int64>(0)
@@ -30,21 +30,13 @@ public final class TickSource: Sendable {
         guard Self.hzRange.contains(hz) else { throw .badRate(hz) }
         let timer = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC))
         guard timer >= 0 else { throw .system("timerfd_create", errno) }
-        let stopEvent = eventfd(0, Int32(EFD_CLOEXEC))
-        guard stopEvent >= 0 else {
-            let error = errno
-            close(timer)
-            throw .system("eventfd", error)
-        }
         self.hz = hz
         self.onTick = onTick
         self.timer = timer
-        self.stopEvent = stopEvent
     }
 
     deinit {
         close(timer)
-        close(stopEvent)
     }
 
     /// The time between two ticks.
@@ -88,8 +80,10 @@ public final class TickSource: Sendable {
     ///
     /// - Returns: `false` if the tick thread was still running when the time was up.
     public func stop(timeout: Duration) -> Bool {
-        var one: UInt64 = 1
-        _ = write(stopEvent, &one, MemoryLayout<UInt64>.size)
+        stopping.store(true, ordering: .releasing)
+        // Fire the timer at once, so the tick thread wakes now and sees `stopping`.
+        var now = itimerspec(it_interval: timespec(), it_value: timespec(tv_sec: 0, tv_nsec: 1))
+        timerfd_settime(timer, 0, &now, nil)
         guard let running = thread.withLock({ $0 }) else { return true }
         return running.join(timeout: timeout)
     }
@@ -106,20 +100,18 @@ public final class TickSource: Sendable {
         }
     }
 
+    /// One blocking `read` of the timer a tick: the cheapest wake-up there is. The read is
+    /// bounded by the timer, which expires once a period, and by ``stop(timeout:)``, which
+    /// makes it expire at once.
     private func tickLoop() {
-        var fds = [
-            pollfd(fd: timer, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: stopEvent, events: Int16(POLLIN), revents: 0),
-        ]
         while true {
-            // Bounded by the timer: it becomes readable once a period.
-            if poll(&fds, nfds_t(fds.count), -1) < 0 {
-                if errno == EINTR { continue }
+            var expirations: UInt64 = 0
+            let count = read(timer, &expirations, MemoryLayout<UInt64>.size)
+            if stopping.load(ordering: .acquiring) { return }
+            guard count == MemoryLayout<UInt64>.size else {
+                if count < 0, errno == EINTR { continue }
                 return
             }
-            if fds[1].revents != 0 { return }
-            var expirations: UInt64 = 0
-            guard read(timer, &expirations, MemoryLayout<UInt64>.size) == MemoryLayout<UInt64>.size else { continue }
             record(expirations)
             for _ in 0..<expirations { onTick() }
         }
