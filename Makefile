@@ -57,7 +57,8 @@ bench: release
 	@mkdir -p $(BENCH)
 	cc -O2 -Wall -o $(BENCH)/loadgen Benchmarks/loadgen.c -lpthread
 	cc -O2 -Wall $$(pkg-config --cflags fuse3) -o $(BENCH)/refserver Benchmarks/refserver.c $$(pkg-config --libs fuse3)
-	python3 Benchmarks/bench.py $(RELEASE) $(BENCH)/loadgen $(BENCH)/refserver BENCHMARKS.md
+	cc -O2 -Wall -o $(BENCH)/idletick Benchmarks/idletick.c
+	python3 Benchmarks/bench.py $(RELEASE) $(BENCH)/loadgen $(BENCH)/refserver $(BENCH)/idletick BENCHMARKS.md
 
 install: release
 	install -D -m 0755 $(RELEASE) $(DESTDIR)$(PREFIX)/bin/schedfs
