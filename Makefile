@@ -2,6 +2,7 @@
 #   make run    installs what is missing, builds release, mounts on ./mnt and shows mnt/sched
 #   make test   installs what is missing, builds, runs every test (needs root and /dev/fuse)
 #   make bench  builds release and the references, measures, and writes BENCHMARKS.md
+#   make test-asan  every test again under AddressSanitizer and LeakSanitizer
 
 SWIFT   ?= swift
 PREFIX  ?= /usr/local
@@ -9,7 +10,7 @@ MNT     ?= mnt
 RELEASE := .build/release/schedfs
 BENCH   := .build/bench
 
-.PHONY: all deps build release run stop test bench install uninstall clean
+.PHONY: all deps build release run stop test test-asan bench install uninstall clean
 
 all: build
 
@@ -59,6 +60,12 @@ bench: release
 	cc -O2 -Wall $$(pkg-config --cflags fuse3) -o $(BENCH)/refserver Benchmarks/refserver.c $$(pkg-config --libs fuse3)
 	cc -O2 -Wall -o $(BENCH)/idletick Benchmarks/idletick.c
 	python3 Benchmarks/bench.py $(RELEASE) $(BENCH)/loadgen $(BENCH)/refserver $(BENCH)/idletick BENCHMARKS.md
+
+# The whole suite under AddressSanitizer and LeakSanitizer, the daemon under test included:
+# a memory error or a leak at the daemon's exit fails the run.
+test-asan: deps
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	SCHEDFS_BIN=$(CURDIR)/.build-asan/debug/schedfs $(SWIFT) test --disable-xctest --sanitize=address --scratch-path .build-asan
 
 install: release
 	install -D -m 0755 $(RELEASE) $(DESTDIR)$(PREFIX)/bin/schedfs

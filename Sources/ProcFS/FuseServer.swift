@@ -110,9 +110,12 @@ public final class FuseServer: @unchecked Sendable {
         var one: UInt64 = 1
         _ = write(stopEvent, &one, MemoryLayout<UInt64>.size)
         let deadline = ContinuousClock.now + timeout
-        return workers.withLock { $0 }.allSatisfy { worker in
+        let joined = workers.withLock { $0 }.allSatisfy { worker in
             worker.join(timeout: max(deadline - ContinuousClock.now, .zero))
         }
+        // Each worker's body holds the server; forgetting the finished workers lets it go.
+        if joined { workers.withLock { $0.removeAll() } }
+        return joined
     }
 
     /// Unmounts if still mounted; call after ``stop(timeout:)``. Closing the device first aborts

@@ -29,19 +29,23 @@ public final class SchedModule: Sendable {
         self.tree = tree
         self.logger = logger
         self.routine = routine
-        self.task = QueueTask(name: "sched") { [timerQueue] task in
+        // Weak: the queue holds the task while it is queued, and the task holds this closure.
+        self.task = QueueTask(name: "sched") { [weak timerQueue] task in
+            guard let timerQueue else { return }
             routine.run(task, requeueOn: timerQueue)
         }
     }
 
     /// How many times the routine has run.
-    public var calls: UInt64 { routine.calls.load(ordering: .acquiring) }
+    public var calls: UInt64 { routine.calls.value }
 
     /// `init_module`: queues the routine on the timer queue and registers `sched`.
     public func start() throws(ProcTreeError) {
         timerQueue.queue(task)
-        let file = try tree.register(Self.fileName, permissions: 0o444) { [routine] in
-            SchedText.format(calls: routine.calls.load(ordering: .acquiring))
+        // The text needs only the count: capturing the routine, which holds the file, would
+        // make a cycle.
+        let file = try tree.register(Self.fileName, permissions: 0o444) { [calls = routine.calls] in
+            SchedText.format(calls: calls.value)
         }
         routine.file.withLock { $0 = file }
     }
@@ -63,6 +67,7 @@ public final class SchedModule: Sendable {
         } catch {
             failure = .readersStayed(error)
         }
+        routine.file.withLock { $0 = nil }
         logger.info("cleanup 1/3: unregistered \(Self.fileName) (\(format(clock.now - unregistering)))")
 
         let sleeping = clock.now
@@ -86,7 +91,7 @@ public final class SchedModule: Sendable {
 /// `stopRequested` plays the part of the original's `WaitQ != NULL`; `hasLeft` with `wake` is
 /// the condition and wait queue that replace `sleep_on`, so the wake-up cannot be lost.
 final class TickRoutine: Sendable {
-    let calls = Atomic<UInt64>(0)
+    let calls = CallCount()
     /// The `sched` file, told of each new count so that cached copies are dropped.
     let file = Mutex<ProcEntry?>(nil)
     let stopRequested = Atomic<Bool>(false)
@@ -95,7 +100,7 @@ final class TickRoutine: Sendable {
 
     /// One run: count it, then re-queue, or leave the queue and wake cleanup.
     func run(_ task: QueueTask, requeueOn queue: TaskQueue) {
-        calls.add(1, ordering: .releasing)
+        calls.count()
         file.withLock { $0 }?.changed()
         if stopRequested.load(ordering: .acquiring) {
             hasLeft.store(true, ordering: .releasing)
@@ -104,6 +109,15 @@ final class TickRoutine: Sendable {
             queue.queue(task)
         }
     }
+}
+
+/// How many times the routine has run.
+final class CallCount: Sendable {
+    private let calls = Atomic<UInt64>(0)
+
+    func count() { calls.add(1, ordering: .releasing) }
+
+    var value: UInt64 { calls.load(ordering: .acquiring) }
 }
 
 /// A step of the cleanup protocol did not finish in time.

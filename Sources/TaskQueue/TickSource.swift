@@ -85,7 +85,10 @@ public final class TickSource: Sendable {
         var now = itimerspec(it_interval: timespec(), it_value: timespec(tv_sec: 0, tv_nsec: 1))
         timerfd_settime(timer, 0, &now, nil)
         guard let running = thread.withLock({ $0 }) else { return true }
-        return running.join(timeout: timeout)
+        guard running.join(timeout: timeout) else { return false }
+        // The thread's body holds the tick source; forgetting the finished thread lets it go.
+        thread.withLock { $0 = nil }
+        return true
     }
 
     /// Measures a wake-up that found `expirations` deadlines passed.

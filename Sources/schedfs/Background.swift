@@ -13,6 +13,8 @@ enum Background {
     static let readinessDescriptor: Int32 = 3
     /// How long the command waits for its child to be ready.
     static let startTimeout: Duration = .seconds(30)
+    /// How long a child that failed to start may take to exit.
+    static let reapTimeout: Duration = .seconds(5)
 
     /// Starts the daemon in the background and waits for it.
     ///
@@ -37,16 +39,31 @@ enum Background {
         close(ends[1])
         guard spawned == 0 else { throw .system("posix_spawn \(executable)", spawned) }
 
-        switch readReport(from: ends[0]) {
-        case .some(let report) where report == "ready":
-            return 0
+        let report = readReport(from: ends[0])
+        if report == "ready" { return 0 }
+        // The child failed: make sure it is gone before saying so, so nothing is left behind.
+        reap(child)
+        switch report {
         case .some(let report) where report.hasPrefix("error: "):
             throw .daemon(String(report.dropFirst("error: ".count)))
         case .some:
             throw .daemon("the daemon exited before it was ready; see its log")
         case .none:
-            kill(child, SIGTERM)
             throw .daemon("the daemon was not ready within \(startTimeout)")
+        }
+    }
+
+    /// Waits for a failed child to exit, at most `reapTimeout` and then by SIGKILL.
+    private static func reap(_ child: pid_t) {
+        let deadline = ContinuousClock.now + reapTimeout
+        var status: Int32 = 0
+        while waitpid(child, &status, WNOHANG) == 0 {
+            if ContinuousClock.now >= deadline {
+                kill(child, SIGKILL)
+                waitpid(child, &status, 0)
+                return
+            }
+            usleep(1000)
         }
     }
 

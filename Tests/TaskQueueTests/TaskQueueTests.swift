@@ -55,7 +55,7 @@ import Testing
         let queue = TaskQueue()
         let laterRan = Atomic<Bool>(false)
         let later = QueueTask(name: "later") { _ in laterRan.store(true, ordering: .relaxed) }
-        let first = QueueTask(name: "first") { _ in queue.queue(later) }
+        let first = QueueTask(name: "first") { [weak queue] _ in queue?.queue(later) }
         queue.queue(first)
         #expect(queue.run() == 1)
         let ranOnFirstRun = laterRan.load(ordering: .relaxed)
@@ -173,9 +173,10 @@ private final class RunCount: Sendable {
 /// Queues on `queue` a task that counts its runs and re-queues itself, like sched's routine.
 private func queueSelfRequeueingTask(on queue: TaskQueue) -> (task: QueueTask, runs: RunCount) {
     let runs = RunCount()
-    let task = QueueTask(name: "self") { task in
+    // Weak, as in sched: the queue holds the task, which holds this closure.
+    let task = QueueTask(name: "self") { [weak queue] task in
         runs.value.add(1, ordering: .relaxed)
-        queue.queue(task)
+        queue?.queue(task)
     }
     queue.queue(task)
     return (task, runs)
