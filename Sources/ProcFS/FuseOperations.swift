@@ -21,9 +21,6 @@ enum FuseOperations {
         operations.setattr = { request, node, _, changes, _ in
             requestHandler(request).setattr(request!, node: node, changes: changes)
         }
-        operations.access = { request, node, mask in
-            requestHandler(request).access(request!, node: node, mask: mask)
-        }
         operations.open = { request, node, info in
             requestHandler(request).open(request!, node: node, info: info!)
         }

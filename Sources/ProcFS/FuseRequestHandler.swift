@@ -147,21 +147,6 @@ final class FuseRequestHandler: Sendable {
         reply(request, error: changes & FUSE_SET_ATTR_SIZE != 0 ? EACCES : EPERM)
     }
 
-    func access(_ request: fuse_req_t, node: UInt64, mask: Int32) {
-        let permissions: UInt16
-        if node == ProcTree.rootInode {
-            permissions = 0o555
-        } else if let (entry, _) = file(node) {
-            permissions = entry.permissions
-        } else {
-            return reply(request, error: ENOENT)
-        }
-        let caller = fuse_req_ctx(request)!.pointee
-        let shift: UInt16 = caller.uid == owner.uid ? 6 : caller.gid == owner.gid ? 3 : 0
-        let granted = Int32((permissions >> shift) & 0o7)
-        reply(request, error: mask & ~granted == 0 ? 0 : EACCES)
-    }
-
     func open(_ request: fuse_req_t, node: UInt64, info: UnsafeMutablePointer<fuse_file_info>) {
         guard let (entry, _) = file(node) else { return reply(request, error: ENOENT) }
         // ENOSYS tells the kernel to open files itself from now on, keeping their cached pages.

@@ -99,9 +99,14 @@ struct Daemon {
         return status
     }
 
-    /// libfuse's arguments: our names first, so that the user's `-o` can override them.
+    /// libfuse's arguments: our names first, so that the user's `-o` can override them. The
+    /// kernel checks modes (`default_permissions`), so no user can open `sched` for writing;
+    /// only the user who mounted can use the mount unless `allow_other` is given; and unless
+    /// `no_auto_unmount` is given, fusermount3 unmounts if the daemon dies without doing so.
     private var fuseArguments: [String] {
-        var arguments = ["-o", "fsname=\(configuration.source ?? "schedfs"),subtype=schedfs"]
+        var options = ["fsname=\(configuration.source ?? "schedfs")", "subtype=schedfs", "default_permissions"]
+        if configuration.options.autoUnmount { options.append("auto_unmount") }
+        var arguments = ["-o", options.joined(separator: ",")]
         for option in configuration.options.passedOn { arguments += ["-o", option] }
         if configuration.debug { arguments.append("-d") }
         return arguments

@@ -8,6 +8,8 @@ struct MountOptions: Equatable {
     var logFile: String?
     /// Serve every read from the daemon (`direct_io`) instead of the kernel's page cache.
     var directIO = false
+    /// Have fusermount3 unmount if the daemon dies without unmounting (`auto_unmount`).
+    var autoUnmount = true
     /// Options for libfuse, each `key` or `key=value`, in the order given.
     var passedOn: [String] = []
 
@@ -30,10 +32,10 @@ struct MountOptions: Equatable {
                     guard seen.insert(key).inserted else { throw .repeated(key) }
                     guard let argument, !argument.isEmpty else { throw .missingValue(key, "a file path") }
                     options.logFile = argument
-                case "direct_io":
+                case "direct_io", "no_auto_unmount":
                     guard seen.insert(key).inserted else { throw .repeated(key) }
                     guard argument == nil else { throw .unexpectedValue(key) }
-                    options.directIO = true
+                    if key == "direct_io" { options.directIO = true } else { options.autoUnmount = false }
                 default:
                     options.passedOn.append(option)
                 }

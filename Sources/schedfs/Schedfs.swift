@@ -22,8 +22,11 @@ struct Schedfs: ParsableCommand {
               hz=N        timer ticks per second, 1 to 10000 (default 100)
               log=PATH    in the background, log to PATH instead of syslog
               direct_io   serve every read from the daemon, not from the kernel's page cache
-            Any other -o option is passed to libfuse (allow_other, default_permissions, ro, \
-            fsname=..., auto_unmount, ...).
+              no_auto_unmount
+                          leave the mount behind if the daemon is killed (by default
+                          fusermount3 unmounts it)
+            Any other -o option is passed to libfuse (allow_other, ro, fsname=..., ...). \
+            default_permissions is always on: the kernel enforces the files' modes.
             """,
         version: "schedfs 0.1.0")
 

@@ -153,8 +153,10 @@ func isSchedfsMounted(_ path: String) -> Bool {
     }
 }
 
-/// PIDs of live (not zombie) processes whose command line mentions `needle`.
-func livePIDs(mentioning needle: String) -> [pid_t] {
+/// PIDs of live (not zombie) processes whose command line mentions `needle` and schedfs:
+/// the daemon, and the fusermount3 that watches it for `auto_unmount`. With `named`, only
+/// processes of that command name.
+func livePIDs(mentioning needle: String, named: String? = nil) -> [pid_t] {
     guard let directory = opendir("/proc") else { return [] }
     defer { closedir(directory) }
     var found: [pid_t] = []
@@ -163,6 +165,7 @@ func livePIDs(mentioning needle: String) -> [pid_t] {
         guard let pid = pid_t(name), pid != getpid() else { continue }
         let commandLine = (readWhole("/proc/\(pid)/cmdline") ?? "").replacingNULs
         guard commandLine.contains(needle), commandLine.contains("schedfs") else { continue }
+        if let named, (readWhole("/proc/\(pid)/comm") ?? "") != named + "\n" { continue }
         let stat = readWhole("/proc/\(pid)/stat") ?? ""
         if let close = stat.lastIndex(of: ")"), stat[stat.index(close, offsetBy: 2)] == "Z" { continue }
         found.append(pid)
