@@ -43,7 +43,7 @@ let package = Package(
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"]),
         .testTarget(name: "SchedTests", dependencies: ["Sched", "TaskQueue", "ProcFS"]),
         // Drives the built `schedfs` binary against real mounts.
-        .testTarget(name: "MountTests", dependencies: ["schedfs", "CLinux"]),
+        .testTarget(name: "MountTests", dependencies: ["schedfs", "CLinux", "KernelSync"]),
     ],
     swiftLanguageModes: [.v6]
 )

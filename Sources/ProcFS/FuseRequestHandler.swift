@@ -20,7 +20,10 @@ import Synchronization
 /// | create, mknod, mkdir, symlink, link, rename | `ENOENT` |
 /// | getxattr                                   | `ENOTSUP` |
 /// | listxattr                                  | empty list |
-/// | read on a file removed since it was opened | `EIO`     |
+///
+/// A file removed after it was opened still reads its snapshot to the end, where procfs would
+/// answer `EIO`: the snapshot is whole, so a reader racing an unmount sees a line or an error
+/// of the name (`ENOENT`) or of the mount (`ENOTCONN`), never a failed read of an open file.
 final class FuseRequestHandler: Sendable {
     let tree: ProcTree
     let snapshots = SnapshotNodes()
@@ -168,14 +171,13 @@ final class FuseRequestHandler: Sendable {
     func read(
         _ request: fuse_req_t, node: UInt64, size: Int, offset: off_t, info: UnsafeMutablePointer<fuse_file_info>
     ) {
-        let snapshot: (entry: ProcEntry, text: [UInt8])?
+        let snapshot: [UInt8]?
         if info.pointee.fh == 0 {
-            snapshot = file(node).flatMap { entry, frozen in frozen.map { (entry, $0) } }
+            snapshot = file(node)?.frozen
         } else {
-            let open = FileHandle.borrow(info.pointee.fh, as: OpenFile.self)
-            snapshot = (open.entry, open.text)
+            snapshot = FileHandle.borrow(info.pointee.fh, as: OpenFile.self).text
         }
-        guard let (entry, text) = snapshot, !entry.isRemoved else { return reply(request, error: EIO) }
+        guard let text = snapshot else { return reply(request, error: EIO) }
         let start = min(Int(offset), text.count)
         let end = min(start + size, text.count)
         let replied = text.withUnsafeBufferPointer { bytes in

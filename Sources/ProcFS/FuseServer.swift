@@ -27,6 +27,8 @@ public final class FuseServer: @unchecked Sendable {
     private let workers = Mutex<[KernelThread]>([])
     private let stopping = Atomic<Bool>(false)
     private let sessionEnded = Atomic<Bool>(false)
+    private let sessionEnd = WaitQueue()
+    private let mountpoint = Mutex<String?>(nil)
     private let notifyFailureLogged = Atomic<Bool>(false)
 
     /// Creates the libfuse session.
@@ -79,6 +81,7 @@ public final class FuseServer: @unchecked Sendable {
             fuse_session_mount(session, mountpoint)
         }
         guard result == 0 else { throw .mount(mountpoint, said.joined(separator: "; ")) }
+        self.mountpoint.withLock { $0 = mountpoint }
         let descriptor = fuse_session_fd(session)
         _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
     }
@@ -92,6 +95,7 @@ public final class FuseServer: @unchecked Sendable {
                 if !stopping.load(ordering: .acquiring),
                     !sessionEnded.exchange(true, ordering: .acquiringAndReleasing)
                 {
+                    sessionEnd.wakeUp()
                     onSessionEnd()
                 }
             }
@@ -101,6 +105,20 @@ public final class FuseServer: @unchecked Sendable {
 
     /// Whether the kernel has ended the session (the file system was unmounted from outside).
     public var hasSessionEnded: Bool { sessionEnded.load(ordering: .acquiring) }
+
+    /// Detaches the mount from the file tree (a lazy unmount) while the workers go on serving,
+    /// and waits at most `timeout` for the kernel to end the session, which it does once the
+    /// last file open on the mount is closed. New opens fail with `ENOENT` at once; reads of
+    /// files already open finish. Stopping the workers first instead would abort the requests
+    /// in flight, and their callers would get `ECONNABORTED`.
+    ///
+    /// - Returns: whether the session has ended; `false` if a file stayed open, or if the
+    ///   caller may not unmount (`umount2` needs privilege), in which case ``unmount()`` ends it.
+    public func detach(timeout: Duration) -> Bool {
+        if hasSessionEnded { return true }
+        guard let path = mountpoint.withLock({ $0 }), umount2(path, Int32(MNT_DETACH)) == 0 else { return false }
+        return sessionEnd.wait(timeout: timeout) { hasSessionEnded }
+    }
 
     /// Stops the workers and waits at most `timeout` for them to finish their requests.
     ///
@@ -119,7 +137,8 @@ public final class FuseServer: @unchecked Sendable {
     }
 
     /// Unmounts if still mounted; call after ``stop(timeout:)``. Closing the device first aborts
-    /// the connection, so a process that still holds a file open gets `ENOTCONN`, not a hang.
+    /// the connection, so a process that still holds a file open gets `ENOTCONN`, not a hang;
+    /// ``detach(timeout:)`` before stopping avoids even that where it can.
     public func unmount() {
         fuse_session_unmount(session)
     }

@@ -68,8 +68,9 @@ struct Daemon {
     }
 
     /// The cleanup protocol: unregister `sched` and wait for the routine to leave the queue
-    /// (both in ``SchedModule/cleanup(timeout:)``), then stop the tick source and the request
-    /// threads, unmount if still mounted, and return the exit status.
+    /// (both in ``SchedModule/cleanup(timeout:)``), then stop the tick source, unmount if still
+    /// mounted (detaching while the request threads still serve), stop the request threads,
+    /// and return the exit status.
     private func shutDown(
         after cause: ShutdownEvents.Cause?, sched: SchedModule?, ticks: TickSource, server: FuseServer, logger: Logger
     ) -> Int32 {
@@ -89,6 +90,9 @@ struct Daemon {
             status = 1
         }
         logger.info("\(TickReport(statistics: measured, hz: ticks.hz))")
+        if !server.hasSessionEnded, !server.detach(timeout: Self.stopTimeout) {
+            logger.warning("cleanup: files stayed open on the detached mount; aborting the connection")
+        }
         if !server.stop(timeout: Self.stopTimeout) {
             logger.error("cleanup: a request thread was still busy after \(Self.stopTimeout)")
             status = 1
