@@ -9,6 +9,10 @@ struct Mountpoint {
     ///
     /// - Throws: ``MountpointError`` saying what is wrong.
     init(checking given: String) throws(MountpointError) {
+        var link = stat()
+        if lstat(given, &link) == 0, link.st_mode & S_IFMT == S_IFLNK {
+            throw .symbolicLink(given, realpath(given, nil).map { String(cString: $0) })
+        }
         guard let resolved = realpath(given, nil) else { throw MountpointError(given, errno: errno) }
         path = String(cString: resolved)
         free(resolved)
@@ -72,6 +76,7 @@ func readWholeFile(_ path: String) -> String? {
 enum MountpointError: Error, Equatable, CustomStringConvertible {
     case missing(String)
     case notDirectory(String)
+    case symbolicLink(String, String?)
     case alreadyMounted(String)
     case deadMount(String)
     case unreachable(String, Int32)
@@ -90,6 +95,8 @@ enum MountpointError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .missing(let path): "mountpoint '\(path)' does not exist"
         case .notDirectory(let path): "mountpoint '\(path)' is not a directory"
+        case .symbolicLink(let path, let target):
+            "mountpoint '\(path)' is a symbolic link; give the directory itself\(target.map { ": '\($0)'" } ?? "")"
         case .alreadyMounted(let path): "mountpoint '\(path)' is already a schedfs mount; unmount it with: fusermount3 -u \(path)"
         case .deadMount(let path):
             "mountpoint '\(path)' is a FUSE mount whose daemon is gone (transport endpoint is not connected); clear it with: fusermount3 -u \(path)"

@@ -261,6 +261,20 @@ import Testing
             Case(testDescription: "unknown -o key", arguments: { ["\($0)/mnt", "-o", "nosuchoption"] }, says: "nosuchoption"),
             Case(testDescription: "unknown flag", arguments: { ["\($0)/mnt", "--nosuchflag"] }, says: "--nosuchflag"),
             Case(testDescription: "too many paths", arguments: { ["\($0)/a", "\($0)/b", "\($0)/mnt"] }, says: "too many arguments"),
+            Case(testDescription: "empty mountpoint", arguments: { _ in [""] }, says: "mountpoint '' does not exist"),
+            Case(testDescription: "a symlink", arguments: { ["\($0)/link"] }, says: "symbolic link"),
+            Case(testDescription: "a dangling symlink", arguments: { ["\($0)/dangling"] }, says: "symbolic link"),
+            Case(testDescription: "inside a file", arguments: { ["\($0)/file/mnt"] }, says: "not a directory"),
+            Case(testDescription: "empty -o", arguments: { ["\($0)/mnt", "-o", ""] }, says: "empty mount option"),
+            Case(testDescription: "hz without =", arguments: { ["\($0)/mnt", "-o", "hz"] }, says: "'hz' needs a value"),
+            Case(testDescription: "hz=1.5", arguments: { ["\($0)/mnt", "-o", "hz=1.5"] }, says: "'hz'"),
+            Case(testDescription: "hz=0x10", arguments: { ["\($0)/mnt", "-o", "hz=0x10"] }, says: "'hz'"),
+            Case(testDescription: "empty log", arguments: { ["\($0)/mnt", "-o", "log="] }, says: "'log' needs a value"),
+            Case(testDescription: "log in a missing directory", arguments: { ["\($0)/mnt", "-o", "log=\($0)/absent/log"] }, says: "cannot open log file"),
+            Case(testDescription: "direct_io=1", arguments: { ["\($0)/mnt", "-o", "direct_io=1"] }, says: "takes no value"),
+            Case(testDescription: "repeated direct_io", arguments: { ["\($0)/mnt", "-o", "direct_io,direct_io"] }, says: "more than once"),
+            Case(testDescription: "unknown short flag", arguments: { ["\($0)/mnt", "-x"] }, says: "'-x'"),
+            Case(testDescription: "-o without a value", arguments: { ["\($0)/mnt", "-o"] }, says: "-o"),
         ]
 
         @Test(arguments: cases)
@@ -270,6 +284,8 @@ import Testing
             defer { root.remove() }
             mkdir(root.path + "/mnt", 0o755)
             close(open(root.path + "/file", O_CREAT | O_WRONLY, 0o644))
+            symlink(root.path + "/mnt", root.path + "/link")
+            symlink(root.path + "/absent", root.path + "/dangling")
             let result = try runCommand(binary, bad.arguments(root.path))
             #expect(result.status != 0)
             let lines = result.stderr.split(separator: "\n")
@@ -278,6 +294,45 @@ import Testing
             #expect(result.stderr.contains(bad.says), "stderr: \(result.stderr)")
             #expect(!isSchedfsMounted(root.path + "/mnt"))
             #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: root.path).isEmpty })
+        }
+
+        /// Random `-o` strings, from a fixed seed so that a failure can be replayed: each either
+        /// mounts (and then unmounts and exits cleanly) or fails with one line, and nothing is
+        /// left behind either way.
+        @Test func randomOptionStringsMountOrFailWithOneLine() throws {
+            let binary = try schedfsBinary()
+            let root = try TemporaryDirectory()
+            defer { root.remove() }
+            let mountpoint = root.path + "/mnt"
+            mkdir(mountpoint, 0o755)
+            var random = SplitMix64(seed: 0x5C4E_DF5)
+            let keys = ["hz", "hz", "log", "direct_io", "no_auto_unmount", "allow_other", "ro", "fsname", "max_read",
+                        "bogus", "", "HZ", "hz ", "="]
+            let values: [String?] = [nil, "", "0", "1", "100", "10000", "10001", "-5", "abc", "99999999999999999999",
+                                     "1e3", "=", "0x10", " 5"]
+            var mounted = 0, refused = 0
+            for run in 0..<200 {
+                let options = (0..<Int.random(in: 1...3, using: &random)).map { _ -> String in
+                    let key = keys.randomElement(using: &random)!
+                    let value = key == "log" ? "\(root.path)/log-\(run)" : values.randomElement(using: &random)!
+                    return value.map { "\(key)=\($0)" } ?? key
+                }.joined(separator: ",")
+                let result = try runCommand(binary, [mountpoint, "-o", options])
+                if result.status == 0 {
+                    mounted += 1
+                    #expect(isSchedfsMounted(mountpoint), "'-o \(options)' succeeded without a mount")
+                    #expect(try runCommand("/usr/bin/fusermount3", ["-u", mountpoint]).status == 0)
+                } else {
+                    refused += 1
+                    #expect(result.stderr.hasPrefix("schedfs: ") && result.stderr.split(separator: "\n").count == 1,
+                            "'-o \(options)': \(result.stderr.debugDescription)")
+                }
+                #expect(!isSchedfsMounted(mountpoint), "'-o \(options)' left a mount")
+                #expect(eventually(timeout: .seconds(3)) { livePIDs(mentioning: root.path).isEmpty },
+                        "'-o \(options)' left a process")
+            }
+            #expect(mounted > 0 && refused > 0, "the cases must cover both outcomes: \(mounted) mounted, \(refused) refused")
+            print("random -o strings: 200 runs, \(mounted) mounted and unmounted cleanly, \(refused) refused with one line")
         }
 
         @Test func anAlreadyMountedDirectoryIsRefused() throws {
@@ -475,4 +530,19 @@ final class ReadTally: Sendable {
     }
 
     var counts: Counts { state.withLock { $0 } }
+}
+
+/// A small seeded random number generator (SplitMix64), so random tests replay exactly.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }
