@@ -3,6 +3,7 @@
 #   make test   installs what is missing, builds, runs every test (needs root and /dev/fuse)
 #   make bench  builds release and the references, measures, and writes BENCHMARKS.md
 #   make test-asan  every test again under AddressSanitizer and LeakSanitizer
+#   make soak   minutes at 1000 Hz under readers: pace, RSS and descriptors must stay flat
 
 SWIFT   ?= swift
 PREFIX  ?= /usr/local
@@ -10,7 +11,7 @@ MNT     ?= mnt
 RELEASE := .build/release/schedfs
 BENCH   := .build/bench
 
-.PHONY: all deps build release run stop test test-asan bench install uninstall clean
+.PHONY: all deps build release run stop test test-asan bench soak install uninstall clean
 
 all: build
 
@@ -66,6 +67,13 @@ bench: release
 test-asan: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
 	SCHEDFS_BIN=$(CURDIR)/.build-asan/debug/schedfs $(SWIFT) test --disable-xctest --sanitize=address --scratch-path .build-asan
+
+# Not part of `make test`: it runs for SOAK_SECONDS (default 300).
+SOAK_SECONDS ?= 300
+soak: release
+	@mkdir -p $(BENCH)
+	cc -O2 -Wall -o $(BENCH)/loadgen Benchmarks/loadgen.c -lpthread
+	python3 Benchmarks/soak.py $(RELEASE) $(BENCH)/loadgen $(SOAK_SECONDS)
 
 install: release
 	install -D -m 0755 $(RELEASE) $(DESTDIR)$(PREFIX)/bin/schedfs

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import re
-import select
 import shutil
 import signal
 import statistics
@@ -25,75 +24,14 @@ import sys
 import tempfile
 import time
 
+from harness import Daemon, alive, kib, progress, wait_exactly, wait_for
+
 SCHEDFS, LOADGEN, REFSERVER, IDLETICK, OUTPUT = sys.argv[1:6]
 READ_SECONDS = 3
 ROUNDS = 3
 TICK_SECONDS = 10
 TIMED_RUNS = 30
 IDLE_RUNS = 3
-
-
-def progress(message):
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def mounted(path):
-    with open("/proc/self/mountinfo") as table:
-        return any(line.split()[4] == path for line in table)
-
-
-def wait_for(condition, seconds, what):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {seconds} s waiting for {what}")
-        time.sleep(0.001)
-
-
-def readable(path):
-    try:
-        with open(path) as f:
-            return bool(f.read())
-    except OSError:
-        return False
-
-
-class Daemon:
-    """A file server in the foreground on a fresh directory; unmounted and reaped on exit."""
-
-    def __init__(self, command, log=None):
-        self.root = tempfile.mkdtemp(prefix="schedfs-bench.")
-        self.mountpoint = os.path.join(self.root, "mnt")
-        os.mkdir(self.mountpoint)
-        self.log = log or os.path.join(self.root, "log")
-        self.command = [a.replace("MNT", self.mountpoint) for a in command]
-
-    def __enter__(self):
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        wait_for(lambda: mounted(self.mountpoint), 10, f"{self.command[0]} to mount")
-        wait_for(lambda: readable(self.path("sched")), 10, "sched to answer")
-        return self
-
-    def path(self, name):
-        return os.path.join(self.mountpoint, name)
-
-    def unmount(self):
-        subprocess.run(["fusermount3", "-u", self.mountpoint], check=True)
-        return self.process.wait(timeout=10)
-
-    def __exit__(self, *failure):
-        if self.process.poll() is None:
-            if mounted(self.mountpoint):
-                subprocess.run(["fusermount3", "-u", self.mountpoint])
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if mounted(self.mountpoint):
-            subprocess.run(["fusermount3", "-u", "-z", self.mountpoint])
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def loadgen(path, threads, kind):
@@ -133,14 +71,6 @@ def measure_reads():
                     peak_rss = max(peak_rss, kib(daemon.process.pid, "VmHWM"))
     return {key: median_run(value) for key, value in runs.items()}, peak_rss, sum(
         run["ops"] for value in runs.values() for run in value)
-
-
-def kib(pid, field):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} for {pid}")
 
 
 def cyclictest_histogram(path):
@@ -271,26 +201,6 @@ def measure_cost():
             exits["fusermount3"].append(returned - started)
             exits["after"].append(exited - returned)
     return idle, ready, exits
-
-
-def wait_exactly(process, seconds):
-    """Waits for `process` to exit and returns its status; a pidfd wakes at the exit itself,
-    where Popen.wait(timeout=...) polls with growing sleeps and would add up to half its delay."""
-    pidfd = os.pidfd_open(process.pid)
-    try:
-        if not select.select([pidfd], [], [], seconds)[0]:
-            raise RuntimeError(f"pid {process.pid} did not exit within {seconds} s")
-    finally:
-        os.close(pidfd)
-    return process.wait()
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def machine():
