@@ -27,11 +27,14 @@ import Synchronization
 final class FuseRequestHandler: Sendable {
     let tree: ProcTree
     let snapshots = SnapshotNodes()
+    let openFiles = HandleTable<OpenFile>()
+    let openDirectories = HandleTable<OpenDirectory>()
     let owner: (uid: uid_t, gid: gid_t)
     let createdAt: timespec
     let logger: Logger
     let directIORequested: Bool
     private let servesFromPageCache = Atomic<Bool>(false)
+    private let replyFailureLogged = Atomic<Bool>(false)
 
     /// How long the kernel may cache a name; a change or removal drops it explicitly.
     static let entryTimeout = 1.0
@@ -157,12 +160,12 @@ final class FuseRequestHandler: Sendable {
         let flags = info.pointee.flags
         guard flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0 else { return reply(request, error: EACCES) }
         guard let text = entry.snapshot() else { return reply(request, error: ENOENT) }
-        info.pointee.fh = FileHandle.retain(OpenFile(entry: entry, text: text))
+        info.pointee.fh = openFiles.insert(OpenFile(text: text))
         // The text changes while its size is cached: read through to the snapshot every time.
         info.pointee.direct_io = 1
         if fuse_reply_open(request, info) != 0 {
             // The open was interrupted: no release will come for this handle.
-            FileHandle.release(info.pointee.fh, as: OpenFile.self)
+            openFiles.remove(info.pointee.fh)
         }
     }
 
@@ -175,7 +178,7 @@ final class FuseRequestHandler: Sendable {
         if info.pointee.fh == 0 {
             snapshot = file(node)?.frozen
         } else {
-            snapshot = FileHandle.borrow(info.pointee.fh, as: OpenFile.self).text
+            snapshot = openFiles.object(info.pointee.fh)?.text
         }
         guard let text = snapshot else { return reply(request, error: EIO) }
         let start = min(Int(offset), text.count)
@@ -189,7 +192,7 @@ final class FuseRequestHandler: Sendable {
     }
 
     func release(_ request: fuse_req_t, info: UnsafeMutablePointer<fuse_file_info>) {
-        if info.pointee.fh != 0 { FileHandle.release(info.pointee.fh, as: OpenFile.self) }
+        openFiles.remove(info.pointee.fh)
         reply(request, error: 0)
     }
 
@@ -200,14 +203,14 @@ final class FuseRequestHandler: Sendable {
         let parent = OpenDirectory.Item(name: ".", inode: ProcTree.rootInode, isDirectory: true)
         let grandparent = OpenDirectory.Item(name: "..", inode: ProcTree.rootInode, isDirectory: true)
         let files = tree.entries.map { OpenDirectory.Item(name: $0.name, inode: $0.inode, isDirectory: false) }
-        info.pointee.fh = FileHandle.retain(OpenDirectory(items: [parent, grandparent] + files))
+        info.pointee.fh = openDirectories.insert(OpenDirectory(items: [parent, grandparent] + files))
         if fuse_reply_open(request, info) != 0 {
-            FileHandle.release(info.pointee.fh, as: OpenDirectory.self)
+            openDirectories.remove(info.pointee.fh)
         }
     }
 
     func readdir(_ request: fuse_req_t, size: Int, offset: off_t, info: UnsafeMutablePointer<fuse_file_info>) {
-        let directory = FileHandle.borrow(info.pointee.fh, as: OpenDirectory.self)
+        guard let directory = openDirectories.object(info.pointee.fh) else { return reply(request, error: EBADF) }
         var buffer = [CChar](repeating: 0, count: size)
         var used = 0
         var index = Int(max(offset, 0))
@@ -227,7 +230,7 @@ final class FuseRequestHandler: Sendable {
     }
 
     func releasedir(_ request: fuse_req_t, info: UnsafeMutablePointer<fuse_file_info>) {
-        FileHandle.release(info.pointee.fh, as: OpenDirectory.self)
+        openDirectories.remove(info.pointee.fh)
         reply(request, error: 0)
     }
 
@@ -247,10 +250,15 @@ final class FuseRequestHandler: Sendable {
     }
 
     /// Logs a reply that could not be sent: the caller gave up (interrupted) or the mount is
-    /// going away. Neither is the daemon's fault, and neither may stop it.
+    /// going away. Neither is the daemon's fault, and neither may stop it. The first is logged
+    /// at notice level, the rest at debug level, so a storm of them cannot flood the log.
     private func checked(_ result: Int32, _ operation: String) {
-        if result != 0 {
-            logger.debug("\(operation): reply not delivered: \(String(cString: strerror(-result)))")
+        guard result != 0 else { return }
+        let message = "\(operation): reply not delivered: \(String(cString: strerror(-result)))"
+        if replyFailureLogged.exchange(true, ordering: .relaxed) {
+            logger.debug("\(message)")
+        } else {
+            logger.notice("\(message); further undelivered replies are logged at debug level")
         }
     }
 }

@@ -1,10 +1,10 @@
-/// What one open of a file holds: the entry, and the snapshot of its text taken at open.
+import Synchronization
+
+/// What one open of a file holds in direct_io mode: the snapshot of its text taken at open.
 final class OpenFile: Sendable {
-    let entry: ProcEntry
     let text: [UInt8]
 
-    init(entry: ProcEntry, text: [UInt8]) {
-        self.entry = entry
+    init(text: [UInt8]) {
         self.text = text
     }
 }
@@ -25,20 +25,38 @@ final class OpenDirectory: Sendable {
     }
 }
 
-/// Passes a Swift object through the `fh` field of `fuse_file_info` and back.
-enum FileHandle {
-    /// Retains `object` and encodes it as an `fh`; ``release(_:as:)`` balances it.
-    static func retain<Object: AnyObject>(_ object: Object) -> UInt64 {
-        UInt64(UInt(bitPattern: Unmanaged.passRetained(object).toOpaque()))
+/// The objects behind the `fh` numbers the kernel holds for open files.
+///
+/// The table owns them, not the kernel: when a session ends with files still open, the kernel
+/// sends no `RELEASE` for them, and they go with the table instead of leaking.
+final class HandleTable<Object: Sendable>: Sendable {
+    private struct State {
+        var objects: [UInt64: Object] = [:]
+        /// 0 is never given out: in page-cache mode the kernel passes `fh` 0 for its own opens.
+        var next: UInt64 = 1
     }
 
-    /// The object behind `fh`, still retained by the handle.
-    static func borrow<Object: AnyObject>(_ fh: UInt64, as: Object.Type) -> Object {
-        Unmanaged<Object>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fh))!).takeUnretainedValue()
+    private let state = Mutex(State())
+
+    /// Keeps `object` and returns the number that stands for it.
+    func insert(_ object: Object) -> UInt64 {
+        state.withLock { state in
+            defer { state.next += 1 }
+            state.objects[state.next] = object
+            return state.next
+        }
     }
 
-    /// Drops the handle's reference to the object behind `fh`.
-    static func release<Object: AnyObject>(_ fh: UInt64, as: Object.Type) {
-        Unmanaged<Object>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fh))!).release()
+    /// The object behind `handle`, if it is open.
+    func object(_ handle: UInt64) -> Object? {
+        state.withLock { $0.objects[handle] }
     }
+
+    /// Forgets `handle` (`RELEASE`).
+    func remove(_ handle: UInt64) {
+        _ = state.withLock { $0.objects.removeValue(forKey: handle) }
+    }
+
+    /// How many handles are open.
+    var count: Int { state.withLock { $0.objects.count } }
 }

@@ -11,7 +11,9 @@ struct Mountpoint {
     init(checking given: String) throws(MountpointError) {
         var link = stat()
         if lstat(given, &link) == 0, link.st_mode & S_IFMT == S_IFLNK {
-            throw .symbolicLink(given, realpath(given, nil).map { String(cString: $0) })
+            let target = realpath(given, nil)
+            defer { free(target) }
+            throw .symbolicLink(given, target.map { String(cString: $0) })
         }
         guard let resolved = realpath(given, nil) else { throw MountpointError(given, errno: errno) }
         path = String(cString: resolved)
