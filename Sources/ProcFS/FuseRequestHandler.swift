@@ -38,8 +38,10 @@ final class FuseRequestHandler: Sendable {
 
     /// How long the kernel may cache a name; a change or removal drops it explicitly.
     static let entryTimeout = 1.0
-    /// How long the kernel may cache a snapshot node's attributes: they never change.
-    static let snapshotAttributeTimeout = 86_400.0
+    /// How long the kernel may cache attributes that never change: the root directory's and a
+    /// snapshot node's. With `default_permissions` the kernel checks them on every path walk,
+    /// so an expired root costs every open a `GETATTR` round trip.
+    static let unchangingAttributeTimeout = 86_400.0
 
     init(tree: ProcTree, directIORequested: Bool, logger: Logger) {
         self.tree = tree
@@ -111,7 +113,7 @@ final class FuseRequestHandler: Sendable {
             guard let node = snapshots.lookUp(entry) else { return reply(request, error: ENOENT) }
             parameters.ino = node.id
             parameters.attr = attributes(of: entry, size: node.text.count)
-            parameters.attr_timeout = Self.snapshotAttributeTimeout
+            parameters.attr_timeout = Self.unchangingAttributeTimeout
             if fuse_reply_entry(request, &parameters) != 0 {
                 // The lookup was interrupted: the kernel will not forget what it never got.
                 snapshots.forget(node.id, count: 1)
@@ -134,10 +136,11 @@ final class FuseRequestHandler: Sendable {
         var timeout = 0.0
         if node == ProcTree.rootInode {
             attributes = rootAttributes
+            timeout = Self.unchangingAttributeTimeout
         } else if let (entry, frozen) = file(node) {
             if let frozen {
                 attributes = self.attributes(of: entry, size: frozen.count)
-                timeout = Self.snapshotAttributeTimeout
+                timeout = Self.unchangingAttributeTimeout
             } else {
                 guard let text = entry.snapshot() else { return reply(request, error: ENOENT) }
                 attributes = self.attributes(of: entry, size: text.count)
