@@ -28,7 +28,7 @@ from harness import Daemon, alive, kib, progress, wait_exactly, wait_for
 
 SCHEDFS, LOADGEN, REFSERVER, IDLETICK, OUTPUT = sys.argv[1:6]
 READ_SECONDS = 3
-ROUNDS = 3
+ROUNDS = 5
 TICK_SECONDS = 10
 TIMED_RUNS = 30
 IDLE_RUNS = 3
