@@ -14,7 +14,8 @@ import Synchronization
 /// `umount`), the workers see `ENODEV` and the server reports it through `onSessionEnd`.
 ///
 /// Life cycle, all from one thread: ``init(tree:arguments:directIO:logger:)``, ``mount(at:)``,
-/// ``serve(threads:onSessionEnd:)``, ``stop(timeout:)``, ``unmount()``.
+/// ``serve(threads:onSessionEnd:)``, then to end: ``detach(timeout:)``, ``stop(timeout:)``,
+/// ``unmount()``.
 public final class FuseServer: @unchecked Sendable {
     // @unchecked: `session` is a C pointer, which Swift cannot prove Sendable. Workers use it
     // only through libfuse's thread-safe calls (receive, process, notify); creation, mount,

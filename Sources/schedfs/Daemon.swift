@@ -91,7 +91,7 @@ struct Daemon {
         }
         logger.info("\(TickReport(statistics: measured, hz: ticks.hz))")
         if !server.hasSessionEnded, !server.detach(timeout: Self.stopTimeout) {
-            logger.warning("cleanup: files stayed open on the detached mount; aborting the connection")
+            logger.warning("cleanup: could not detach the mount cleanly (files stayed open, or unmounting needs privilege); aborting the connection")
         }
         if !server.stop(timeout: Self.stopTimeout) {
             logger.error("cleanup: a request thread was still busy after \(Self.stopTimeout)")
@@ -104,8 +104,8 @@ struct Daemon {
     }
 
     /// libfuse's arguments: our names first, so that the user's `-o` can override them. The
-    /// kernel checks modes (`default_permissions`), so no user can open `sched` for writing;
-    /// only the user who mounted can use the mount unless `allow_other` is given; and unless
+    /// kernel checks modes (`default_permissions`), so only root may open `sched` for writing
+    /// (and its writes fail with `EACCES`); only the user who mounted can use the mount unless `allow_other` is given; and unless
     /// `no_auto_unmount` is given, fusermount3 unmounts if the daemon dies without doing so.
     private var fuseArguments: [String] {
         var options = ["fsname=\(configuration.source ?? "schedfs")", "subtype=schedfs", "default_permissions"]
