@@ -321,7 +321,8 @@ import Testing
                 if result.status == 0 {
                     mounted += 1
                     #expect(isSchedfsMounted(mountpoint), "'-o \(options)' succeeded without a mount")
-                    #expect(try runCommand("/usr/bin/fusermount3", ["-u", mountpoint]).status == 0)
+                    let unmount = try runCommand("/usr/bin/fusermount3", ["-u", mountpoint])
+                    #expect(unmount.status == 0, "'-o \(options)': fusermount3 -u: \(unmount.stderr)")
                 } else {
                     refused += 1
                     #expect(result.stderr.hasPrefix("schedfs: ") && result.stderr.split(separator: "\n").count == 1,
