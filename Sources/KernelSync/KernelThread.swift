@@ -51,7 +51,9 @@ public final class KernelThread: Sendable {
 
 /// A thread could not be created.
 public struct KernelThreadError: Error, CustomStringConvertible {
+    /// The name of the thread that could not start.
     public let name: String
+    /// What `pthread_create` answered.
     public let errno: Int32
     public var description: String { "cannot start thread \(name): \(String(cString: strerror(errno)))" }
 }

@@ -202,8 +202,11 @@ public final class FuseServer: @unchecked Sendable {
 
 /// The server could not be set up.
 public enum FuseServerError: Error, CustomStringConvertible {
+    /// libfuse refused the arguments; what it said.
     case session(String)
+    /// Mounting on the path failed; what libfuse or fusermount3 said.
     case mount(String, String)
+    /// A system call failed, with its errno.
     case system(String, Int32)
 
     public var description: String {

@@ -111,9 +111,13 @@ final class ProcTreeObservers: Sendable {
 
 /// Why a change to a ``ProcTree`` was refused.
 public enum ProcTreeError: Error, Equatable, CustomStringConvertible {
+    /// The name is empty, `.` or `..`, holds a `/`, or is longer than 255 bytes.
     case invalidName(String)
+    /// An entry of that name is registered already.
     case exists(String)
+    /// No entry of that name is registered.
     case notFound(String)
+    /// Callers were still inside the removed entry when its rundown timed out.
     case busy(String, users: Int)
 
     public var description: String {

@@ -122,7 +122,9 @@ final class CallCount: Sendable {
 
 /// A step of the cleanup protocol did not finish in time.
 public enum SchedCleanupError: Error, CustomStringConvertible {
+    /// Readers were still inside `sched` when step 1's rundown timed out.
     case readersStayed(ProcTreeError)
+    /// The routine had not left the timer queue when step 2's wait timed out.
     case routineStayed(Duration)
 
     public var description: String {

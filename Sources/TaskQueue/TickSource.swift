@@ -123,7 +123,9 @@ public final class TickSource: Sendable {
 
 /// A tick source could not be made or started.
 public enum TickSourceError: Error, CustomStringConvertible {
+    /// The rate is outside ``TickSource/hzRange``.
     case badRate(Int)
+    /// A system call failed, with its errno.
     case system(String, Int32)
 
     public var description: String {
