@@ -144,9 +144,6 @@ public final class FuseServer: @unchecked Sendable {
         fuse_session_unmount(session)
     }
 
-    /// How the kernel reads files, known once it has said what it offers.
-    public var readMode: ReadMode { handler.readMode }
-
     /// In page-cache mode, retires a changed entry's snapshot node and has the kernel drop the
     /// name, so the next open looks it up again; files already open keep their snapshot.
     private func dropCachedText(of entry: ProcEntry) {

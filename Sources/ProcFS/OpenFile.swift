@@ -56,7 +56,4 @@ final class HandleTable<Object: Sendable>: Sendable {
     func remove(_ handle: UInt64) {
         _ = state.withLock { $0.objects.removeValue(forKey: handle) }
     }
-
-    /// How many handles are open.
-    var count: Int { state.withLock { $0.objects.count } }
 }
