@@ -58,4 +58,9 @@ extension Duration {
     public var milliseconds: Double {
         Double(nanoseconds) / 1_000_000
     }
+
+    /// This duration for a log line, to a hundredth of a millisecond: `0.12 ms`.
+    public var loggedMilliseconds: String {
+        "\((milliseconds * 100).rounded() / 100) ms"
+    }
 }

@@ -102,28 +102,36 @@ final class FuseRequestHandler: Sendable {
         return attributes
     }
 
+    /// A file's attributes from its frozen text, which the kernel may cache as long as it
+    /// likes, or else (direct_io) from a fresh snapshot, which it may not cache at all;
+    /// `nil` once the entry is removed.
+    private func attributes(of entry: ProcEntry, frozen: [UInt8]?) -> (stat, timeout: Double)? {
+        guard let text = frozen ?? entry.snapshot() else { return nil }
+        return (attributes(of: entry, size: text.count), frozen == nil ? 0 : Self.unchangingAttributeTimeout)
+    }
+
     // MARK: Requests
 
     func lookup(_ request: fuse_req_t, parent: UInt64, name: String) {
         guard parent == ProcTree.rootInode else { return reply(request, error: ENOTDIR) }
         guard let entry = tree.entry(named: name) else { return reply(request, error: ENOENT) }
-        var parameters = fuse_entry_param()
-        parameters.entry_timeout = Self.entryTimeout
-        if readMode == .pageCache {
-            guard let node = snapshots.lookUp(entry) else { return reply(request, error: ENOENT) }
-            parameters.ino = node.id
-            parameters.attr = attributes(of: entry, size: node.text.count)
-            parameters.attr_timeout = Self.unchangingAttributeTimeout
-            if fuse_reply_entry(request, &parameters) != 0 {
-                // The lookup was interrupted: the kernel will not forget what it never got.
-                snapshots.forget(node.id, count: 1)
-            }
-        } else {
-            guard let text = entry.snapshot() else { return reply(request, error: ENOENT) }
-            parameters.ino = entry.inode
-            parameters.attr = attributes(of: entry, size: text.count)
-            checked(fuse_reply_entry(request, &parameters), "lookup")
+        // Page-cache mode hands out a snapshot node; direct_io, the entry's own inode.
+        let node: (id: UInt64, text: [UInt8]?)? =
+            readMode == .pageCache ? snapshots.lookUp(entry).map { ($0.id, $0.text) } : (entry.inode, nil)
+        guard let node, let (attributes, timeout) = attributes(of: entry, frozen: node.text) else {
+            return reply(request, error: ENOENT)
         }
+        var parameters = fuse_entry_param()
+        parameters.ino = node.id
+        parameters.attr = attributes
+        parameters.attr_timeout = timeout
+        parameters.entry_timeout = Self.entryTimeout
+        let replied = fuse_reply_entry(request, &parameters)
+        if replied != 0, readMode == .pageCache {
+            // The lookup was interrupted: the kernel will not forget what it never got.
+            snapshots.forget(node.id, count: 1)
+        }
+        checked(replied, "lookup")
     }
 
     func forget(_ request: fuse_req_t, node: UInt64, lookups: UInt64) {
@@ -133,18 +141,11 @@ final class FuseRequestHandler: Sendable {
 
     func getattr(_ request: fuse_req_t, node: UInt64) {
         var attributes: stat
-        var timeout = 0.0
+        let timeout: Double
         if node == ProcTree.rootInode {
-            attributes = rootAttributes
-            timeout = Self.unchangingAttributeTimeout
-        } else if let (entry, frozen) = file(node) {
-            if let frozen {
-                attributes = self.attributes(of: entry, size: frozen.count)
-                timeout = Self.unchangingAttributeTimeout
-            } else {
-                guard let text = entry.snapshot() else { return reply(request, error: ENOENT) }
-                attributes = self.attributes(of: entry, size: text.count)
-            }
+            (attributes, timeout) = (rootAttributes, Self.unchangingAttributeTimeout)
+        } else if let (entry, frozen) = file(node), let found = self.attributes(of: entry, frozen: frozen) {
+            (attributes, timeout) = found
         } else {
             return reply(request, error: ENOENT)
         }

@@ -68,21 +68,17 @@ public final class SchedModule: Sendable {
             failure = .readersStayed(error)
         }
         routine.file.withLock { $0 = nil }
-        logger.info("cleanup 1/3: unregistered \(Self.fileName) (\(format(clock.now - unregistering)))")
+        logger.info("cleanup 1/3: unregistered \(Self.fileName) (\((clock.now - unregistering).loggedMilliseconds))")
 
         let sleeping = clock.now
         routine.stopRequested.store(true, ordering: .releasing)
         let left = routine.wake.wait(timeout: timeout) { routine.hasLeft.load(ordering: .acquiring) }
         guard left else {
-            logger.error("cleanup 2/3: tick routine still on the timer queue after \(format(clock.now - sleeping)); giving up")
+            logger.error("cleanup 2/3: tick routine still on the timer queue after \((clock.now - sleeping).loggedMilliseconds); giving up")
             throw .routineStayed(timeout)
         }
-        logger.info("cleanup 2/3: tick routine left the timer queue after \(calls) calls (\(format(clock.now - sleeping)))")
+        logger.info("cleanup 2/3: tick routine left the timer queue after \(calls) calls (\((clock.now - sleeping).loggedMilliseconds))")
         if let failure { throw failure }
-    }
-
-    private func format(_ duration: Duration) -> String {
-        "\((duration.milliseconds * 100).rounded() / 100) ms"
     }
 }
 

@@ -12,6 +12,8 @@ import Synchronization
 public final class TickSource: Sendable {
     /// Ticks per second.
     public let hz: Int
+    /// The time between two ticks, in nanoseconds.
+    private let periodNanoseconds: Int64
     private let onTick: @Sendable () -> Void
     private let timer: Int32
     private let stopping = Atomic<Bool>(false)
@@ -31,6 +33,7 @@ public final class TickSource: Sendable {
         let timer = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC))
         guard timer >= 0 else { throw .system("timerfd_create", errno) }
         self.hz = hz
+        self.periodNanoseconds = Int64(1_000_000_000 / hz)
         self.onTick = onTick
         self.timer = timer
     }
@@ -40,19 +43,18 @@ public final class TickSource: Sendable {
     }
 
     /// The time between two ticks.
-    public var period: Duration { .nanoseconds(1_000_000_000 / hz) }
+    public var period: Duration { .nanoseconds(periodNanoseconds) }
 
     /// Arms the timer and starts the tick thread; the first tick is one period from now.
     public func start() throws {
-        let periodNanoseconds = 1_000_000_000 / hz
         var first = timespec()
         clock_gettime(CLOCK_MONOTONIC, &first)
-        first.tv_nsec += periodNanoseconds
+        first.tv_nsec += Int(periodNanoseconds)
         first.tv_sec += first.tv_nsec / 1_000_000_000
         first.tv_nsec %= 1_000_000_000
         firstDeadline.store(Int64(first.tv_sec) * 1_000_000_000 + Int64(first.tv_nsec), ordering: .releasing)
         var spec = itimerspec(
-            it_interval: timespec(tv_sec: periodNanoseconds / 1_000_000_000, tv_nsec: periodNanoseconds % 1_000_000_000),
+            it_interval: timespec(tv_sec: Int(periodNanoseconds / 1_000_000_000), tv_nsec: Int(periodNanoseconds % 1_000_000_000)),
             it_value: first)
         guard timerfd_settime(timer, Int32(TFD_TIMER_ABSTIME), &spec, nil) == 0 else {
             throw TickSourceError.system("timerfd_settime", errno)
@@ -66,7 +68,7 @@ public final class TickSource: Sendable {
         var statistics = measured.withLock { $0 }
         let first = firstDeadline.load(ordering: .acquiring)
         let now = Self.monotonicNanoseconds()
-        statistics.due = first == 0 || now < first ? 0 : UInt64((now - first) / Int64(1_000_000_000 / hz)) + 1
+        statistics.due = first == 0 || now < first ? 0 : UInt64((now - first) / periodNanoseconds) + 1
         return statistics
     }
 
@@ -94,11 +96,10 @@ public final class TickSource: Sendable {
     /// Measures a wake-up that found `expirations` deadlines passed.
     private func record(_ expirations: UInt64) {
         let now = Self.monotonicNanoseconds()
-        let period = Int64(1_000_000_000 / hz)
         measured.withLock { statistics in
             statistics.ticks += expirations
             if expirations > 1 { statistics.lateWakeUps += 1 }
-            let latest = firstDeadline.load(ordering: .acquiring) + Int64(statistics.ticks - 1) * period
+            let latest = firstDeadline.load(ordering: .acquiring) + Int64(statistics.ticks - 1) * periodNanoseconds
             statistics.lateness.record(nanoseconds: now - latest)
         }
     }

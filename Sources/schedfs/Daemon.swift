@@ -98,8 +98,7 @@ struct Daemon {
             status = 1
         }
         server.unmount()
-        let took = ((clock.now - start).milliseconds * 100).rounded() / 100
-        logger.info("cleanup 3/3: exiting with status \(status) (protocol took \(took) ms)")
+        logger.info("cleanup 3/3: exiting with status \(status) (protocol took \((clock.now - start).loggedMilliseconds))")
         return status
     }
 

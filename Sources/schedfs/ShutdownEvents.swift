@@ -38,17 +38,21 @@ final class ShutdownEvents: Sendable {
     /// Blocks the shutdown signals in the calling thread, and so in every thread it creates
     /// after this; call it before any other thread exists.
     static func blockSignals() {
+        var set = signalSet
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+    }
+
+    /// ``signals`` as a `sigset_t`.
+    private static var signalSet: sigset_t {
         var set = sigset_t()
         sigemptyset(&set)
         for signal in signals { sigaddset(&set, signal) }
-        pthread_sigmask(SIG_BLOCK, &set, nil)
+        return set
     }
 
     /// Opens the descriptors that carry the events; call ``blockSignals()`` first.
     init() throws(ShutdownEventsError) {
-        var set = sigset_t()
-        sigemptyset(&set)
-        for signal in Self.signals { sigaddset(&set, signal) }
+        var set = Self.signalSet
         signalDescriptor = signalfd(-1, &set, Int32(SFD_CLOEXEC))
         guard signalDescriptor >= 0 else { throw ShutdownEventsError(call: "signalfd", errno: errno) }
         sessionEndDescriptor = eventfd(0, Int32(EFD_CLOEXEC))
