@@ -21,6 +21,9 @@ enum FuseOperations {
         operations.setattr = { request, node, _, changes, _ in
             requestHandler(request).setattr(request!, node: node, changes: changes)
         }
+        operations.readlink = { request, node in
+            requestHandler(request).readlink(request!, node: node)
+        }
         operations.open = { request, node, info in
             requestHandler(request).open(request!, node: node, info: info!)
         }
@@ -45,7 +48,9 @@ enum FuseOperations {
         operations.listxattr = { request, _, size in
             requestHandler(request).listxattr(request!, size: size)
         }
-        operations.write = { request, _, _, _, _, _ in refuse(request, EACCES) }
+        operations.write = { request, node, buffer, size, offset, _ in
+            requestHandler(request).write(request!, node: node, bytes: UnsafeRawBufferPointer(start: buffer, count: size), offset: offset)
+        }
         operations.getxattr = { request, _, _, _ in refuse(request, ENOTSUP) }
         operations.setxattr = { request, _, _, _, _, _ in refuse(request, EACCES) }
         operations.removexattr = { request, _, _ in refuse(request, EACCES) }

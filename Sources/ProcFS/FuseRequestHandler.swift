@@ -5,25 +5,32 @@ import Synchronization
 
 /// Answers libfuse's low-level requests from a ``ProcTree``.
 ///
-/// In page-cache mode the kernel's node IDs are ``SnapshotNodes``; in direct_io mode they are
-/// the entries' inode numbers, and each open takes its snapshot (``OpenFile``).
+/// Directories and symbolic links are known to the kernel by their entries' inode numbers, and
+/// the kernel's lookups of them are counted (``ProcTree/kernelLooksUp(_:)``). Files are known by
+/// ``SnapshotNodes`` in page-cache mode; in direct_io mode by their inode numbers, and each open
+/// takes its snapshot (``OpenFile``).
 ///
-/// Changes to the tree are refused with the errno that Linux procfs gives a caller without
-/// privilege over a read-only proc file (`/proc/uptime`, mode 0444), as measured on Linux 6.18:
+/// What procfs does not allow is refused with the errno that Linux procfs gives a caller
+/// without privilege, as measured on Linux 6.18 on `/proc/uptime` (mode 0444):
 ///
 /// | operation                                  | errno     |
 /// |--------------------------------------------|-----------|
-/// | open for writing or with `O_TRUNC`, truncate | `EACCES` |
-/// | write (page-cache mode, where the kernel opens files itself) | `EACCES` |
+/// | open a read-only file for writing or with `O_TRUNC`, truncate it | `EACCES` |
+/// | write to a read-only file (page-cache mode, where the kernel opens files itself) | `EACCES` |
 /// | unlink, rmdir, setxattr, removexattr       | `EACCES`  |
 /// | chmod, chown, utimes                       | `EPERM`   |
 /// | create, mknod, mkdir, symlink, link, rename | `ENOENT` |
 /// | getxattr                                   | `ENOTSUP` |
 /// | listxattr                                  | empty list |
 ///
+/// A knob (a writable file) takes writes as `/proc/sys` does: truncating it is allowed and
+/// changes nothing, a value goes whole at offset 0 (elsewhere: `EINVAL`), and its store
+/// closure's refusal is the writer's errno.
+///
 /// A file removed after it was opened still reads its snapshot to the end, where procfs would
 /// answer `EIO`: the snapshot is whole, so a reader racing an unmount sees a line or an error
 /// of the name (`ENOENT`) or of the mount (`ENOTCONN`), never a failed read of an open file.
+/// A write to a removed knob gets `EIO`, as in procfs.
 final class FuseRequestHandler: Sendable {
     let tree: ProcTree
     let snapshots = SnapshotNodes()
@@ -38,8 +45,8 @@ final class FuseRequestHandler: Sendable {
 
     /// How long the kernel may cache a name; a change or removal drops it explicitly.
     static let entryTimeout = 1.0
-    /// How long the kernel may cache attributes that never change: the root directory's and a
-    /// snapshot node's. With `default_permissions` the kernel checks them on every path walk,
+    /// How long the kernel may cache attributes that change only when the server says so: a
+    /// directory's, a link's and a snapshot node's. With `default_permissions` the kernel checks them on every path walk,
     /// so an expired root costs every open a `GETATTR` round trip.
     static let unchangingAttributeTimeout = 86_400.0
 
@@ -66,103 +73,126 @@ final class FuseRequestHandler: Sendable {
 
     // MARK: Nodes and attributes
 
-    /// The file behind a node ID, with the text frozen in it in page-cache mode.
-    private func file(_ node: UInt64) -> (entry: ProcEntry, frozen: [UInt8]?)? {
-        if readMode == .pageCache {
+    /// The entry behind a node ID, with the text frozen in it for a snapshot node.
+    private func resolve(_ node: UInt64) -> (entry: ProcEntry, frozen: [UInt8]?)? {
+        if SnapshotNodes.isSnapshot(node) {
             return snapshots.node(node).map { ($0.entry, $0.text) }
         }
         return tree.entry(inode: node).map { ($0, nil) }
     }
 
-    private func baseAttributes(inode: UInt64) -> stat {
+    /// An entry's attributes and how long the kernel may cache them; `nil` once it is removed.
+    /// A snapshot node's never change, nor do a directory's or a link's without the server
+    /// saying so; a file read in direct_io mode gives a fresh size each time.
+    private func attributes(of entry: ProcEntry, frozen: [UInt8]?) -> (stat, timeout: Double)? {
         var attributes = stat()
-        attributes.st_ino = UInt(inode)
-        attributes.st_uid = owner.uid
-        attributes.st_gid = owner.gid
+        attributes.st_ino = UInt(entry.inode)
+        attributes.st_uid = entry.owner?.uid ?? owner.uid
+        attributes.st_gid = entry.owner?.gid ?? owner.gid
         attributes.st_atim = createdAt
         attributes.st_mtim = createdAt
         attributes.st_ctim = createdAt
         attributes.st_blksize = 4096
-        return attributes
-    }
-
-    private var rootAttributes: stat {
-        var attributes = baseAttributes(inode: ProcTree.rootInode)
-        attributes.st_mode = S_IFDIR | 0o555
-        attributes.st_nlink = 2
-        return attributes
-    }
-
-    /// A file's attributes; its inode number is the entry's, whatever node the kernel holds.
-    private func attributes(of entry: ProcEntry, size: Int) -> stat {
-        var attributes = baseAttributes(inode: entry.inode)
-        attributes.st_mode = S_IFREG | mode_t(entry.permissions)
-        attributes.st_nlink = 1
-        attributes.st_size = off_t(size)
-        return attributes
-    }
-
-    /// A file's attributes from its frozen text, which the kernel may cache as long as it
-    /// likes, or else (direct_io) from a fresh snapshot, which it may not cache at all;
-    /// `nil` once the entry is removed.
-    private func attributes(of entry: ProcEntry, frozen: [UInt8]?) -> (stat, timeout: Double)? {
-        guard let text = frozen ?? entry.snapshot() else { return nil }
-        return (attributes(of: entry, size: text.count), frozen == nil ? 0 : Self.unchangingAttributeTimeout)
+        attributes.st_mode = mode_t(entry.permissions)
+        switch entry.kind {
+        case .directory:
+            guard !entry.isRemoved else { return nil }
+            attributes.st_mode |= S_IFDIR
+            attributes.st_nlink = UInt(2 + tree.subdirectoryCount(of: entry))
+            return (attributes, Self.unchangingAttributeTimeout)
+        case .symlink:
+            guard !entry.isRemoved, let target = entry.symlinkTarget else { return nil }
+            attributes.st_mode |= S_IFLNK
+            attributes.st_nlink = 1
+            attributes.st_size = off_t(target.utf8.count)
+            return (attributes, Self.unchangingAttributeTimeout)
+        case .file, .knob:
+            guard let text = frozen ?? entry.snapshot() else { return nil }
+            attributes.st_mode |= S_IFREG
+            attributes.st_nlink = 1
+            attributes.st_size = off_t(text.count)
+            return (attributes, frozen == nil ? 0 : Self.unchangingAttributeTimeout)
+        }
     }
 
     // MARK: Requests
 
     func lookup(_ request: fuse_req_t, parent: UInt64, name: String) {
-        guard parent == ProcTree.rootInode else { return reply(request, error: ENOTDIR) }
-        guard let entry = tree.entry(named: name) else { return reply(request, error: ENOENT) }
-        // Page-cache mode hands out a snapshot node; direct_io, the entry's own inode.
-        let node: (id: UInt64, text: [UInt8]?)? =
-            readMode == .pageCache ? snapshots.lookUp(entry).map { ($0.id, $0.text) } : (entry.inode, nil)
-        guard let node, let (attributes, timeout) = attributes(of: entry, frozen: node.text) else {
+        guard let (directory, _) = resolve(parent) else { return reply(request, error: ENOENT) }
+        guard directory.kind == .directory else { return reply(request, error: ENOTDIR) }
+        guard let entry = tree.entry(named: name, in: directory) else { return reply(request, error: ENOENT) }
+        var parameters = fuse_entry_param()
+        let frozen: [UInt8]?
+        if readMode == .pageCache, entry.kind == .file || entry.kind == .knob {
+            // A snapshot node; a file that does not announce its changes gets a new one on
+            // every lookup, and the kernel must look it up again on every open.
+            guard let node = snapshots.lookUp(entry) else { return reply(request, error: ENOENT) }
+            (parameters.ino, frozen) = (node.id, node.text)
+            parameters.entry_timeout = entry.announcesChanges ? Self.entryTimeout : 0
+        } else {
+            guard tree.kernelLooksUp(entry) else { return reply(request, error: ENOENT) }
+            (parameters.ino, frozen) = (entry.inode, nil)
+            parameters.generation = entry.generation
+            parameters.entry_timeout = Self.entryTimeout
+        }
+        guard let (attributes, timeout) = attributes(of: entry, frozen: frozen) else {
+            forget(parameters.ino, count: 1)
             return reply(request, error: ENOENT)
         }
-        var parameters = fuse_entry_param()
-        parameters.ino = node.id
         parameters.attr = attributes
         parameters.attr_timeout = timeout
-        parameters.entry_timeout = Self.entryTimeout
         let replied = fuse_reply_entry(request, &parameters)
-        if replied != 0, readMode == .pageCache {
-            // The lookup was interrupted: the kernel will not forget what it never got.
-            snapshots.forget(node.id, count: 1)
-        }
+        // An interrupted lookup: the kernel will not forget what it never got.
+        if replied != 0 { forget(parameters.ino, count: 1) }
         checked(replied, "lookup")
     }
 
     func forget(_ request: fuse_req_t, node: UInt64, lookups: UInt64) {
-        if readMode == .pageCache { snapshots.forget(node, count: lookups) }
+        forget(node, count: lookups)
         fuse_reply_none(request)
     }
 
-    func getattr(_ request: fuse_req_t, node: UInt64) {
-        var attributes: stat
-        let timeout: Double
-        if node == ProcTree.rootInode {
-            (attributes, timeout) = (rootAttributes, Self.unchangingAttributeTimeout)
-        } else if let (entry, frozen) = file(node), let found = self.attributes(of: entry, frozen: frozen) {
-            (attributes, timeout) = found
+    private func forget(_ node: UInt64, count: UInt64) {
+        if SnapshotNodes.isSnapshot(node) {
+            snapshots.forget(node, count: count)
         } else {
-            return reply(request, error: ENOENT)
+            tree.kernelForgot(node, count: count)
         }
-        checked(fuse_reply_attr(request, &attributes, timeout), "getattr")
     }
 
+    func getattr(_ request: fuse_req_t, node: UInt64) {
+        guard let (entry, frozen) = resolve(node), let found = attributes(of: entry, frozen: frozen) else {
+            return reply(request, error: ENOENT)
+        }
+        replyAttributes(request, found, "getattr")
+    }
+
+    /// Truncating a knob is allowed and changes nothing, as for `/proc/sys` (it is how
+    /// `echo 1 > knob` opens it); any other change is refused as procfs refuses it.
     func setattr(_ request: fuse_req_t, node: UInt64, changes: Int32) {
-        guard node == ProcTree.rootInode || file(node) != nil else { return reply(request, error: ENOENT) }
-        reply(request, error: changes & FUSE_SET_ATTR_SIZE != 0 ? EACCES : EPERM)
+        guard let (entry, frozen) = resolve(node) else { return reply(request, error: ENOENT) }
+        if changes & FUSE_SET_ATTR_SIZE != 0 {
+            guard entry.kind == .knob, let found = attributes(of: entry, frozen: frozen) else {
+                return reply(request, error: entry.kind == .directory ? EISDIR : EACCES)
+            }
+            return replyAttributes(request, found, "setattr")
+        }
+        reply(request, error: EPERM)
+    }
+
+    func readlink(_ request: fuse_req_t, node: UInt64) {
+        guard let (entry, _) = resolve(node), !entry.isRemoved else { return reply(request, error: ENOENT) }
+        guard let target = entry.symlinkTarget else { return reply(request, error: EINVAL) }
+        checked(fuse_reply_readlink(request, target), "readlink")
     }
 
     func open(_ request: fuse_req_t, node: UInt64, info: UnsafeMutablePointer<fuse_file_info>) {
-        guard let (entry, _) = file(node) else { return reply(request, error: ENOENT) }
+        guard let (entry, _) = resolve(node) else { return reply(request, error: ENOENT) }
         // ENOSYS tells the kernel to open files itself from now on, keeping their cached pages.
         if readMode == .pageCache { return reply(request, error: ENOSYS) }
         let flags = info.pointee.flags
-        guard flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0 else { return reply(request, error: EACCES) }
+        let writes = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
+        guard !writes || entry.kind == .knob else { return reply(request, error: EACCES) }
         guard let text = entry.snapshot() else { return reply(request, error: ENOENT) }
         info.pointee.fh = openFiles.insert(OpenFile(text: text))
         // The text changes while its size is cached: read through to the snapshot every time.
@@ -180,7 +210,7 @@ final class FuseRequestHandler: Sendable {
     ) {
         let snapshot: [UInt8]?
         if info.pointee.fh == 0 {
-            snapshot = file(node)?.frozen
+            snapshot = resolve(node)?.frozen
         } else {
             snapshot = openFiles.object(info.pointee.fh)?.text
         }
@@ -195,34 +225,62 @@ final class FuseRequestHandler: Sendable {
         checked(replied, "read")
     }
 
+    /// Hands a write to a knob's store closure. Like `/proc/sys` with `sysctl_writes_strict`,
+    /// a value is written whole at offset 0; a write elsewhere is refused with `EINVAL`. The
+    /// knob announces its change only after the reply: until then the kernel holds the file
+    /// locked, and dropping its cached name would wait for that lock.
+    func write(_ request: fuse_req_t, node: UInt64, bytes: UnsafeRawBufferPointer, offset: off_t) {
+        guard let (entry, _) = resolve(node) else { return reply(request, error: EIO) }
+        guard entry.kind == .knob else { return reply(request, error: EACCES) }
+        guard offset == 0, var text = String(validating: bytes, as: UTF8.self) else {
+            return reply(request, error: EINVAL)
+        }
+        if text.hasSuffix("\n") { text.removeLast() }
+        do {
+            try entry.store(text)
+        } catch {
+            return reply(request, error: error.code)
+        }
+        checked(fuse_reply_write(request, bytes.count), "write")
+        entry.changed()
+    }
+
     func release(_ request: fuse_req_t, info: UnsafeMutablePointer<fuse_file_info>) {
         openFiles.remove(info.pointee.fh)
         reply(request, error: 0)
     }
 
     func opendir(_ request: fuse_req_t, node: UInt64, info: UnsafeMutablePointer<fuse_file_info>) {
-        guard node == ProcTree.rootInode else {
-            return reply(request, error: file(node) == nil ? ENOENT : ENOTDIR)
-        }
-        let parent = OpenDirectory.Item(name: ".", inode: ProcTree.rootInode, isDirectory: true)
-        let grandparent = OpenDirectory.Item(name: "..", inode: ProcTree.rootInode, isDirectory: true)
-        let files = tree.entries.map { OpenDirectory.Item(name: $0.name, inode: $0.inode, isDirectory: false) }
-        info.pointee.fh = openDirectories.insert(OpenDirectory(items: [parent, grandparent] + files))
+        guard let (directory, _) = resolve(node), !directory.isRemoved else { return reply(request, error: ENOENT) }
+        guard directory.kind == .directory else { return reply(request, error: ENOTDIR) }
+        info.pointee.fh = openDirectories.insert(OpenDirectory(directory: directory, items: listing(of: directory)))
         if fuse_reply_open(request, info) != 0 {
             openDirectories.remove(info.pointee.fh)
         }
     }
 
+    /// A directory's listing as it is now: `.`, `..`, then the entries by name.
+    private func listing(of directory: ProcEntry) -> [OpenDirectory.Item] {
+        [OpenDirectory.Item(name: ".", inode: directory.inode, type: S_IFDIR),
+         OpenDirectory.Item(name: "..", inode: directory.parentInode, type: S_IFDIR)]
+            + tree.children(of: directory).map { OpenDirectory.Item(name: $0.name, inode: $0.inode, type: $0.fileType) }
+    }
+
+    /// Lists the directory from `offset` on. An open directory keeps the listing it took, so
+    /// that offsets stay true while entries come and go; reading from offset 0 again
+    /// (`rewinddir`) takes a new one, as procfs shows entries added since.
     func readdir(_ request: fuse_req_t, size: Int, offset: off_t, info: UnsafeMutablePointer<fuse_file_info>) {
         guard let directory = openDirectories.object(info.pointee.fh) else { return reply(request, error: EBADF) }
+        if offset == 0 { directory.items.withLock { $0 = listing(of: directory.directory) } }
+        let items = directory.items.withLock { $0 }
         var buffer = [CChar](repeating: 0, count: size)
         var used = 0
         var index = Int(max(offset, 0))
-        while index < directory.items.count {
-            let item = directory.items[index]
+        while index < items.count {
+            let item = items[index]
             var attributes = stat()
             attributes.st_ino = UInt(item.inode)
-            attributes.st_mode = item.isDirectory ? S_IFDIR : S_IFREG
+            attributes.st_mode = item.type
             let needed = buffer.withUnsafeMutableBufferPointer { bytes in
                 fuse_add_direntry(request, bytes.baseAddress! + used, size - used, item.name, &attributes, off_t(index + 1))
             }
@@ -247,6 +305,11 @@ final class FuseRequestHandler: Sendable {
     }
 
     // MARK: Replies
+
+    private func replyAttributes(_ request: fuse_req_t, _ found: (stat, timeout: Double), _ operation: String) {
+        var attributes = found.0
+        checked(fuse_reply_attr(request, &attributes, found.timeout), operation)
+    }
 
     /// Replies with `error` (0 for success).
     func reply(_ request: fuse_req_t, error: Int32) {

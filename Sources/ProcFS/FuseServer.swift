@@ -64,12 +64,13 @@ public final class FuseServer: @unchecked Sendable {
         self.logger = logger
         self.stopEvent = stopEvent
         tree.observe(
+            added: { [weak self] entry in self?.added(entry) },
             changed: { [weak self] entry in self?.dropCachedText(of: entry) },
             removed: { [weak self] entry in self?.forget(entry) })
     }
 
     deinit {
-        handler.tree.observe(changed: nil, removed: nil)
+        handler.tree.observe(added: nil, changed: nil, removed: nil)
         fuse_session_destroy(session)
         close(stopEvent)
     }
@@ -149,16 +150,23 @@ public final class FuseServer: @unchecked Sendable {
     private func dropCachedText(of entry: ProcEntry) {
         guard handler.readMode == .pageCache, let node = handler.snapshots.supersede(entry) else { return }
         report(
-            fuse_lowlevel_notify_delete(session, ProcTree.rootInode, node, entry.name, entry.name.utf8.count),
+            fuse_lowlevel_notify_delete(session, entry.parentInode, node, entry.name, entry.name.utf8.count),
             "drop cached", entry)
     }
 
-    /// Has the kernel forget a removed entry's name.
+    /// A new directory changes its parent's link count, which the kernel caches.
+    private func added(_ entry: ProcEntry) {
+        guard entry.kind == .directory else { return }
+        report(fuse_lowlevel_notify_inval_inode(session, entry.parentInode, 0, 0), "refresh parent of", entry)
+    }
+
+    /// Has the kernel forget a removed entry's name (and, for a directory, its parent's link count).
     private func forget(_ entry: ProcEntry) {
         if handler.readMode == .pageCache { _ = handler.snapshots.supersede(entry) }
         report(
-            fuse_lowlevel_notify_inval_entry(session, ProcTree.rootInode, entry.name, entry.name.utf8.count),
+            fuse_lowlevel_notify_inval_entry(session, entry.parentInode, entry.name, entry.name.utf8.count),
             "forget name of", entry)
+        added(entry)
     }
 
     /// Logs a failed notification once. `ENOENT` (the kernel holds nothing to drop) is normal,

@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 
 /// What one open of a file holds in direct_io mode: the snapshot of its text taken at open.
@@ -9,19 +10,23 @@ final class OpenFile: Sendable {
     }
 }
 
-/// What one open of the root directory holds: its listing as it was at `opendir`, so that
-/// `readdir` is consistent at every offset while entries come and go.
+/// What one open of a directory holds: its listing as it was at `opendir` (or at the last
+/// `readdir` from offset 0), so that `readdir` is consistent at every offset while entries
+/// come and go.
 final class OpenDirectory: Sendable {
     struct Item: Sendable {
         let name: String
         let inode: UInt64
-        let isDirectory: Bool
+        /// The file type bits of `st_mode`, for example `S_IFDIR`.
+        let type: mode_t
     }
 
-    let items: [Item]
+    let directory: ProcEntry
+    let items: Mutex<[Item]>
 
-    init(items: [Item]) {
-        self.items = items
+    init(directory: ProcEntry, items: [Item]) {
+        self.directory = directory
+        self.items = Mutex(items)
     }
 }
 

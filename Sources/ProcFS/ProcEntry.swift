@@ -1,36 +1,103 @@
+import Glibc
 import Synchronization
 
-/// A regular file of a ``ProcTree`` whose text is made from live state.
+/// One node of a ``ProcTree``: a file whose text is made from live state, a writable file
+/// (a *knob*, like those of `/proc/sys`), a directory, or a symbolic link.
 ///
-/// Like a procfs `single_open` file, each open sees one snapshot of the text, whole at every
-/// offset and buffer size, never half of one value and half of the next. An owner that knows
-/// when the text changes calls ``changed()``, which lets the kernel cache the text in between.
+/// Like a procfs `single_open` file, each open of a file sees one snapshot of its text, whole
+/// at every offset and buffer size, never half of one value and half of the next. An owner that
+/// knows when the text changes registers the file with `announcesChanges` and calls
+/// ``changed()``; the kernel may then cache the text in between. Other files are read through
+/// their closure on each open.
 public final class ProcEntry: Sendable {
-    /// The file's name in its directory.
+    /// What an entry is, and what makes its content.
+    public enum Kind: Sendable {
+        /// A regular file, read-only unless it is a knob.
+        case file
+        /// A regular file whose writes are handed to a store closure.
+        case knob
+        /// A directory.
+        case directory
+        /// A symbolic link.
+        case symlink
+    }
+
+    enum Body: Sendable {
+        case file(content: @Sendable () -> String)
+        case knob(content: @Sendable () -> String, store: @Sendable (String) throws(ProcStoreError) -> Void)
+        case directory
+        case symlink(target: String)
+    }
+
+    /// The entry's name in its directory; empty for the root.
     public let name: String
-    /// The inode number, stable for the entry's life and never given to another entry.
+    /// The inode number, stable for the entry's life. After the entry is removed, the number
+    /// goes to a new entry only once the kernel has forgotten it, and then with a new
+    /// ``generation``.
     public let inode: UInt64
+    /// Tells apart the entries that have had this inode number over the tree's life.
+    public let generation: UInt64
+    /// The inode number of the directory the entry is in; the root's is its own.
+    public let parentInode: UInt64
     /// The permission bits, for example `0o444`.
     public let permissions: UInt16
-    private let content: @Sendable () -> String
+    /// Who owns the entry; `nil` means the user who mounted the tree.
+    public let owner: ProcOwner?
+    /// Whether the owner calls ``changed()`` whenever the text changes, so that the kernel may
+    /// cache the text until then.
+    public let announcesChanges: Bool
+    let body: Body
     private let observers: ProcTreeObservers
     let gate = RundownGate()
     /// The page-cache mode's state for this entry, kept here so a change costs no lookups.
     let cacheState = Mutex(EntryCacheState())
 
     init(
-        name: String, inode: UInt64, permissions: UInt16, observers: ProcTreeObservers,
-        content: @escaping @Sendable () -> String
+        name: String, inode: UInt64, generation: UInt64, parentInode: UInt64, permissions: UInt16,
+        owner: ProcOwner?, announcesChanges: Bool, body: Body, observers: ProcTreeObservers
     ) {
         self.name = name
         self.inode = inode
+        self.generation = generation
+        self.parentInode = parentInode
         self.permissions = permissions
+        self.owner = owner
+        self.announcesChanges = announcesChanges
+        self.body = body
         self.observers = observers
-        self.content = content
+    }
+
+    /// What the entry is.
+    public var kind: Kind {
+        switch body {
+        case .file: .file
+        case .knob: .knob
+        case .directory: .directory
+        case .symlink: .symlink
+        }
+    }
+
+    /// The file type bits of the entry's `st_mode`.
+    var fileType: mode_t {
+        switch body {
+        case .file, .knob: S_IFREG
+        case .directory: S_IFDIR
+        case .symlink: S_IFLNK
+        }
+    }
+
+    /// The link's target, for a symbolic link.
+    public var symlinkTarget: String? {
+        if case .symlink(let target) = body { return target }
+        return nil
     }
 
     /// Says that the text has changed, so that a copy cached by the kernel is dropped.
     /// Cheap enough to call on every timer tick; does nothing once the entry is removed.
+    ///
+    /// A knob's store closure must not call this on its own knob: the kernel holds the file
+    /// locked until the write is answered, and the library announces a stored value itself
+    /// once it has answered.
     public func changed() {
         guard !isRemoved else { return }
         observers.changed(self)
@@ -42,14 +109,64 @@ public final class ProcEntry: Sendable {
     /// Runs `body` as a user of the entry, so that removal waits for it to return.
     ///
     /// - Returns: `nil`, without running `body`, once the entry has been removed.
-    func whileLive<Result>(_ body: () throws -> Result) rethrows -> Result? {
+    func whileLive<Result, Failure: Error>(_ body: () throws(Failure) -> Result) throws(Failure) -> Result? {
         guard gate.enter() else { return nil }
         defer { gate.leave() }
         return try body()
     }
 
-    /// A snapshot of the text as bytes, or `nil` once the entry has been removed.
+    /// A snapshot of a file's text as bytes; `nil` once the entry has been removed, and for
+    /// directories and symbolic links.
     public func snapshot() -> [UInt8]? {
-        whileLive { Array(content().utf8) }
+        let content: @Sendable () -> String
+        switch body {
+        case .file(let made), .knob(let made, _): content = made
+        case .directory, .symlink: return nil
+        }
+        return whileLive { Array(content().utf8) }
     }
+
+    /// Hands text written to a knob to its store closure.
+    ///
+    /// - Throws: the closure's error; ``ProcStoreError/permissionDenied`` for an entry that is
+    ///   not a knob, and ``ProcStoreError/ioError`` once the entry has been removed, as procfs
+    ///   answers a write to an open file whose entry is gone.
+    public func store(_ text: String) throws(ProcStoreError) {
+        guard case .knob(_, let store) = body else { throw .permissionDenied }
+        let stored: Void? = try whileLive { () throws(ProcStoreError) in try store(text) }
+        guard stored != nil else { throw .ioError }
+    }
+}
+
+/// The user and group that own an entry.
+public struct ProcOwner: Sendable, Equatable {
+    public var uid: uid_t
+    public var gid: gid_t
+
+    public init(uid: uid_t, gid: gid_t) {
+        self.uid = uid
+        self.gid = gid
+    }
+
+    /// root:root, as for most of procfs.
+    public static let root = ProcOwner(uid: 0, gid: 0)
+}
+
+/// Why a knob refused what was written to it: the errno the writer gets.
+public struct ProcStoreError: Error, Equatable, CustomStringConvertible {
+    /// The errno, for example `EINVAL`.
+    public let code: Int32
+
+    public init(code: Int32) {
+        self.code = code
+    }
+
+    /// `EINVAL`: the text is not a value the knob takes.
+    public static let invalidArgument = ProcStoreError(code: EINVAL)
+    /// `EACCES`: the entry takes no writes.
+    public static let permissionDenied = ProcStoreError(code: EACCES)
+    /// `EIO`: the entry was removed while the file was open.
+    public static let ioError = ProcStoreError(code: EIO)
+
+    public var description: String { String(cString: strerror(code)) }
 }

@@ -1,13 +1,19 @@
 import KernelSync
 import Synchronization
 
-/// The /proc-like tree: a root directory of live files, registered and removed at run time
-/// from any thread.
+/// A /proc-like tree of live files, knobs, directories and symbolic links, changed at run
+/// time from any thread.
+///
+/// ```swift
+/// let tree = ProcTree()
+/// let stats = try tree.makeDirectory("stats")
+/// try tree.register("requests", in: stats) { "\(requests.load(ordering: .relaxed))\n" }
+/// ```
 ///
 /// Removal follows the kernel's `remove_proc_entry`: the name disappears at once (new lookups
 /// and opens fail with `ENOENT`), the server is told so that it can drop the kernel's cached
 /// entry, and ``remove(_:timeout:)`` returns only after every callback already inside the entry
-/// has left.
+/// (or, for a directory, inside any entry below it) has returned.
 public final class ProcTree: Sendable {
     /// The root directory's inode number (`FUSE_ROOT_ID`).
     public static let rootInode: UInt64 = 1
@@ -15,94 +21,232 @@ public final class ProcTree: Sendable {
     public static let defaultRundownTimeout: Duration = .seconds(2)
 
     private struct State {
-        var byName: [String: ProcEntry] = [:]
-        var byInode: [UInt64: ProcEntry] = [:]
-        var nextInode = ProcTree.rootInode + 1
+        var live: [UInt64: ProcEntry] = [:]
+        /// Each live directory's entries by name.
+        var children: [UInt64: [String: ProcEntry]] = [ProcTree.rootInode: [:]]
+        var inodes = InodeNumbers(first: ProcTree.rootInode + 1)
     }
 
+    /// The root directory.
+    public let root: ProcEntry
     private let state = Mutex(State())
     private let observers = ProcTreeObservers()
 
-    public init() {}
+    /// Makes an empty tree whose root directory has the mode `rootPermissions`.
+    public init(rootPermissions: UInt16 = 0o555) {
+        root = ProcEntry(
+            name: "", inode: Self.rootInode, generation: 0, parentInode: Self.rootInode,
+            permissions: rootPermissions, owner: nil, announcesChanges: false, body: .directory,
+            observers: observers)
+        state.withLock { $0.live[Self.rootInode] = root }
+    }
+
+    // MARK: Adding entries
 
     /// Adds a read-only file whose text `content` makes on each open (`proc_create_single`).
     ///
     /// - Parameters:
     ///   - name: the file name: not empty, not `.` or `..`, no `/`, at most 255 bytes.
+    ///   - parent: the directory to add it to; the root when `nil`.
     ///   - permissions: the permission bits; procfs's read-only files are `0o444`.
+    ///   - owner: who owns it; `nil` for the user who mounted.
+    ///   - announcesChanges: whether the caller will call ``ProcEntry/changed()`` whenever the
+    ///     text changes; the kernel may then cache the text until it does.
     ///   - content: makes the text; it runs on the server's threads, so it must be quick.
-    /// - Throws: ``ProcTreeError/invalidName(_:)`` or ``ProcTreeError/exists(_:)``.
+    /// - Throws: ``ProcTreeError`` when the name is bad or taken, or the parent is gone.
     @discardableResult
     public func register(
-        _ name: String, permissions: UInt16 = 0o444, content: @escaping @Sendable () -> String
+        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o444, owner: ProcOwner? = nil,
+        announcesChanges: Bool = false, content: @escaping @Sendable () -> String
+    ) throws(ProcTreeError) -> ProcEntry {
+        try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
+                body: .file(content: content))
+    }
+
+    /// Adds a writable file, a *knob* like those of `/proc/sys`: `content` makes its text, and
+    /// `store` takes each write, less one trailing newline. `store` checks the text and throws
+    /// ``ProcStoreError/invalidArgument`` (or another errno) to refuse it; the writer gets that
+    /// errno. After a stored write the knob announces its change itself.
+    ///
+    /// - Parameters: as for ``register(_:in:permissions:owner:announcesChanges:content:)``;
+    ///   the mode defaults to `0o644`.
+    @discardableResult
+    public func registerKnob(
+        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o644, owner: ProcOwner? = nil,
+        announcesChanges: Bool = false, content: @escaping @Sendable () -> String,
+        store: @escaping @Sendable (String) throws(ProcStoreError) -> Void
+    ) throws(ProcTreeError) -> ProcEntry {
+        try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
+                body: .knob(content: content, store: store))
+    }
+
+    /// Adds a directory (`proc_mkdir`).
+    @discardableResult
+    public func makeDirectory(
+        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o555, owner: ProcOwner? = nil
+    ) throws(ProcTreeError) -> ProcEntry {
+        try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false, body: .directory)
+    }
+
+    /// Adds a symbolic link to `target` (`proc_symlink`).
+    @discardableResult
+    public func makeSymlink(
+        _ name: String, in parent: ProcEntry? = nil, target: String, owner: ProcOwner? = nil
+    ) throws(ProcTreeError) -> ProcEntry {
+        try add(name, in: parent, permissions: 0o777, owner: owner, announcesChanges: false,
+                body: .symlink(target: target))
+    }
+
+    private func add(
+        _ name: String, in parent: ProcEntry?, permissions: UInt16, owner: ProcOwner?, announcesChanges: Bool,
+        body: ProcEntry.Body
     ) throws(ProcTreeError) -> ProcEntry {
         guard !name.isEmpty, name != ".", name != "..", !name.contains("/"), name.utf8.count <= 255 else {
             throw .invalidName(name)
         }
-        return try state.withLock { (state) throws(ProcTreeError) -> ProcEntry in
-            guard state.byName[name] == nil else { throw .exists(name) }
+        let parent = parent ?? root
+        guard parent.kind == .directory else { throw .notADirectory(parent.name) }
+        let entry = try state.withLock { (state) throws(ProcTreeError) -> ProcEntry in
+            guard state.children[parent.inode] != nil else { throw .notFound(parent.name) }
+            guard state.children[parent.inode]?[name] == nil else { throw .exists(name) }
+            let (inode, generation) = state.inodes.allocate()
             let entry = ProcEntry(
-                name: name, inode: state.nextInode, permissions: permissions, observers: observers, content: content)
-            state.nextInode += 1
-            state.byName[name] = entry
-            state.byInode[entry.inode] = entry
+                name: name, inode: inode, generation: generation, parentInode: parent.inode,
+                permissions: permissions, owner: owner, announcesChanges: announcesChanges, body: body,
+                observers: observers)
+            state.live[inode] = entry
+            state.children[parent.inode]?[name] = entry
+            if case .directory = body { state.children[inode] = [:] }
             return entry
         }
+        observers.added(entry)
+        return entry
     }
 
-    /// Removes the file `name` and waits at most `timeout` for callers inside it to leave.
+    // MARK: Removing entries
+
+    /// Removes the entry `name` of `parent` (the root when `nil`); see ``remove(_:timeout:)``.
+    public func remove(
+        _ name: String, in parent: ProcEntry? = nil, timeout: Duration = ProcTree.defaultRundownTimeout
+    ) throws(ProcTreeError) {
+        guard let entry = entry(named: name, in: parent) else { throw .notFound(name) }
+        try remove(entry, timeout: timeout)
+    }
+
+    /// Removes `entry`, and with a directory everything below it, then waits at most `timeout`
+    /// for callers inside any of them to leave.
     ///
-    /// - Throws: ``ProcTreeError/notFound(_:)``, or ``ProcTreeError/busy(_:users:)`` when callers
-    ///   were still inside at the timeout; the entry is removed from the tree either way.
-    public func remove(_ name: String, timeout: Duration = ProcTree.defaultRundownTimeout) throws(ProcTreeError) {
-        let removed = state.withLock { state -> ProcEntry? in
-            guard let entry = state.byName.removeValue(forKey: name) else { return nil }
-            state.byInode[entry.inode] = nil
-            return entry
+    /// - Throws: ``ProcTreeError/notFound(_:)`` if it was removed already, or
+    ///   ``ProcTreeError/busy(_:users:)`` when callers were still inside at the timeout; the
+    ///   entries are removed from the tree either way.
+    public func remove(_ entry: ProcEntry, timeout: Duration = ProcTree.defaultRundownTimeout) throws(ProcTreeError) {
+        guard entry !== root else { throw .invalidName(entry.name) }
+        let removed = state.withLock { state -> [ProcEntry] in
+            guard state.live[entry.inode] === entry else { return [] }
+            state.children[entry.parentInode]?[entry.name] = nil
+            var removed: [ProcEntry] = []
+            var pending = [entry]
+            while let next = pending.popLast() {
+                removed.append(next)
+                if let below = state.children.removeValue(forKey: next.inode) { pending += below.values }
+                state.live[next.inode] = nil
+                state.inodes.release(next.inode)
+            }
+            return removed
         }
-        guard let removed else { throw .notFound(name) }
-        observers.removed(removed)
-        let users = removed.gate.close(timeout: timeout)
-        if users > 0 { throw .busy(name, users: users) }
+        guard !removed.isEmpty else { throw .notFound(entry.name) }
+        // The name first, so that new path walks fail at once; then the rundown of each.
+        for gone in removed { observers.removed(gone) }
+        let deadline = ContinuousClock.now + timeout
+        let users = removed.reduce(0) { users, gone in
+            users + gone.gate.close(timeout: max(deadline - ContinuousClock.now, .zero))
+        }
+        if users > 0 { throw .busy(entry.name, users: users) }
     }
 
-    /// The live entry called `name`, if any.
-    public func entry(named name: String) -> ProcEntry? {
-        state.withLock { $0.byName[name] }
+    // MARK: Finding entries
+
+    /// The live entry called `name` in `parent` (the root when `nil`), if any.
+    public func entry(named name: String, in parent: ProcEntry? = nil) -> ProcEntry? {
+        state.withLock { $0.children[(parent ?? root).inode]?[name] }
+    }
+
+    /// The live entry at `path`, names separated by `/`, relative to the root.
+    public func entry(atPath path: String) -> ProcEntry? {
+        var current = root
+        for name in path.split(separator: "/") {
+            guard let next = entry(named: String(name), in: current) else { return nil }
+            current = next
+        }
+        return current
     }
 
     /// The live entry with inode number `inode`, if any.
     public func entry(inode: UInt64) -> ProcEntry? {
-        state.withLock { $0.byInode[inode] }
+        state.withLock { $0.live[inode] }
     }
 
-    /// The live entries, in the order they were registered.
-    public var entries: [ProcEntry] {
-        state.withLock { $0.byInode.values.sorted { $0.inode < $1.inode } }
+    /// The live entries of `directory` (the root when `nil`), sorted by name as procfs lists
+    /// them; empty once the directory is removed.
+    public func children(of directory: ProcEntry? = nil) -> [ProcEntry] {
+        state.withLock { $0.children[(directory ?? root).inode]?.values.sorted { $0.name < $1.name } } ?? []
     }
 
-    /// Sets what runs when an entry changes (``ProcEntry/changed()``) and when one is removed
-    /// (before its rundown); the server uses them to keep the kernel's caches true. `nil`
-    /// clears both.
-    public func observe(
-        changed: (@Sendable (ProcEntry) -> Void)?, removed: (@Sendable (ProcEntry) -> Void)?
+    /// How many directories `directory` holds, for its link count.
+    func subdirectoryCount(of directory: ProcEntry) -> Int {
+        state.withLock { state in
+            state.children[directory.inode]?.values.count { $0.kind == .directory } ?? 0
+        }
+    }
+
+    // MARK: The kernel's references
+
+    /// Counts one more lookup of `entry` by the kernel, which is about to be told of it in a
+    /// `LOOKUP` reply; refuses once the entry is removed, whose number may be reused.
+    ///
+    /// - Returns: whether the lookup was counted.
+    func kernelLooksUp(_ entry: ProcEntry) -> Bool {
+        state.withLock { state in
+            guard state.live[entry.inode] === entry else { return false }
+            state.inodes.lookedUp(entry.inode)
+            return true
+        }
+    }
+
+    /// The kernel forgets `count` lookups of `inode` (`FORGET`).
+    func kernelForgot(_ inode: UInt64, count: UInt64) {
+        state.withLock { $0.inodes.forget(inode, count: count) }
+    }
+
+    /// How many lookups of `inode` the kernel holds.
+    func kernelLookups(of inode: UInt64) -> UInt64 {
+        state.withLock { $0.inodes.lookups(of: inode) }
+    }
+
+    /// Sets what runs when an entry is added, when one changes (``ProcEntry/changed()``) and
+    /// when one is removed (before its rundown); the server uses them to keep the kernel's
+    /// caches true. `nil` clears them.
+    func observe(
+        added: (@Sendable (ProcEntry) -> Void)?, changed: (@Sendable (ProcEntry) -> Void)?,
+        removed: (@Sendable (ProcEntry) -> Void)?
     ) {
-        observers.set(changed: changed, removed: removed)
+        observers.set(ProcTreeObservers.Handlers(added: added, changed: changed, removed: removed))
     }
 }
 
 /// The observers of one tree, shared with its entries.
 final class ProcTreeObservers: Sendable {
-    private struct Handlers {
+    struct Handlers {
+        var added: (@Sendable (ProcEntry) -> Void)?
         var changed: (@Sendable (ProcEntry) -> Void)?
         var removed: (@Sendable (ProcEntry) -> Void)?
     }
 
     private let handlers = Mutex(Handlers())
 
-    func set(changed: (@Sendable (ProcEntry) -> Void)?, removed: (@Sendable (ProcEntry) -> Void)?) {
-        handlers.withLock { $0 = Handlers(changed: changed, removed: removed) }
-    }
+    func set(_ new: Handlers) { handlers.withLock { $0 = new } }
+
+    func added(_ entry: ProcEntry) { handlers.withLock { $0.added }?(entry) }
 
     func changed(_ entry: ProcEntry) { handlers.withLock { $0.changed }?(entry) }
 
@@ -115,8 +259,10 @@ public enum ProcTreeError: Error, Equatable, CustomStringConvertible {
     case invalidName(String)
     /// An entry of that name is registered already.
     case exists(String)
-    /// No entry of that name is registered.
+    /// No entry of that name is registered, or the directory to add to is removed.
     case notFound(String)
+    /// The entry to add to is not a directory.
+    case notADirectory(String)
     /// Callers were still inside the removed entry when its rundown timed out.
     case busy(String, users: Int)
 
@@ -125,6 +271,7 @@ public enum ProcTreeError: Error, Equatable, CustomStringConvertible {
         case .invalidName(let name): "invalid entry name '\(name)'"
         case .exists(let name): "entry '\(name)' already exists"
         case .notFound(let name): "no entry '\(name)'"
+        case .notADirectory(let name): "entry '\(name)' is not a directory"
         case .busy(let name, let users): "entry '\(name)' still had \(users) caller(s) inside when its rundown timed out"
         }
     }

@@ -20,16 +20,25 @@ final class SnapshotNodes: Sendable {
     private struct State {
         var nodes: [UInt64: Node] = [:]
         /// Above every entry inode number, so that no ID means two things.
-        var nextID: UInt64 = 1 << 40
+        var nextID = SnapshotNodes.firstID
     }
 
     private let state = Mutex(State())
+    /// Where snapshot node IDs start: above every entry's inode number.
+    private static let firstID: UInt64 = 1 << 40
+
+    /// Whether `id` names a snapshot node rather than an entry.
+    static func isSnapshot(_ id: UInt64) -> Bool { id >= firstID }
     /// How often a lookup takes a new snapshot when the file changes while it takes one.
     private static let snapshotAttempts = 3
 
     /// The node for `entry`'s current text, counting one more lookup of it; `nil` once the
-    /// entry is removed.
+    /// entry is removed. An entry that does not announce its changes gets a new node each time.
     func lookUp(_ entry: ProcEntry) -> (id: UInt64, text: [UInt8])? {
+        guard entry.announcesChanges else {
+            guard let text = entry.snapshot() else { return nil }
+            return (add(Node(entry: entry, text: text, lookups: 1)), text)
+        }
         for attempt in 1...Self.snapshotAttempts {
             let seen = entry.cacheState.withLock { $0 }
             if let current = seen.currentNode, let found = countLookup(of: current) { return found }
@@ -37,11 +46,7 @@ final class SnapshotNodes: Sendable {
             // A change during the snapshot would leave the new node stale with nobody to
             // retire it, so take the snapshot again; after the last attempt, hand it out as
             // not current, and the next lookup takes a fresh one.
-            let id = state.withLock { state in
-                defer { state.nextID += 1 }
-                state.nodes[state.nextID] = Node(entry: entry, text: text, lookups: 1)
-                return state.nextID
-            }
+            let id = add(Node(entry: entry, text: text, lookups: 1))
             let installed = entry.cacheState.withLock { cache in
                 guard cache.changes == seen.changes else { return false }
                 cache.currentNode = id
@@ -51,6 +56,14 @@ final class SnapshotNodes: Sendable {
             forget(id, count: 1)
         }
         return nil
+    }
+
+    private func add(_ node: Node) -> UInt64 {
+        state.withLock { state in
+            defer { state.nextID += 1 }
+            state.nodes[state.nextID] = node
+            return state.nextID
+        }
     }
 
     private func countLookup(of id: UInt64) -> (id: UInt64, text: [UInt8])? {
