@@ -5,9 +5,10 @@ import Synchronization
 import TaskQueue
 
 /// The port of the kernel module `sched.c`: a routine on the timer queue that counts its runs,
-/// and the file `sched` that shows the count.
+/// and the file `sched` that shows the count, with the timer's own files beside it (`timer/`
+/// and `uptime`).
 ///
-/// ``start()`` is `init_module`: it queues the routine and registers `sched`. Each time the
+/// ``start()`` is `init_module`: it queues the routine and registers the files. Each time the
 /// timer queue runs, the routine counts one call and re-queues itself, until ``cleanup(timeout:)``
 /// (`cleanup_module`) asks it to stop: then it wakes the cleanup instead of re-queuing.
 public final class SchedModule: Sendable {
@@ -17,15 +18,21 @@ public final class SchedModule: Sendable {
     public static let defaultCleanupTimeout: Duration = .seconds(2)
 
     private let timerQueue: TaskQueue
+    private let ticks: TickSource
     private let tree: ProcTree
     private let logger: Logger
     private let routine: TickRoutine
     private let task: QueueTask
 
     /// Prepares the module; nothing is queued or registered until ``start()``.
-    public init(timerQueue: TaskQueue, tree: ProcTree, logger: Logger) {
+    ///
+    /// - Parameters:
+    ///   - timerQueue: the queue the routine runs on, which `ticks` runs.
+    ///   - ticks: the tick source, shown and set through `timer/`.
+    public init(timerQueue: TaskQueue, ticks: TickSource, tree: ProcTree, logger: Logger) {
         let routine = TickRoutine()
         self.timerQueue = timerQueue
+        self.ticks = ticks
         self.tree = tree
         self.logger = logger
         self.routine = routine
@@ -39,19 +46,22 @@ public final class SchedModule: Sendable {
     /// How many times the routine has run.
     public var calls: UInt64 { routine.calls.value }
 
-    /// `init_module`: queues the routine on the timer queue and registers `sched`.
+    /// `init_module`: queues the routine on the timer queue and registers `sched`, `timer/`
+    /// and `uptime`.
     public func start() throws(ProcTreeError) {
+        let start = ContinuousClock.now
         timerQueue.queue(task)
         // The text needs only the count: capturing the routine, which holds the file, would
-        // make a cycle.
-        let file = try tree.register(Self.fileName, permissions: 0o444) { [calls = routine.calls] in
-            SchedText.format(calls: calls.value)
+        // make a cycle. The routine announces each new count.
+        let file = try tree.register(Self.fileName, permissions: 0o444, announcesChanges: true) {
+            [calls = routine.calls] in SchedText.format(calls: calls.value)
         }
         routine.file.withLock { $0 = file }
+        try TimerFiles.register(in: tree, ticks: ticks, timerQueue: timerQueue, start: start)
     }
 
-    /// `cleanup_module`, made race-free and bounded. Step 1 unregisters `sched` and waits for
-    /// readers already inside it; step 2 sleeps until the routine has taken itself off the queue.
+    /// `cleanup_module`, made race-free and bounded. Step 1 unregisters `sched`, then the rest of
+    /// the module's files, and waits for readers already inside them; step 2 sleeps until the routine has taken itself off the queue.
     /// Each step is logged with its time. Step 3, exiting, is the caller's.
     ///
     /// The timer queue must keep running until this returns: the routine leaves it on a tick.
@@ -67,8 +77,14 @@ public final class SchedModule: Sendable {
         } catch {
             failure = .readersStayed(error)
         }
+        do {
+            try TimerFiles.remove(from: tree, timeout: timeout)
+        } catch {
+            failure = failure ?? .readersStayed(error)
+        }
         routine.file.withLock { $0 = nil }
-        logger.info("cleanup 1/3: unregistered \(Self.fileName) (\((clock.now - unregistering).loggedMilliseconds))")
+        logger.info(
+            "cleanup 1/3: unregistered \(Self.fileName), then \(TimerFiles.directoryName)/ and \(TimerFiles.uptimeName) (\((clock.now - unregistering).loggedMilliseconds))")
 
         let sleeping = clock.now
         routine.stopRequested.store(true, ordering: .releasing)

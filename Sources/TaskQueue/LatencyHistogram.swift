@@ -54,6 +54,11 @@ public struct TickStatistics: Sendable, Equatable {
     public var due: UInt64 = 0
     /// Wake-ups that found more than one deadline passed (ticks delivered late, in a burst).
     public var lateWakeUps: UInt64 = 0
+    /// Ticks whose deadline passed while the thread still waited to run an earlier one: each
+    /// ran late, in a burst.
+    public var missedTicks: UInt64 = 0
+    /// How long the handlers ran, in nanoseconds; the rest of the time the tick thread slept.
+    public var busyNanoseconds: Int64 = 0
     /// How late each wake-up came after the latest deadline it found passed.
     public var lateness = LatencyHistogram()
 

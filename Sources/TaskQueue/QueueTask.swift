@@ -10,6 +10,8 @@ public final class QueueTask: Sendable {
     public let name: String
     let routine: @Sendable (QueueTask) -> Void
     let sync = Atomic<Bool>(false)
+    private let runCount = Atomic<UInt64>(0)
+    private let lastQueued = Mutex<ContinuousClock.Instant?>(nil)
 
     /// Makes a task that runs `routine` each time a queue it is on runs.
     public init(name: String, routine: @escaping @Sendable (QueueTask) -> Void) {
@@ -19,4 +21,19 @@ public final class QueueTask: Sendable {
 
     /// Whether the task is on a queue now, waiting for that queue's next run.
     public var isQueued: Bool { sync.load(ordering: .acquiring) }
+
+    /// How many times the routine has been run by a queue.
+    public var runs: UInt64 { runCount.load(ordering: .relaxed) }
+
+    /// When the task was last put on a queue; `nil` if it never was.
+    public var queuedSince: ContinuousClock.Instant? { lastQueued.withLock { $0 } }
+
+    func markQueued() {
+        let now = ContinuousClock.now
+        lastQueued.withLock { $0 = now }
+    }
+
+    func countRun() {
+        runCount.add(1, ordering: .relaxed)
+    }
 }

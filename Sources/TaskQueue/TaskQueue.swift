@@ -24,6 +24,7 @@ public final class TaskQueue: Sendable {
     public func queue(_ task: QueueTask) -> Bool {
         guard task.sync.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
         else { return false }
+        task.markQueued()
         lists.withLock { $0.pending.append(task) }
         return true
     }
@@ -41,6 +42,7 @@ public final class TaskQueue: Sendable {
         }
         for task in detached {
             task.sync.store(false, ordering: .releasing)
+            task.countRun()
             task.routine(task)
         }
         let ran = detached.count
@@ -50,7 +52,10 @@ public final class TaskQueue: Sendable {
     }
 
     /// The names of the tasks waiting for the next run, in order.
-    public var queuedNames: [String] { lists.withLock { $0.pending.map(\.name) } }
+    public var queuedNames: [String] { queuedTasks.map(\.name) }
+
+    /// The tasks waiting for the next run, in order.
+    public var queuedTasks: [QueueTask] { lists.withLock { $0.pending } }
 
     /// Whether no task is waiting.
     public var isEmpty: Bool { lists.withLock { $0.pending.isEmpty } }

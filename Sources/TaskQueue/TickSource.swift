@@ -9,18 +9,28 @@ import Synchronization
 /// `timerfd`, so they do not drift however late one handler runs. When the thread wakes late and
 /// finds several deadlines passed, it calls the handler once for each: the number of calls
 /// always equals the number of deadlines passed.
+///
+/// The rate can change while it runs (``setRate(_:)``); the tick thread itself re-arms the
+/// timer after the tick in progress, so a new rate's deadlines follow on from the last old one.
 public final class TickSource: Sendable {
-    /// Ticks per second.
-    public let hz: Int
-    /// The time between two ticks, in nanoseconds.
-    private let periodNanoseconds: Int64
+    /// The time between two ticks, in nanoseconds, at `hz` ticks a second.
+    private static func period(hz: Int) -> Int64 { Int64(1_000_000_000 / hz) }
+
+    /// The deadlines of the rate in force: `first + k * period`.
+    private struct Schedule {
+        var period: Int64
+        /// The first deadline at this rate, in monotonic nanoseconds; 0 until started.
+        var first: Int64 = 0
+        /// Ticks delivered, and deadlines passed, before this rate took effect.
+        var ticksBefore: UInt64 = 0
+    }
+
     private let onTick: @Sendable () -> Void
     private let timer: Int32
     private let stopping = Atomic<Bool>(false)
+    private let requestedHz: Atomic<Int>
     private let thread = Mutex<KernelThread?>(nil)
-    /// The first deadline, in monotonic nanoseconds; 0 until started.
-    private let firstDeadline = Atomic<Int64>(0)
-    private let measured = Mutex(TickStatistics())
+    private let measured: Mutex<(schedule: Schedule, statistics: TickStatistics)>
 
     /// The accepted tick rates, as the kernel's `CONFIG_HZ` would never exceed.
     public static let hzRange = 1...10_000
@@ -32,43 +42,62 @@ public final class TickSource: Sendable {
         guard Self.hzRange.contains(hz) else { throw .badRate(hz) }
         let timer = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC))
         guard timer >= 0 else { throw .system("timerfd_create", errno) }
-        self.hz = hz
-        self.periodNanoseconds = Int64(1_000_000_000 / hz)
+        self.requestedHz = Atomic(hz)
+        self.measured = Mutex((Schedule(period: Self.period(hz: hz)), TickStatistics()))
         self.onTick = onTick
         self.timer = timer
+    }
+
+    /// Ticks per second: the rate last set, which is in force from the next tick on.
+    public var hz: Int { requestedHz.load(ordering: .relaxed) }
+
+    /// Changes the tick rate, from any thread. The tick thread takes it up when it next wakes,
+    /// which is at most one tick of the old rate from now.
+    ///
+    /// - Throws: ``TickSourceError/badRate(_:)`` if `hz` is out of ``hzRange``.
+    public func setRate(_ hz: Int) throws(TickSourceError) {
+        guard Self.hzRange.contains(hz) else { throw .badRate(hz) }
+        requestedHz.store(hz, ordering: .relaxed)
     }
 
     deinit {
         close(timer)
     }
 
-    /// The time between two ticks.
-    public var period: Duration { .nanoseconds(periodNanoseconds) }
+    /// The time between two ticks at the rate in force.
+    public var period: Duration { .nanoseconds(measured.withLock { $0.schedule.period }) }
 
     /// Arms the timer and starts the tick thread; the first tick is one period from now.
     public func start() throws {
-        var first = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &first)
-        first.tv_nsec += Int(periodNanoseconds)
-        first.tv_sec += first.tv_nsec / 1_000_000_000
-        first.tv_nsec %= 1_000_000_000
-        firstDeadline.store(Int64(first.tv_sec) * 1_000_000_000 + Int64(first.tv_nsec), ordering: .releasing)
-        var spec = itimerspec(
-            it_interval: timespec(tv_sec: Int(periodNanoseconds / 1_000_000_000), tv_nsec: Int(periodNanoseconds % 1_000_000_000)),
-            it_value: first)
-        guard timerfd_settime(timer, Int32(TFD_TIMER_ABSTIME), &spec, nil) == 0 else {
-            throw TickSourceError.system("timerfd_settime", errno)
-        }
+        let period = measured.withLock { $0.schedule.period }
+        try arm(first: Self.monotonicNanoseconds() + period, period: period)
         let started = try KernelThread(name: "schedfs-tick") { [self] in tickLoop() }
         thread.withLock { $0 = started }
     }
 
+    /// Sets the timer to expire at `first` and every `period` after it, and makes that the
+    /// schedule that statistics are measured against.
+    private func arm(first: Int64, period: Int64) throws(TickSourceError) {
+        var spec = itimerspec(it_interval: Self.timeSpec(period), it_value: Self.timeSpec(first))
+        measured.withLock { measured in
+            measured.schedule = Schedule(period: period, first: first, ticksBefore: measured.statistics.ticks)
+        }
+        guard timerfd_settime(timer, Int32(TFD_TIMER_ABSTIME), &spec, nil) == 0 else {
+            throw .system("timerfd_settime", errno)
+        }
+    }
+
+    private static func timeSpec(_ nanoseconds: Int64) -> timespec {
+        timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+    }
+
     /// What the tick source has measured so far, with the deadlines passed by now.
     public var statistics: TickStatistics {
-        var statistics = measured.withLock { $0 }
-        let first = firstDeadline.load(ordering: .acquiring)
+        let (schedule, measuredSoFar) = measured.withLock { ($0.schedule, $0.statistics) }
+        var statistics = measuredSoFar
         let now = Self.monotonicNanoseconds()
-        statistics.due = first == 0 || now < first ? 0 : UInt64((now - first) / periodNanoseconds) + 1
+        let passed = schedule.first == 0 || now < schedule.first ? 0 : UInt64((now - schedule.first) / schedule.period) + 1
+        statistics.due = schedule.ticksBefore + passed
         return statistics
     }
 
@@ -93,21 +122,34 @@ public final class TickSource: Sendable {
         return true
     }
 
-    /// Measures a wake-up that found `expirations` deadlines passed.
-    private func record(_ expirations: UInt64) {
-        let now = Self.monotonicNanoseconds()
-        measured.withLock { statistics in
-            statistics.ticks += expirations
-            if expirations > 1 { statistics.lateWakeUps += 1 }
-            let latest = firstDeadline.load(ordering: .acquiring) + Int64(statistics.ticks - 1) * periodNanoseconds
-            statistics.lateness.record(nanoseconds: now - latest)
+    /// Measures a wake-up at `now` that found `expirations` deadlines passed.
+    ///
+    /// - Returns: the latest deadline passed.
+    private func record(_ expirations: UInt64, at now: Int64) -> Int64 {
+        measured.withLock { measured in
+            measured.statistics.ticks += expirations
+            if expirations > 1 {
+                measured.statistics.lateWakeUps += 1
+                measured.statistics.missedTicks += expirations - 1
+            }
+            let schedule = measured.schedule
+            let latest = schedule.first + Int64(measured.statistics.ticks - schedule.ticksBefore - 1) * schedule.period
+            measured.statistics.lateness.record(nanoseconds: now - latest)
+            return latest
         }
+    }
+
+    /// Counts the time the handlers took after a wake-up at `woke`.
+    private func recordBusy(since woke: Int64) {
+        let busy = Self.monotonicNanoseconds() - woke
+        measured.withLock { $0.statistics.busyNanoseconds += busy }
     }
 
     /// One blocking `read` of the timer a tick: the cheapest wake-up there is. The read is
     /// bounded by the timer, which expires once a period, and by ``stop(timeout:)``, which
     /// makes it expire at once.
     private func tickLoop() {
+        var hz = requestedHz.load(ordering: .relaxed)
         while true {
             var expirations: UInt64 = 0
             let count = read(timer, &expirations, MemoryLayout<UInt64>.size)
@@ -116,8 +158,23 @@ public final class TickSource: Sendable {
                 if count < 0, errno == EINTR { continue }
                 return
             }
-            record(expirations)
+            let woke = Self.monotonicNanoseconds()
+            let latest = record(expirations, at: woke)
             for _ in 0..<expirations { onTick() }
+            recordBusy(since: woke)
+            let wanted = requestedHz.load(ordering: .relaxed)
+            if wanted != hz {
+                // The new rate's first deadline is one new period after the last old one.
+                let period = Self.period(hz: wanted)
+                do {
+                    try arm(first: latest + period, period: period)
+                    hz = wanted
+                } catch {
+                    return
+                }
+                // stop() may have fired the timer just before this re-arm overwrote it.
+                if stopping.load(ordering: .acquiring) { return }
+            }
         }
     }
 }

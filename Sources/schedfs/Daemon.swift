@@ -44,9 +44,9 @@ struct Daemon {
 
         let tree = ProcTree()
         let timerQueue = TaskQueue()
-        let sched = SchedModule(timerQueue: timerQueue, tree: tree, logger: logger)
-        try sched.start()
         let ticks = try TickSource(hz: configuration.options.hz) { timerQueue.run() }
+        let sched = SchedModule(timerQueue: timerQueue, ticks: ticks, tree: tree, logger: logger)
+        try sched.start()
         let events = try ShutdownEvents()
         let server = try FuseServer(
             tree: tree, arguments: fuseArguments, directIO: configuration.options.directIO, logger: logger)

@@ -1,0 +1,40 @@
+import ProcFS
+import TaskQueue
+
+/// The timer's own files: `timer/hz` (a knob), `timer/ticks`, `timer/queue`, `timer/latency`,
+/// and `uptime`. Each is made from live state on every open.
+struct TimerFiles {
+    /// The directory's name in the tree.
+    static let directoryName = "timer"
+    /// The file of seconds since mount, beside `sched`.
+    static let uptimeName = "uptime"
+
+    /// Registers the files in `tree`, timing the uptime from `start`.
+    static func register(
+        in tree: ProcTree, ticks: TickSource, timerQueue: TaskQueue, start: ContinuousClock.Instant
+    ) throws(ProcTreeError) {
+        let timer = try tree.makeDirectory(directoryName)
+        try tree.registerKnob("hz", in: timer, content: { TimerText.number(ticks.hz) }) { text throws(ProcStoreError) in
+            guard let hz = Int(text), TickSource.hzRange.contains(hz) else { throw .invalidArgument }
+            do { try ticks.setRate(hz) } catch { throw .invalidArgument }
+        }
+        try tree.register("ticks", in: timer) { TimerText.number(ticks.statistics.ticks) }
+        // Weak: the queue holds tasks whose routines may hold the tree.
+        try tree.register("queue", in: timer) { [weak timerQueue] in
+            TimerText.queue(timerQueue?.queuedTasks ?? [], since: start)
+        }
+        try tree.register("latency", in: timer) { TimerText.latency(ticks.statistics) }
+        try tree.register(uptimeName) {
+            TimerText.uptime(.now - start, busy: .nanoseconds(ticks.statistics.busyNanoseconds))
+        }
+    }
+
+    /// Removes what ``register(in:ticks:timerQueue:start:)`` added, waiting at most `timeout`
+    /// for readers inside; a file that is already gone is skipped.
+    static func remove(from tree: ProcTree, timeout: Duration) throws(ProcTreeError) {
+        for name in [directoryName, uptimeName] {
+            guard let entry = tree.entry(named: name) else { continue }
+            try tree.remove(entry, timeout: timeout)
+        }
+    }
+}
