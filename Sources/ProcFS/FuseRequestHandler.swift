@@ -266,18 +266,13 @@ final class FuseRequestHandler: Sendable {
             + tree.children(of: directory).map { OpenDirectory.Item(name: $0.name, inode: $0.inode, type: $0.fileType) }
     }
 
-    /// Lists the directory from `offset` on. An open directory keeps the listing it took, so
-    /// that offsets stay true while entries come and go; reading from offset 0 again
-    /// (`rewinddir`) takes a new one, as procfs shows entries added since.
+    /// Lists the directory from `offset` on (see ``OpenDirectory/items(from:current:)``).
     func readdir(_ request: fuse_req_t, size: Int, offset: off_t, info: UnsafeMutablePointer<fuse_file_info>) {
         guard let directory = openDirectories.object(info.pointee.fh) else { return reply(request, error: EBADF) }
-        if offset == 0 { directory.items.withLock { $0 = listing(of: directory.directory) } }
-        let items = directory.items.withLock { $0 }
+        let items = directory.items(from: Int(offset)) { listing(of: directory.directory) }
         var buffer = [CChar](repeating: 0, count: size)
         var used = 0
-        var index = Int(max(offset, 0))
-        while index < items.count {
-            let item = items[index]
+        for (index, item) in zip(items.indices, items) {
             var attributes = stat()
             attributes.st_ino = UInt(item.inode)
             attributes.st_mode = item.type
@@ -286,7 +281,6 @@ final class FuseRequestHandler: Sendable {
             }
             if needed > size - used { break }
             used += needed
-            index += 1
         }
         checked(fuse_reply_buf(request, buffer, used), "readdir")
     }

@@ -22,11 +22,19 @@ final class OpenDirectory: Sendable {
     }
 
     let directory: ProcEntry
-    let items: Mutex<[Item]>
+    private let items: Mutex<[Item]>
 
     init(directory: ProcEntry, items: [Item]) {
         self.directory = directory
         self.items = Mutex(items)
+    }
+
+    /// The listing from `offset` on. Reading from offset 0 again (`rewinddir`) takes the
+    /// listing anew from `current`, as procfs shows entries added since; any other offset
+    /// reads the listing kept, so that offsets stay true while entries come and go.
+    func items(from offset: Int, current: () -> [Item]) -> ArraySlice<Item> {
+        let items = offset == 0 ? self.items.withLock { $0 = current(); return $0 } : self.items.withLock { $0 }
+        return items[min(max(offset, 0), items.count)...]
     }
 }
 

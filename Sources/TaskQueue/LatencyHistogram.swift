@@ -62,6 +62,8 @@ public struct TickStatistics: Sendable, Equatable {
     /// How late each wake-up came after the latest deadline it found passed.
     public var lateness = LatencyHistogram()
 
+    public init() {}
+
     /// Ticks delivered over ticks due: 1 when none was lost.
     public var pace: Double { due == 0 ? 1 : Double(ticks) / Double(due) }
 }

@@ -1,20 +1,28 @@
 import Dispatch
-import ProcFS
+import Glibc
+@testable import ProcFS
 import Synchronization
 import Testing
 
 @Suite struct ProcTreeTests {
-    @Test func registeredEntriesAreFoundByNameAndInode() throws {
+    @Test func registeredEntriesAreFoundByNameInodeAndPath() throws {
         let tree = ProcTree()
+        let b = try tree.register("b", permissions: 0o400, owner: .root) { "B\n" }
         let a = try tree.register("a") { "A\n" }
-        let b = try tree.register("b", permissions: 0o400) { "B\n" }
-        #expect(a.inode > ProcTree.rootInode)
-        #expect(b.inode > a.inode)
+        let directory = try tree.makeDirectory("d")
+        let nested = try tree.register("n", in: directory) { "N\n" }
+        #expect(a.inode > ProcTree.rootInode && b.inode > ProcTree.rootInode)
+        #expect(a.inode != b.inode)
         #expect(tree.entry(named: "a") === a)
         #expect(tree.entry(inode: b.inode) === b)
-        #expect(b.permissions == 0o400)
-        #expect(tree.entries.map(\.name) == ["a", "b"])
+        #expect(tree.entry(atPath: "d/n") === nested)
+        #expect(tree.entry(atPath: "") === tree.root)
+        #expect(tree.entry(named: "n") == nil, "n is in d, not in the root")
+        #expect(nested.parentInode == directory.inode)
+        #expect(b.permissions == 0o400 && b.owner == .root && a.owner == nil)
+        #expect(tree.children().map(\.name) == ["a", "b", "d"], "sorted by name, as procfs lists")
         #expect(a.snapshot() == Array("A\n".utf8))
+        #expect(directory.snapshot() == nil)
     }
 
     @Test(arguments: ["", ".", "..", "a/b", String(repeating: "x", count: 256)])
@@ -22,10 +30,54 @@ import Testing
         #expect(throws: ProcTreeError.invalidName(name)) { try ProcTree().register(name) { "" } }
     }
 
-    @Test func rejectsADuplicateName() throws {
+    @Test func rejectsADuplicateNameAndAFileAsParent() throws {
         let tree = ProcTree()
-        try tree.register("a") { "" }
-        #expect(throws: ProcTreeError.exists("a")) { try tree.register("a") { "" } }
+        let file = try tree.register("a") { "" }
+        #expect(throws: ProcTreeError.exists("a")) { try tree.makeDirectory("a") }
+        #expect(throws: ProcTreeError.notADirectory("a")) { try tree.register("b", in: file) { "" } }
+        let directory = try tree.makeDirectory("d")
+        try tree.register("a", in: directory) { "" }
+        try tree.remove(directory)
+        #expect(throws: ProcTreeError.notFound("d")) { try tree.register("c", in: directory) { "" } }
+    }
+
+    @Test func directoriesCountTheirSubdirectories() throws {
+        let tree = ProcTree()
+        let outer = try tree.makeDirectory("outer")
+        try tree.makeDirectory("one", in: outer)
+        try tree.makeDirectory("two", in: outer)
+        try tree.register("file", in: outer) { "" }
+        try tree.makeSymlink("link", in: outer, target: "one")
+        #expect(tree.subdirectoryCount(of: outer) == 2)
+        #expect(tree.subdirectoryCount(of: tree.root) == 1)
+        try tree.remove("one", in: outer)
+        #expect(tree.subdirectoryCount(of: outer) == 1)
+    }
+
+    @Test func symlinksKeepTheirTarget() throws {
+        let link = try ProcTree().makeSymlink("self", target: "../proc/self")
+        #expect(link.kind == .symlink)
+        #expect(link.symlinkTarget == "../proc/self")
+        #expect(link.snapshot() == nil)
+    }
+
+    @Test func knobsStoreWhatTheirClosureAcceptsAndRefuseTheRest() throws {
+        let tree = ProcTree()
+        let value = Mutex(1)
+        let knob = try tree.registerKnob("level", content: { "\(value.withLock { $0 })\n" }) { text throws(ProcStoreError) in
+            guard let level = Int(text), (0...9).contains(level) else { throw .invalidArgument }
+            value.withLock { $0 = level }
+        }
+        #expect(knob.kind == .knob && knob.permissions == 0o644)
+        try knob.store("7")
+        #expect(knob.snapshot() == Array("7\n".utf8))
+        #expect(throws: ProcStoreError.invalidArgument) { try knob.store("10") }
+        #expect(throws: ProcStoreError.invalidArgument) { try knob.store("seven") }
+        #expect(value.withLock { $0 } == 7)
+        let file = try tree.register("file") { "" }
+        #expect(throws: ProcStoreError.permissionDenied) { try file.store("1") }
+        try tree.remove(knob)
+        #expect(throws: ProcStoreError.ioError) { try knob.store("1") }
     }
 
     @Test func removalHidesTheEntryAndStopsItsCallbacks() throws {
@@ -37,42 +89,44 @@ import Testing
         #expect(entry.isRemoved)
         #expect(entry.snapshot() == nil)
         #expect(throws: ProcTreeError.notFound("a")) { try tree.remove("a") }
+        #expect(throws: ProcTreeError.notFound("a")) { try tree.remove(entry) }
+        #expect(throws: ProcTreeError.invalidName("")) { try tree.remove(tree.root) }
     }
 
-    @Test func inodesAreNotReusedAfterRemoval() throws {
-        let tree = ProcTree()
-        let first = try tree.register("a") { "" }
-        try tree.remove("a")
-        let second = try tree.register("a") { "" }
-        #expect(second.inode != first.inode)
-    }
-
-    @Test func removalTellsTheObserver() throws {
+    @Test func removingADirectoryRemovesItsSubtree() throws {
         let tree = ProcTree()
         let removed = Mutex<[String]>([])
-        tree.observe(changed: nil, removed: { entry in removed.withLock { $0.append(entry.name) } })
-        try tree.register("a") { "" }
-        try tree.remove("a")
-        #expect(removed.withLock { $0 } == ["a"])
+        tree.observe(added: nil, changed: nil, removed: { entry in removed.withLock { $0.append(entry.name) } })
+        let top = try tree.makeDirectory("top")
+        let middle = try tree.makeDirectory("middle", in: top)
+        let leaf = try tree.register("leaf", in: middle) { "x\n" }
+        try tree.register("kept") { "" }
+        try tree.remove(top)
+        #expect(removed.withLock { $0 }.first == "top", "the name goes first, so new path walks fail at once")
+        #expect(Set(removed.withLock { $0 }) == ["top", "middle", "leaf"])
+        #expect([top, middle, leaf].allSatisfy { $0.isRemoved && tree.entry(inode: $0.inode) == nil })
+        #expect(tree.children().map(\.name) == ["kept"])
+        #expect(tree.children(of: middle).isEmpty)
     }
 
-    /// procfs's rundown: removal returns only after a callback already inside has left.
+    /// procfs's rundown: removal returns only after a callback already inside has left,
+    /// here a callback of a file below the directory removed.
     @Test func removalWaitsForACallbackInside() throws {
         let tree = ProcTree()
         let inside = DispatchSemaphore(value: 0)
         let release = DispatchSemaphore(value: 0)
         let callbackFinished = Atomic<Bool>(false)
-        let entry = try tree.register("slow") {
+        let directory = try tree.makeDirectory("d")
+        let entry = try tree.register("slow", in: directory) {
             inside.signal()
             release.wait()
             callbackFinished.store(true, ordering: .releasing)
             return "done\n"
         }
-        let reader = DispatchQueue(label: "reader")
-        reader.async { _ = entry.snapshot() }
+        DispatchQueue(label: "reader").async { _ = entry.snapshot() }
         #expect(inside.wait(timeout: .now() + 5) == .success)
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(100)) { release.signal() }
-        try tree.remove("slow", timeout: .seconds(5))
+        try tree.remove(directory, timeout: .seconds(5))
         let callbackFinishedNow = callbackFinished.load(ordering: .acquiring)
         #expect(callbackFinishedNow, "remove returned while a callback was inside")
         #expect(entry.snapshot() == nil)
@@ -92,6 +146,70 @@ import Testing
         #expect(throws: ProcTreeError.busy("stuck", users: 1)) { try tree.remove("stuck", timeout: .milliseconds(50)) }
         release.signal()
         #expect(tree.entry(named: "stuck") == nil)
+    }
+}
+
+@Suite struct InodeReuseTests {
+    @Test func aFreeNumberIsReusedWithTheNextGeneration() throws {
+        let tree = ProcTree()
+        let first = try tree.register("a") { "" }
+        try tree.remove(first)
+        let second = try tree.register("b") { "" }
+        #expect(second.inode == first.inode)
+        #expect(second.generation == first.generation + 1)
+        try tree.remove(second)
+        let third = try tree.register("c") { "" }
+        #expect(third.inode == first.inode && third.generation == 2)
+    }
+
+    @Test func aNumberTheKernelHoldsIsNotReusedUntilForgotten() throws {
+        let tree = ProcTree()
+        let held = try tree.makeDirectory("held")
+        #expect(tree.kernelLooksUp(held))
+        #expect(tree.kernelLooksUp(held))
+        try tree.remove(held)
+        #expect(!tree.kernelLooksUp(held), "a removed entry is not handed to the kernel")
+        let whileHeld = try tree.register("x") { "" }
+        #expect(whileHeld.inode != held.inode)
+        tree.kernelForgot(held.inode, count: 1)
+        let stillHeld = try tree.register("y") { "" }
+        #expect(stillHeld.inode != held.inode, "one lookup is still held")
+        tree.kernelForgot(held.inode, count: 1)
+        #expect(tree.kernelLookups(of: held.inode) == 0)
+        let reused = try tree.register("z") { "" }
+        #expect(reused.inode == held.inode)
+        #expect(reused.generation == held.generation + 1)
+    }
+
+    @Test func liveNumbersAreNeverHandedOutTwice() throws {
+        let tree = ProcTree()
+        var inodes: Set<UInt64> = [ProcTree.rootInode]
+        for round in 0..<50 {
+            let entry = try tree.register("f\(round)") { "" }
+            #expect(inodes.insert(entry.inode).inserted)
+            if round % 3 == 0 {
+                try tree.remove(entry)
+                inodes.remove(entry.inode)
+            }
+        }
+    }
+}
+
+@Suite struct DirectoryListingTests {
+    private func item(_ name: String, _ inode: UInt64) -> OpenDirectory.Item {
+        OpenDirectory.Item(name: name, inode: inode, type: S_IFREG)
+    }
+
+    @Test func offsetsStayTrueWhileEntriesComeAndGoAndRewindSeesNewOnes() throws {
+        let tree = ProcTree()
+        let open = OpenDirectory(directory: tree.root, items: [])
+        var current = [item("a", 2), item("b", 3), item("c", 4)]
+        #expect(open.items(from: 0) { current }.map(\.name) == ["a", "b", "c"])
+        current = [item("b", 3), item("c", 4), item("d", 5)]
+        #expect(open.items(from: 1) { current }.map(\.name) == ["b", "c"], "the open listing is kept")
+        #expect(open.items(from: 3) { current }.isEmpty)
+        #expect(open.items(from: 99) { current }.isEmpty)
+        #expect(open.items(from: 0) { current }.map(\.name) == ["b", "c", "d"], "rewinddir lists anew")
     }
 }
 

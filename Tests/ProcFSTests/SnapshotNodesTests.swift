@@ -11,7 +11,7 @@ import Testing
 
     @Test func lookupsShareOneNodeUntilTheFileChanges() throws {
         let counter = Counter()
-        let entry = try ProcTree().register("f") { counter.text }
+        let entry = try ProcTree().register("f", announcesChanges: true) { counter.text }
         let nodes = SnapshotNodes()
         let first = try #require(nodes.lookUp(entry))
         #expect(first.text == Array("count 0\n".utf8))
@@ -29,7 +29,7 @@ import Testing
     }
 
     @Test func aNodeLivesUntilTheKernelForgetsEveryLookup() throws {
-        let entry = try ProcTree().register("f") { "x\n" }
+        let entry = try ProcTree().register("f", announcesChanges: true) { "x\n" }
         let nodes = SnapshotNodes()
         let node = try #require(nodes.lookUp(entry))
         _ = nodes.lookUp(entry)
@@ -39,6 +39,19 @@ import Testing
         #expect(nodes.node(node.id) == nil)
         #expect(nodes.count == 0)
         #expect(nodes.lookUp(entry)?.id != node.id, "a forgotten node is not handed out again")
+    }
+
+    @Test func aFileThatDoesNotAnnounceChangesGetsAFreshNodeOnEveryLookup() throws {
+        let counter = Counter()
+        let entry = try ProcTree().register("f") { counter.text }
+        let nodes = SnapshotNodes()
+        let first = try #require(nodes.lookUp(entry))
+        counter.value.store(1, ordering: .relaxed)
+        let second = try #require(nodes.lookUp(entry))
+        #expect(second.id != first.id)
+        #expect(second.text == Array("count 1\n".utf8))
+        #expect(nodes.supersede(entry) == nil, "no node is current, so nothing is cached to drop")
+        #expect(SnapshotNodes.isSnapshot(first.id) && !SnapshotNodes.isSnapshot(entry.inode))
     }
 
     @Test func aRemovedEntryGivesNoNode() throws {

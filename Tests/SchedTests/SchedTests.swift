@@ -21,10 +21,20 @@ import Testing
         tree.entry(named: SchedModule.fileName)?.snapshot().map { String(decoding: $0, as: UTF8.self) }
     }
 
+    /// A module over a tick source that is made but not started: the tests run the queue.
+    private func module(_ queue: TaskQueue, _ tree: ProcTree, hz: Int = 100) throws -> (SchedModule, TickSource) {
+        let ticks = try TickSource(hz: hz) { queue.run() }
+        return (SchedModule(timerQueue: queue, ticks: ticks, tree: tree, logger: Logger(label: "test")), ticks)
+    }
+
+    private func read(_ tree: ProcTree, _ path: String) -> String? {
+        tree.entry(atPath: path)?.snapshot().map { String(decoding: $0, as: UTF8.self) }
+    }
+
     @Test func startQueuesTheRoutineAndRegistersSched() throws {
         let queue = TaskQueue()
         let tree = ProcTree()
-        let sched = SchedModule(timerQueue: queue, tree: tree, logger: Logger(label: "test"))
+        let (sched, _) = try module(queue, tree)
         try sched.start()
         #expect(queue.queuedNames == ["sched"])
         #expect(tree.entry(named: "sched")?.permissions == 0o444)
@@ -38,13 +48,12 @@ import Testing
     @Test func cleanupUnregistersAndWaitsForTheRoutineToLeave() throws {
         let queue = TaskQueue()
         let tree = ProcTree()
-        let sched = SchedModule(timerQueue: queue, tree: tree, logger: Logger(label: "test"))
+        let (sched, ticks) = try module(queue, tree, hz: 200)
         try sched.start()
-        let ticks = try TickSource(hz: 200) { queue.run() }
         try ticks.start()
         defer { _ = ticks.stop(timeout: .seconds(1)) }
         try sched.cleanup(timeout: .seconds(2))
-        #expect(tree.entry(named: "sched") == nil)
+        #expect(tree.children().isEmpty, "sched, timer/ and uptime are all unregistered")
         #expect(queue.isEmpty, "the routine took itself off the queue")
         let calls = sched.calls
         usleep(50_000)
@@ -54,12 +63,95 @@ import Testing
     @Test func cleanupGivesUpWhenNoTickComes() throws {
         let queue = TaskQueue()
         let tree = ProcTree()
-        let sched = SchedModule(timerQueue: queue, tree: tree, logger: Logger(label: "test"))
+        let (sched, _) = try module(queue, tree)
         try sched.start()
         let clock = ContinuousClock()
         let start = clock.now
         #expect(throws: SchedCleanupError.self) { try sched.cleanup(timeout: .milliseconds(100)) }
         #expect(clock.now - start < .seconds(2))
         #expect(tree.entry(named: "sched") == nil)
+    }
+
+    @Test func startRegistersTheTimersOwnFiles() throws {
+        let queue = TaskQueue()
+        let tree = ProcTree()
+        let (sched, ticks) = try module(queue, tree)
+        try sched.start()
+        #expect(tree.children().map(\.name) == ["sched", "timer", "uptime"])
+        #expect(tree.children(of: tree.entry(named: "timer")).map(\.name) == ["hz", "latency", "queue", "ticks"])
+        #expect(tree.entry(atPath: "timer/hz")?.kind == .knob)
+        #expect(tree.entry(atPath: "timer/hz")?.permissions == 0o644)
+        #expect(read(tree, "timer/hz") == "100\n")
+        #expect(read(tree, "timer/ticks") == "0\n")
+        for _ in 0..<3 { queue.run() }
+        let queueText = try #require(read(tree, "timer/queue"))
+        let lines = queueText.split(separator: "\n")
+        #expect(lines.first == "name runs queued_since")
+        #expect(lines.count == 2)
+        #expect(lines.last?.hasPrefix("sched 3 ") == true, "\(queueText)")
+        #expect(read(tree, "uptime")?.hasSuffix("\n") == true)
+        #expect(read(tree, "timer/latency")?.contains("missed_ticks 0\n") == true)
+        _ = ticks
+    }
+
+    @Test func theHzKnobSetsTheRateAndRefusesAnythingElse() throws {
+        let queue = TaskQueue()
+        let tree = ProcTree()
+        let (sched, ticks) = try module(queue, tree)
+        try sched.start()
+        let hz = try #require(tree.entry(atPath: "timer/hz"))
+        try hz.store("250")
+        #expect(ticks.hz == 250)
+        #expect(read(tree, "timer/hz") == "250\n")
+        for bad in ["0", "10001", "-5", "abc", "", "1e3", " 7", "100 200"] {
+            #expect(throws: ProcStoreError.invalidArgument, "\(bad)") { try hz.store(bad) }
+        }
+        #expect(ticks.hz == 250)
+        try hz.store("10000")
+        #expect(ticks.hz == 10000)
+    }
+}
+
+@Suite struct TimerTextTests {
+    @Test func secondsAreTruncatedToTheirDecimals() {
+        #expect(TimerText.uptime(.milliseconds(12_345), busy: .milliseconds(2_001)) == "12.34 10.34\n")
+        #expect(TimerText.uptime(.milliseconds(5), busy: .milliseconds(10)) == "0.00 0.00\n")
+        #expect(TimerText.uptime(.seconds(3), busy: .zero) == "3.00 3.00\n")
+    }
+
+    @Test func numbersEndWithANewline() {
+        #expect(TimerText.number(100) == "100\n")
+        #expect(TimerText.number(UInt64(0)) == "0\n")
+    }
+
+    @Test func latencyShowsPercentilesInMicrosecondsAndMissedTicks() {
+        var statistics = TickStatistics()
+        for nanoseconds: Int64 in [10_000, 20_000, 30_000, 2_000_000] {
+            statistics.lateness.record(nanoseconds: nanoseconds)
+        }
+        statistics.missedTicks = 3
+        let lines = TimerText.latency(statistics).split(separator: "\n")
+        #expect(lines.count == 4)
+        #expect(lines[2] == "max_us 2000")
+        #expect(lines[3] == "missed_ticks 3")
+        // The histogram rounds up to its bucket's bound, about 6 % above the value.
+        let p50 = lines[0].split(separator: " ")
+        #expect(p50.first == "p50_us")
+        #expect((20...21).contains(Int(p50.last ?? "") ?? 0), "\(lines[0])")
+    }
+
+    @Test func theQueueListsTasksInOrderWithTheirRuns() {
+        let start = ContinuousClock.now
+        let queue = TaskQueue()
+        let a = QueueTask(name: "a") { _ in }
+        let b = QueueTask(name: "b") { _ in }
+        queue.queue(a)
+        queue.run()
+        queue.queue(b)
+        queue.queue(a)
+        let lines = TimerText.queue(queue.queuedTasks, since: start).split(separator: "\n")
+        #expect(lines.count == 3)
+        #expect(lines[1].hasPrefix("b 0 0."))
+        #expect(lines[2].hasPrefix("a 1 0."))
     }
 }

@@ -163,6 +163,39 @@ import Testing
         let runsNow = runs.value.load(ordering: .relaxed)
         #expect(runsNow > 100)
     }
+
+    @Test func aRateChangeTakesEffectWhileRunningAndKeepsThePace() throws {
+        let queue = TaskQueue()
+        let (task, runs) = queueSelfRequeueingTask(on: queue)
+        let source = try TickSource(hz: 10) { queue.run() }
+        try source.start()
+        defer { _ = source.stop(timeout: .seconds(1)) }
+        #expect(throws: TickSourceError.self) { try source.setRate(0) }
+        try source.setRate(2000)
+        #expect(source.hz == 2000)
+        usleep(400_000)
+        // At 10 Hz, 0.4 s would give about 4 runs; at 2000 Hz, about 800.
+        let runsNow = runs.value.load(ordering: .relaxed)
+        #expect(runsNow > 100, "the new rate did not take effect: \(runsNow) runs")
+        let statistics = source.statistics
+        #expect(statistics.ticks <= statistics.due && statistics.due - statistics.ticks <= 2,
+                "ticks \(statistics.ticks) of \(statistics.due) due")
+        #expect(task.runs >= UInt64(runsNow), "the task counts every run of its routine")
+    }
+
+    @Test func tasksCountTheirRunsAndWhenTheyWereQueued() {
+        let queue = TaskQueue()
+        let task = QueueTask(name: "t") { _ in }
+        #expect(task.queuedSince == nil && task.runs == 0)
+        let before = ContinuousClock.now
+        queue.queue(task)
+        let queuedAt = task.queuedSince
+        #expect(queuedAt != nil && queuedAt! >= before)
+        queue.run()
+        queue.run()
+        #expect(task.runs == 1, "the second run found the task off the queue")
+        #expect(queue.queuedTasks.isEmpty)
+    }
 }
 
 /// How many times a task ran.
