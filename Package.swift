@@ -5,6 +5,7 @@ let package = Package(
     name: "schedfs",
     products: [
         .executable(name: "schedfs", targets: ["schedfs"]),
+        .executable(name: "counterfs", targets: ["CounterFS"]),
         .library(name: "ProcFS", targets: ["ProcFS"]),
         .library(name: "TaskQueue", targets: ["TaskQueue"]),
     ],
@@ -38,12 +39,17 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // The embedding example: a tree of its own in under 50 lines.
+        .executableTarget(name: "CounterFS", dependencies: [
+            "ProcFS", .product(name: "Logging", package: "swift-log"),
+        ], path: "Examples/CounterFS"),
+
         .testTarget(name: "KernelSyncTests", dependencies: ["KernelSync"]),
         .testTarget(name: "TaskQueueTests", dependencies: ["TaskQueue", "KernelSync"]),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"]),
         .testTarget(name: "SchedTests", dependencies: ["Sched", "TaskQueue", "ProcFS"]),
-        // Drives the built `schedfs` binary against real mounts.
-        .testTarget(name: "MountTests", dependencies: ["schedfs", "CLinux", "KernelSync"]),
+        // Drives the built `schedfs` and `counterfs` binaries against real mounts.
+        .testTarget(name: "MountTests", dependencies: ["schedfs", "CounterFS", "CLinux", "KernelSync"]),
     ],
     swiftLanguageModes: [.v6]
 )

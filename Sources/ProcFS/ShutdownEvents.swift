@@ -6,16 +6,18 @@ import Glibc
 /// The signals are blocked in the process and read from a `signalfd`, so no thread of the
 /// process ever runs a handler for them, and the main thread sees them in order with the
 /// session's end, in one `poll`.
-final class ShutdownEvents: Sendable {
+public final class ShutdownEvents: Sendable {
     /// The signals that start cleanup, as `kill`, Ctrl-C and a closed terminal send them.
-    static let signals = [SIGINT, SIGTERM, SIGHUP]
+    public static let signals = [SIGINT, SIGTERM, SIGHUP]
 
     /// What ended the daemon's service.
-    enum Cause: CustomStringConvertible {
+    public enum Cause: CustomStringConvertible, Sendable {
+        /// A shutdown signal, by number.
         case signal(Int32)
+        /// The kernel ended the FUSE session: `fusermount3 -u` or `umount`.
         case unmounted
 
-        var description: String {
+        public var description: String {
             switch self {
             case .signal(let number): "signal \(String(cString: strsignal(number)).lowercased()) (\(Self.name(of: number)))"
             case .unmounted: "unmount (fusermount3 -u or umount)"
@@ -37,7 +39,7 @@ final class ShutdownEvents: Sendable {
 
     /// Blocks the shutdown signals in the calling thread, and so in every thread it creates
     /// after this; call it before any other thread exists.
-    static func blockSignals() {
+    public static func blockSignals() {
         var set = signalSet
         pthread_sigmask(SIG_BLOCK, &set, nil)
     }
@@ -51,7 +53,7 @@ final class ShutdownEvents: Sendable {
     }
 
     /// Opens the descriptors that carry the events; call ``blockSignals()`` first.
-    init() throws(ShutdownEventsError) {
+    public init() throws(ShutdownEventsError) {
         var set = Self.signalSet
         signalDescriptor = signalfd(-1, &set, Int32(SFD_CLOEXEC))
         guard signalDescriptor >= 0 else { throw ShutdownEventsError(call: "signalfd", errno: errno) }
@@ -65,14 +67,14 @@ final class ShutdownEvents: Sendable {
     }
 
     /// Records that the kernel has ended the FUSE session; safe from any thread.
-    func sessionEnded() {
+    public func sessionEnded() {
         var one: UInt64 = 1
         _ = write(sessionEndDescriptor, &one, MemoryLayout<UInt64>.size)
     }
 
     /// Sleeps until a shutdown signal arrives or the session ends. This is the daemon's idle
     /// state, so it has no time limit: one of the two is what ends a daemon's life.
-    func next() -> Cause {
+    public func next() -> Cause {
         var fds = [
             pollfd(fd: signalDescriptor, events: Int16(POLLIN), revents: 0),
             pollfd(fd: sessionEndDescriptor, events: Int16(POLLIN), revents: 0),
@@ -91,8 +93,10 @@ final class ShutdownEvents: Sendable {
 }
 
 /// The descriptors for shutdown events could not be opened.
-struct ShutdownEventsError: Error, CustomStringConvertible {
-    let call: String
-    let errno: Int32
-    var description: String { "\(call): \(String(cString: strerror(errno)))" }
+public struct ShutdownEventsError: Error, CustomStringConvertible {
+    /// The system call that failed.
+    public let call: String
+    /// Its errno.
+    public let errno: Int32
+    public var description: String { "\(call): \(String(cString: strerror(errno)))" }
 }

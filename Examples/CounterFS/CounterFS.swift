@@ -1,0 +1,36 @@
+import Glibc
+import Logging
+import ProcFS
+import Synchronization
+
+/// `counterfs MOUNTPOINT`: a tree of its own, served until `fusermount3 -u MOUNTPOINT` or Ctrl-C.
+///
+///     config/greeting    a knob: write 1 to 64 characters to change it
+///     changes            a counter: how many times the greeting has changed
+///     hello -> config/greeting
+@main
+enum CounterFS {
+    final class State: Sendable {
+        let greeting = Mutex("hello")
+        let changes = Atomic<Int>(0)
+    }
+
+    static func main() throws {
+        guard CommandLine.arguments.count == 2 else {
+            _ = "usage: counterfs MOUNTPOINT\n".withCString { write(STDERR_FILENO, $0, strlen($0)) }
+            exit(64)
+        }
+        let state = State()
+        let tree = ProcTree()
+        let config = try tree.makeDirectory("config")
+        try tree.registerKnob("greeting", in: config, content: { "\(state.greeting.withLock { $0 })\n" }) {
+            text throws(ProcStoreError) in
+            guard (1...64).contains(text.count) else { throw .invalidArgument }
+            state.greeting.withLock { $0 = text }
+            state.changes.add(1, ordering: .relaxed)
+        }
+        try tree.register("changes") { "\(state.changes.load(ordering: .relaxed))\n" }
+        try tree.makeSymlink("hello", target: "config/greeting")
+        try ProcMount.serve(tree, at: CommandLine.arguments[1], logger: Logger(label: "counterfs"))
+    }
+}
