@@ -32,12 +32,13 @@ import Testing
         }
 
         @Test(arguments: MountTests.readModes)
-        func statAndListingShowOneReadOnlyFile(mode: [String]) throws {
+        func statAndListingShowSchedReadOnly(mode: [String]) throws {
             let mount = try MountedSchedfs(options: mode)
             defer { mount.cleanUp() }
             var attributes = stat()
             #expect(stat(mount.mountpoint, &attributes) == 0)
             #expect(attributes.st_mode == S_IFDIR | 0o555)
+            #expect(attributes.st_nlink == 3, "the root holds one directory, timer")
 
             // The size is the text's true length; the length only changes at 10, 100, ... so
             // a stat between two reads of the same length must report that length.
@@ -65,7 +66,7 @@ import Testing
                     String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
                 })
             }
-            #expect(names.sorted() == [".", "..", "sched"])
+            #expect(names == [".", "..", "sched", "timer", "uptime"])
         }
 
         /// One open is one snapshot: reads at any buffer size, spread over many ticks, join
@@ -350,7 +351,6 @@ import Testing
 
     /// Changes are refused with the errno procfs gives an unprivileged caller on /proc/uptime.
     @Suite struct RefusedChanges {
-        private func failure(_ result: Int32) -> Int32 { result < 0 ? errno : 0 }
 
         /// Writing fails with EACCES: at open in direct_io mode; in page-cache mode the kernel
         /// opens files itself (as procfs lets root open /proc/uptime for writing), so at write.

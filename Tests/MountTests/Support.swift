@@ -11,12 +11,17 @@ struct SystemError: Error, Equatable, CustomStringConvertible {
 
 /// The `schedfs` binary under test: `$SCHEDFS_BIN`, or the one built beside the test bundle.
 func schedfsBinary() throws -> String {
-    if let path = getenv("SCHEDFS_BIN").map({ String(cString: $0) }) { return path }
-    let bundle = CommandLine.arguments[0]
-    let directory = bundle.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-    let path = "\(directory)/schedfs"
+    try builtBinary("schedfs")
+}
+
+/// A binary of this package: beside `$SCHEDFS_BIN` when that is set (the sanitizer builds), or
+/// else beside the test bundle.
+func builtBinary(_ name: String) throws -> String {
+    let anchor = getenv("SCHEDFS_BIN").map { String(cString: $0) } ?? CommandLine.arguments[0]
+    let directory = anchor.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+    let path = "\(directory)/\(name)"
     guard access(path, X_OK) == 0 else {
-        Issue.record("no schedfs binary at \(path); build it first (make test does) or set SCHEDFS_BIN")
+        Issue.record("no \(name) binary at \(path); build it first (make test does) or set SCHEDFS_BIN")
         throw SystemError(errno: ENOENT)
     }
     return path
@@ -276,3 +281,6 @@ func expectStepsInOrder(_ log: String, _ steps: [String], sourceLocation: Source
         rest = rest[found.upperBound...]
     }
 }
+
+/// The errno of a failed call that returns -1, or 0 when it succeeded.
+func failure(_ result: Int32) -> Int32 { result < 0 ? errno : 0 }

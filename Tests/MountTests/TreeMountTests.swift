@@ -1,0 +1,210 @@
+import Dispatch
+import Glibc
+import Synchronization
+import Testing
+
+/// The whole schedfs tree through a real mount: every file, the `timer/hz` knob, refused
+/// writes, and removal while readers hold files open.
+extension MountTests {
+    @Suite struct Tree {
+        @Test(arguments: MountTests.readModes)
+        func everyFileReadsInItsFormat(mode: [String]) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
+            defer { mount.cleanUp() }
+            usleep(200_000)  // some ticks, and some uptime, to show
+            #expect(try readText(mount.path("timer/hz")) == "100\n")
+            let ticks = try #require(UInt64(try readText(mount.path("timer/ticks")).dropLast()))
+            #expect(ticks > 0)
+            #expect(parseSched(try readText(mount.path("sched"))) != nil)
+
+            let queue = try readText(mount.path("timer/queue")).split(separator: "\n")
+            #expect(queue.count == 2 && queue[0] == "name runs queued_since", "\(queue)")
+            let task = queue.last?.split(separator: " ") ?? []
+            #expect(task.count == 3 && task[0] == "sched" && (UInt64(task[1]) ?? 0) > 0 && Double(task[2]) != nil,
+                    "\(queue)")
+
+            let latency = try readText(mount.path("timer/latency")).split(separator: "\n").map { $0.split(separator: " ") }
+            #expect(latency.map { $0.first ?? "" } == ["p50_us", "p99_us", "max_us", "missed_ticks"])
+            #expect(latency.allSatisfy { $0.count == 2 && UInt64($0[1]) != nil })
+
+            let uptime = try readText(mount.path("uptime"))
+            let fields = uptime.dropLast().split(separator: " ")
+            #expect(uptime.hasSuffix("\n") && fields.count == 2, "\(uptime.debugDescription)")
+            let up = try #require(Double(fields.first ?? ""))
+            let idle = try #require(Double(fields.last ?? ""))
+            #expect(fields.allSatisfy { $0.split(separator: ".").last?.count == 2 }, "two decimals, as /proc/uptime")
+            #expect(up > 0 && up < 60 && idle <= up)
+
+            var attributes = stat()
+            #expect(stat(mount.path("timer"), &attributes) == 0)
+            #expect(attributes.st_mode == S_IFDIR | 0o555 && attributes.st_nlink == 2)
+            #expect(stat(mount.path("timer/hz"), &attributes) == 0)
+            #expect(attributes.st_mode == S_IFREG | 0o644 && attributes.st_size == 4)
+            for name in ["timer/ticks", "timer/queue", "timer/latency", "uptime"] {
+                #expect(stat(mount.path(name), &attributes) == 0)
+                #expect(attributes.st_mode == S_IFREG | 0o444, "\(name)")
+            }
+            #expect(try listing(mount.path("timer")) == [".", "..", "hz", "latency", "queue", "ticks"])
+        }
+
+        /// Writing a rate to `timer/hz` changes how fast the count grows, at once.
+        @Test(arguments: MountTests.readModes)
+        func writingHzChangesThePaceOfTheCount(mode: [String]) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=50"] + mode)
+            defer { mount.cleanUp() }
+            #expect(try rate(of: mount) < 100, "at hz=50")
+            try writeText(mount.path("timer/hz"), "1000\n")
+            #expect(try readText(mount.path("timer/hz")) == "1000\n")
+            let fast = try rate(of: mount)
+            #expect(fast > 500 && fast < 1500, "count grew at \(fast)/s after writing 1000")
+            // With O_TRUNC, as the shell's `>` opens it.
+            try writeText(mount.path("timer/hz"), "20", flags: O_WRONLY | O_TRUNC)
+            let slow = try rate(of: mount)
+            #expect(slow > 5 && slow < 40, "count grew at \(slow)/s after writing 20")
+            #expect(try readText(mount.path("timer/hz")) == "20\n")
+        }
+
+        @Test(arguments: MountTests.readModes)
+        func badWritesAreRefusedAndChangeNothing(mode: [String]) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
+            defer { mount.cleanUp() }
+            let hz = mount.path("timer/hz")
+            for bad in ["0", "10001", "-1", "abc", "\n", "12abc", "1.5", " 50"] {
+                #expect(throws: SystemError(errno: EINVAL), "writing \(bad.debugDescription)") { try writeText(hz, bad) }
+            }
+            // A value goes whole at offset 0, as with /proc/sys's strict writes.
+            let descriptor = open(hz, O_WRONLY)
+            #expect(descriptor >= 0)
+            #expect(pwrite(descriptor, "5", 1, 2) == -1 && errno == EINVAL)
+            close(descriptor)
+            #expect(try readText(hz) == "100\n", "no bad write changed the rate")
+
+            for name in ["timer/ticks", "timer/queue", "timer/latency", "uptime"] {
+                #expect(throws: SystemError(errno: EACCES), "\(name)") { try writeText(mount.path(name), "1") }
+            }
+            #expect(failure(mkdir(mount.path("timer/new"), 0o755)) == ENOENT)
+            #expect(failure(open(mount.path("timer/new"), O_CREAT | O_WRONLY, 0o644)) == ENOENT)
+            #expect(failure(unlink(hz)) == EACCES)
+            #expect(failure(rmdir(mount.path("timer"))) == EACCES)
+            #expect(failure(chmod(hz, 0o600)) == EPERM)
+            #expect(failure(chmod(mount.path("timer"), 0o755)) == EPERM)
+            #expect(failure(open(mount.path("timer"), O_WRONLY)) == EISDIR)
+        }
+
+        /// Unregistering follows procfs: files held open keep reading their snapshot, new
+        /// opens of every file of the tree fail with ENOENT, and a held directory lists empty.
+        @Test(arguments: MountTests.readModes)
+        func removalWhileReadersHoldFilesOpen(mode: [String]) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=2"] + mode)
+            defer { mount.cleanUp() }
+            let before = try mount.count()
+            #expect(eventually(timeout: .seconds(3)) { (try? mount.count()) != before })
+            let held = ["sched", "timer/queue", "uptime"].map { open(mount.path($0), O_RDONLY) }
+            defer { held.filter { $0 >= 0 }.forEach { close($0) } }
+            #expect(held.allSatisfy { $0 >= 0 })
+            let timer = try #require(opendir(mount.path("timer")))
+            defer { closedir(timer) }
+
+            mount.daemon.send(SIGTERM)
+            let allGone = eventually(timeout: .seconds(2)) {
+                ["sched", "timer/hz", "timer/ticks", "timer", "uptime"].allSatisfy { name in
+                    var attributes = stat()
+                    return stat(mount.path(name), &attributes) == -1 && errno == ENOENT
+                }
+            }
+            #expect(allGone, "every name must be gone from step 1; log:\n\(mount.log)")
+            if mount.daemon.wait(timeout: .zero) == nil {
+                var buffer = [UInt8](repeating: 0, count: 256)
+                let count = pread(held[0], &buffer, buffer.count, 0)
+                #expect(count > 0 && parseSched(String(decoding: buffer[0..<max(count, 0)], as: UTF8.self)) != nil,
+                        "a held file reads its whole snapshot")
+                rewinddir(timer)
+                var names: [String] = []
+                while let entry = readdir(timer) { names.append(name(of: entry)) }
+                #expect(names.allSatisfy { $0 == "." || $0 == ".." }, "a removed directory lists empty: \(names)")
+            }
+            held.filter { $0 >= 0 }.forEach { close($0) }
+            #expect(mount.daemon.wait(timeout: .seconds(5)) == 0, "log:\n\(mount.log)")
+            expectStepsInOrder(mount.log, ["cleanup 1/3: unregistered sched, then timer/ and uptime"])
+        }
+
+        /// The count's growth per second, over half a second.
+        private func rate(of mount: MountedSchedfs) throws -> Double {
+            let clock = ContinuousClock()
+            let first = try mount.count()
+            let start = clock.now
+            usleep(500_000)
+            let second = try mount.count()
+            return Double(second - first) / (clock.now - start).dispatchSeconds
+        }
+    }
+
+    /// The embedding example, `counterfs`, mounted and used.
+    @Suite struct Example {
+        @Test func counterfsServesItsTreeAndUnmounts() throws {
+            try requireFuse()
+            let binary = try builtBinary("counterfs")
+            let root = try TemporaryDirectory()
+            defer { root.remove() }
+            let mountpoint = root.path + "/mnt"
+            mkdir(mountpoint, 0o755)
+            let daemon = try ChildProcess(binary, [mountpoint], stderr: root.path + "/log")
+            defer {
+                if daemon.wait(timeout: .zero) == nil {
+                    _ = try? runCommand("/usr/bin/fusermount3", ["-u", "-z", mountpoint])
+                    if daemon.wait(timeout: .seconds(5)) == nil {
+                        daemon.send(SIGKILL)
+                        _ = daemon.wait(timeout: .seconds(5))
+                    }
+                }
+            }
+            let log = { readWhole(root.path + "/log") ?? "" }
+            try #require(eventually(timeout: .seconds(10)) { (try? readText(mountpoint + "/changes")) != nil },
+                         "counterfs did not serve; log:\n\(log())")
+
+            #expect(try listing(mountpoint) == [".", "..", "changes", "config", "hello"])
+            #expect(try readText(mountpoint + "/config/greeting") == "hello\n")
+            #expect(try readText(mountpoint + "/hello") == "hello\n", "through the symlink")
+            var target = [CChar](repeating: 0, count: 64)
+            #expect(readlink(mountpoint + "/hello", &target, target.count) == 15)
+            #expect(try readText(mountpoint + "/changes") == "0\n")
+
+            try writeText(mountpoint + "/config/greeting", "good day\n")
+            try writeText(mountpoint + "/hello", "bonjour\n")
+            #expect(try readText(mountpoint + "/config/greeting") == "bonjour\n")
+            #expect(try readText(mountpoint + "/changes") == "2\n")
+            #expect(throws: SystemError(errno: EINVAL)) {
+                try writeText(mountpoint + "/config/greeting", String(repeating: "x", count: 65))
+            }
+            #expect(throws: SystemError(errno: EACCES)) { try writeText(mountpoint + "/changes", "9") }
+            #expect(try readText(mountpoint + "/changes") == "2\n")
+
+            let unmount = try runCommand("/usr/bin/fusermount3", ["-u", mountpoint])
+            #expect(unmount.status == 0, "\(unmount.stderr)")
+            #expect(daemon.wait(timeout: .seconds(5)) == 0, "log:\n\(log())")
+        }
+    }
+}
+
+/// Writes `text` in one `write` call, as `echo text > path` does.
+func writeText(_ path: String, _ text: String, flags: Int32 = O_WRONLY) throws(SystemError) {
+    let descriptor = open(path, flags)
+    guard descriptor >= 0 else { throw SystemError(errno: errno) }
+    defer { close(descriptor) }
+    let written = text.withCString { write(descriptor, $0, strlen($0)) }
+    guard written == text.utf8.count else { throw SystemError(errno: written < 0 ? errno : EIO) }
+}
+
+/// The names in a directory, in the order `readdir` gives them.
+func listing(_ path: String) throws(SystemError) -> [String] {
+    guard let directory = opendir(path) else { throw SystemError(errno: errno) }
+    defer { closedir(directory) }
+    var names: [String] = []
+    while let entry = readdir(directory) { names.append(name(of: entry)) }
+    return names
+}
+
+/// The name in a `dirent`.
+func name(of entry: UnsafeMutablePointer<dirent>) -> String {
+    withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+}
