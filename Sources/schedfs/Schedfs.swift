@@ -13,10 +13,13 @@ struct Schedfs: ParsableCommand {
             """,
         discussion: """
             Reading MOUNTPOINT/sched gives 'Timer was called N times so far', where N counts \
-            the runs of a routine on a timer-driven task queue that ticks HZ times a second.
+            the runs of a routine on a timer-driven task queue that ticks HZ times a second. \
+            MOUNTPOINT/timer/ shows the timer: hz (write a rate to change it live), ticks, \
+            queue and latency; MOUNTPOINT/uptime the seconds since mount.
 
             Unmount with 'fusermount3 -u MOUNTPOINT' (or umount, or SIGINT/SIGTERM/SIGHUP): \
-            schedfs unregisters sched, waits until the routine has left the queue, and exits 0.
+            schedfs unregisters sched and the rest of the tree, waits until the routine has \
+            left the queue, and exits 0.
 
             schedfs's own -o options:
               hz=N        timer ticks per second, 1 to 10000 (default 100)
