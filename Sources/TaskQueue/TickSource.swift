@@ -69,9 +69,10 @@ public final class TickSource: Sendable {
 
     /// Arms the timer and starts the tick thread; the first tick is one period from now.
     public func start() throws {
-        let period = measured.withLock { $0.schedule.period }
+        let hz = requestedHz.load(ordering: .relaxed)
+        let period = Self.period(hz: hz)
         try arm(first: Self.monotonicNanoseconds() + period, period: period)
-        let started = try KernelThread(name: "schedfs-tick") { [self] in tickLoop() }
+        let started = try KernelThread(name: "schedfs-tick") { [self] in tickLoop(armedAt: hz) }
         thread.withLock { $0 = started }
     }
 
@@ -147,9 +148,9 @@ public final class TickSource: Sendable {
 
     /// One blocking `read` of the timer a tick: the cheapest wake-up there is. The read is
     /// bounded by the timer, which expires once a period, and by ``stop(timeout:)``, which
-    /// makes it expire at once.
-    private func tickLoop() {
-        var hz = requestedHz.load(ordering: .relaxed)
+    /// makes it expire at once. `hz` is the rate the timer was armed at.
+    private func tickLoop(armedAt hz: Int) {
+        var hz = hz
         while true {
             var expirations: UInt64 = 0
             let count = read(timer, &expirations, MemoryLayout<UInt64>.size)
