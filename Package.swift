@@ -48,8 +48,12 @@ let package = Package(
         .testTarget(name: "TaskQueueTests", dependencies: ["TaskQueue", "KernelSync"]),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"]),
         .testTarget(name: "SchedTests", dependencies: ["Sched", "TaskQueue", "ProcFS"]),
-        // Drives the built `schedfs` and `counterfs` binaries against real mounts.
-        .testTarget(name: "MountTests", dependencies: ["schedfs", "CounterFS", "CLinux", "KernelSync"]),
+        // Drives the built `schedfs` and `counterfs` binaries against real mounts, and mounts
+        // ProcFS trees of its own in-process.
+        .testTarget(name: "MountTests", dependencies: [
+            "schedfs", "CounterFS", "CLinux", "KernelSync", "ProcFS",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,172 @@
+import Dispatch
+import Glibc
+import Logging
+import ProcFS
+import Synchronization
+import Testing
+
+/// A ``ProcTree`` of the test's own, served in this process on a fresh temporary directory.
+///
+/// ``cleanUp()`` (call it in a `defer`) detaches the mount, stops the request threads and
+/// unmounts. A watchdog does so instead if the test hangs past ``watchdogTimeout``: closing the
+/// FUSE device ends the connection, so a system call stuck on the mount returns `ENOTCONN`.
+final class LibraryMount: Sendable {
+    static let watchdogTimeout: Duration = .seconds(60)
+
+    let root: TemporaryDirectory
+    let mountpoint: String
+    let server: FuseServer
+    private let tornDown = Atomic<Bool>(false)
+
+    init(_ tree: ProcTree, directIO: Bool) throws {
+        try requireFuse()
+        root = try TemporaryDirectory()
+        mountpoint = root.path + "/mnt"
+        mkdir(mountpoint, 0o755)
+        server = try FuseServer(
+            tree: tree, arguments: ["-o", "default_permissions,auto_unmount,subtype=procfs-test"], directIO: directIO,
+            logger: Logger(label: "test"))
+        try server.mount(at: mountpoint)
+        try server.serve(threads: 2) {}
+        DispatchQueue.global().asyncAfter(deadline: .now() + Self.watchdogTimeout.dispatchSeconds) { [self] in
+            guard !tornDown.exchange(true, ordering: .acquiringAndReleasing) else { return }
+            Issue.record("the test hung on \(mountpoint); aborting the mount")
+            server.unmount()
+        }
+    }
+
+    /// The path of `name` inside the mount.
+    func path(_ name: String) -> String { mountpoint + "/" + name }
+
+    func cleanUp() {
+        if !tornDown.exchange(true, ordering: .acquiringAndReleasing) {
+            _ = server.detach(timeout: .seconds(2))
+            #expect(server.stop(timeout: .seconds(2)), "a request thread did not stop")
+            server.unmount()
+        }
+        root.remove()
+    }
+}
+
+/// The ProcFS library through a real mount: what any program embedding it gets.
+extension MountTests {
+    @Suite struct Library {
+        static let directIO = [false, true]
+
+        /// A text far larger than one read, whole at every offset and with every buffer size.
+        @Test(arguments: Library.directIO, [false, true])
+        func largeTextsReadWholeAtEveryOffset(directIO: Bool, announcesChanges: Bool) throws {
+            let text = (0..<40_000).map { "line \($0)\n" }.joined()
+            let bytes = Array(text.utf8)
+            let tree = ProcTree()
+            try tree.register("big", announcesChanges: announcesChanges) { text }
+            let mount = try LibraryMount(tree, directIO: directIO)
+            defer { mount.cleanUp() }
+
+            for chunk in [7, 4096, 65_536, 1 << 20] {
+                #expect(try readText(mount.path("big"), chunk: chunk) == text, "\(chunk)-byte reads")
+            }
+            let descriptor = open(mount.path("big"), O_RDONLY)
+            try #require(descriptor >= 0)
+            defer { close(descriptor) }
+            var buffer = [UInt8](repeating: 0, count: 10_000)
+            for offset in [0, 1, 4095, 4096, 4097, 131_071, 200_000, bytes.count - 1] {
+                let count = pread(descriptor, &buffer, buffer.count, off_t(offset))
+                let expected = bytes[offset..<min(offset + buffer.count, bytes.count)]
+                #expect(count == expected.count && buffer[0..<max(count, 0)] == expected, "at offset \(offset)")
+            }
+            #expect(pread(descriptor, &buffer, buffer.count, off_t(bytes.count)) == 0)
+            #expect(pread(descriptor, &buffer, buffer.count, off_t(bytes.count + 100)) == 0)
+            var attributes = stat()
+            #expect(stat(mount.path("big"), &attributes) == 0 && Int(attributes.st_size) == bytes.count)
+        }
+
+        /// Nested directories with their modes, owners, link counts and inode numbers.
+        @Test(arguments: Library.directIO)
+        func nestedDirectoriesShowTheirAttributes(directIO: Bool) throws {
+            let tree = ProcTree()
+            let net = try tree.makeDirectory("net", permissions: 0o550)
+            let ipv4 = try tree.makeDirectory("ipv4", in: net)
+            try tree.makeDirectory("ipv6", in: net)
+            let forward = try tree.registerKnob("forward", in: ipv4, permissions: 0o600, owner: ProcOwner(uid: 0, gid: 7),
+                                                content: { "0\n" }, store: { _ throws(ProcStoreError) in })
+            try tree.makeSymlink("self", target: "net/ipv4")
+            let mount = try LibraryMount(tree, directIO: directIO)
+            defer { mount.cleanUp() }
+
+            var attributes = stat()
+            #expect(stat(mount.path("net"), &attributes) == 0)
+            #expect(attributes.st_mode == S_IFDIR | 0o550 && attributes.st_nlink == 4 && attributes.st_ino == net.inode)
+            #expect(stat(mount.path("net/ipv4"), &attributes) == 0)
+            #expect(attributes.st_nlink == 2 && attributes.st_ino == ipv4.inode)
+            #expect(stat(mount.path("net/ipv4/forward"), &attributes) == 0)
+            #expect(attributes.st_mode == S_IFREG | 0o600 && attributes.st_gid == 7 && attributes.st_ino == forward.inode)
+            #expect(lstat(mount.path("self"), &attributes) == 0 && attributes.st_mode == S_IFLNK | 0o777)
+            #expect(try readText(mount.path("self/forward")) == "0\n", "through the symlink")
+            #expect(try listing(mount.path("net")) == [".", "..", "ipv4", "ipv6"])
+            #expect(failure(open(mount.path("net/ipv4/forward/x"), O_RDONLY)) == ENOTDIR)
+            #expect(failure(mkdir(mount.path("net/ipv4/new"), 0o755)) == ENOENT)
+
+            // A directory added or removed at run time changes its parent's link count at once.
+            let ipx = try tree.makeDirectory("ipx", in: net)
+            #expect(stat(mount.path("net"), &attributes) == 0 && attributes.st_nlink == 5)
+            try tree.remove(ipx)
+            #expect(stat(mount.path("net"), &attributes) == 0 && attributes.st_nlink == 4)
+        }
+
+        /// An open directory lists what it held at open however entries come and go, each
+        /// once; `rewinddir` shows the tree as it is now.
+        @Test(arguments: Library.directIO)
+        func readdirStaysTrueWhileEntriesComeAndGo(directIO: Bool) throws {
+            let tree = ProcTree()
+            let directory = try tree.makeDirectory("d")
+            for number in 0..<300 { try tree.register("file\(number)", in: directory) { "\(number)\n" } }
+            let mount = try LibraryMount(tree, directIO: directIO)
+            defer { mount.cleanUp() }
+
+            let open = try #require(opendir(mount.path("d")))
+            defer { closedir(open) }
+            var names: [String] = []
+            for _ in 0..<100 {
+                guard let entry = readdir(open) else { break }
+                names.append(name(of: entry))
+            }
+            for number in 0..<300 where number % 2 == 0 { try tree.remove("file\(number)", in: directory) }
+            for number in 300..<350 { try tree.register("file\(number)", in: directory) { "" } }
+            while let entry = readdir(open) { names.append(name(of: entry)) }
+            #expect(names.count == 302, "each entry of the listing at open, once")
+            #expect(Set(names) == Set([".", ".."] + (0..<300).map { "file\($0)" }))
+
+            rewinddir(open)
+            var now: [String] = []
+            while let entry = readdir(open) { now.append(name(of: entry)) }
+            let expected = [".", ".."] + ((0..<300).filter { $0 % 2 == 1 } + Array(300..<350)).map { "file\($0)" }
+            #expect(Set(now) == Set(expected) && now.count == expected.count)
+        }
+
+        /// procfs's removal: new opens fail with ENOENT at once, open files read on, and the
+        /// inode number comes back only with a new generation once the kernel forgot it.
+        @Test(arguments: Library.directIO)
+        func removalHidesTheNameAtOnceWhileOpenFilesReadOn(directIO: Bool) throws {
+            let tree = ProcTree()
+            let entry = try tree.register("gone", announcesChanges: true) { "still here\n" }
+            let mount = try LibraryMount(tree, directIO: directIO)
+            defer { mount.cleanUp() }
+
+            let descriptor = open(mount.path("gone"), O_RDONLY)
+            try #require(descriptor >= 0)
+            defer { close(descriptor) }
+            try tree.remove(entry)
+            var attributes = stat()
+            #expect(failure(stat(mount.path("gone"), &attributes)) == ENOENT)
+            #expect(failure(open(mount.path("gone"), O_RDONLY)) == ENOENT)
+            var buffer = [UInt8](repeating: 0, count: 64)
+            let count = pread(descriptor, &buffer, buffer.count, 0)
+            #expect(count == 11 && String(decoding: buffer[0..<max(count, 0)], as: UTF8.self) == "still here\n")
+
+            let replacement = try tree.register("gone") { "new\n" }
+            #expect(try readText(mount.path("gone")) == "new\n")
+            #expect(stat(mount.path("gone"), &attributes) == 0 && attributes.st_ino == replacement.inode)
+        }
+    }
+}
