@@ -9,8 +9,11 @@ import Synchronization
 public final class TaskQueue: Sendable {
     private struct Lists {
         var pending: [QueueTask] = []
-        /// The list ``run()`` emptied last time, kept so that a run allocates nothing.
-        var spare: [QueueTask] = []
+        /// The list ``run()`` detached, while it runs; empty between runs. Its buffer goes back
+        /// to `pending` at the next run, so that a run allocates nothing.
+        var running: [QueueTask] = []
+        /// The index in `running` of the task whose routine runs now.
+        var current = 0
     }
 
     private let lists = Mutex(Lists())
@@ -34,29 +37,41 @@ public final class TaskQueue: Sendable {
     /// - Returns: how many tasks ran.
     @discardableResult
     public func run() -> Int {
-        var detached = lists.withLock { lists in
-            var detached: [QueueTask] = []
-            swap(&detached, &lists.spare)
-            swap(&detached, &lists.pending)
-            return detached
+        let count = lists.withLock { lists in
+            swap(&lists.running, &lists.pending)
+            return lists.running.count
         }
-        for task in detached {
+        for index in 0..<count {
+            let task = lists.withLock { lists in
+                lists.current = index
+                return lists.running[index]
+            }
             task.sync.store(false, ordering: .releasing)
             task.countRun()
             task.routine(task)
         }
-        let ran = detached.count
-        detached.removeAll(keepingCapacity: true)
-        lists.withLock { $0.spare = detached }
-        return ran
+        lists.withLock { lists in
+            lists.running.removeAll(keepingCapacity: true)
+            lists.current = 0
+        }
+        return count
     }
 
-    /// The names of the tasks waiting for the next run, in order.
+    /// The names of the tasks on the queue, in order (see ``queuedTasks``).
     public var queuedNames: [String] { queuedTasks.map(\.name) }
 
-    /// The tasks waiting for the next run, in order.
-    public var queuedTasks: [QueueTask] { lists.withLock { $0.pending } }
+    /// The tasks on the queue, in the order they will run: during a run, the tasks of that run
+    /// whose routines have not returned yet (unless they have queued themselves again), then
+    /// the tasks waiting for the next run.
+    public var queuedTasks: [QueueTask] {
+        lists.withLock { lists in
+            let unfinished = lists.running[lists.current...].filter { task in
+                !lists.pending.contains { $0 === task }
+            }
+            return unfinished + lists.pending
+        }
+    }
 
-    /// Whether no task is waiting.
+    /// Whether no task is waiting for the next run.
     public var isEmpty: Bool { lists.withLock { $0.pending.isEmpty } }
 }

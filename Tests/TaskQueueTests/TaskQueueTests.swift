@@ -183,6 +183,25 @@ import Testing
         #expect(task.runs >= UInt64(runsNow), "the task counts every run of its routine")
     }
 
+    /// A reader of the queue during a run sees the task being run, once, not an empty queue.
+    @Test func aTaskStaysListedUntilItsRoutineReturns() {
+        let queue = TaskQueue()
+        let seen = Mutex<[[String]]>([])
+        let first = QueueTask(name: "first") { [weak queue] task in
+            seen.withLock { $0.append(queue?.queuedNames ?? []) }
+            queue?.queue(task)
+            seen.withLock { $0.append(queue?.queuedNames ?? []) }
+        }
+        let second = QueueTask(name: "second") { [weak queue] _ in
+            seen.withLock { $0.append(queue?.queuedNames ?? []) }
+        }
+        queue.queue(first)
+        queue.queue(second)
+        queue.run()
+        #expect(seen.withLock { $0 } == [["first", "second"], ["second", "first"], ["second", "first"]])
+        #expect(queue.queuedNames == ["first"])
+    }
+
     @Test func tasksCountTheirRunsAndWhenTheyWereQueued() {
         let queue = TaskQueue()
         let task = QueueTask(name: "t") { _ in }
