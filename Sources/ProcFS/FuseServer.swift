@@ -64,7 +64,7 @@ public final class FuseServer: @unchecked Sendable {
         self.logger = logger
         self.stopEvent = stopEvent
         tree.observe(
-            added: { [weak self] entry in self?.added(entry) },
+            added: { [weak self] entry in self?.refreshLinkCount(ofParentOf: entry) },
             changed: { [weak self] entry in self?.dropCachedText(of: entry) },
             removed: { [weak self] entry in self?.forget(entry) })
     }
@@ -154,8 +154,8 @@ public final class FuseServer: @unchecked Sendable {
             "drop cached", entry)
     }
 
-    /// A new directory changes its parent's link count, which the kernel caches.
-    private func added(_ entry: ProcEntry) {
+    /// A directory added or removed changes its parent's link count, which the kernel caches.
+    private func refreshLinkCount(ofParentOf entry: ProcEntry) {
         guard entry.kind == .directory else { return }
         report(fuse_lowlevel_notify_inval_inode(session, entry.parentInode, 0, 0), "refresh parent of", entry)
     }
@@ -166,7 +166,7 @@ public final class FuseServer: @unchecked Sendable {
         report(
             fuse_lowlevel_notify_inval_entry(session, entry.parentInode, entry.name, entry.name.utf8.count),
             "forget name of", entry)
-        added(entry)
+        refreshLinkCount(ofParentOf: entry)
     }
 
     /// Logs a failed notification once. `ENOENT` (the kernel holds nothing to drop) is normal,
