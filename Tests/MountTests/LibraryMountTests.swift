@@ -8,7 +8,8 @@ import Testing
 /// A ``ProcTree`` of the test's own, served in this process on a fresh temporary directory.
 ///
 /// ``cleanUp()`` (call it in a `defer`) detaches the mount, stops the request threads and
-/// unmounts. A watchdog does so instead if the test hangs past ``watchdogTimeout``: closing the
+/// unmounts. No `auto_unmount`: its fusermount3 watcher would live as long as this process,
+/// and the reliability tests check that no process of a test mount is left. A watchdog does so instead if the test hangs past ``watchdogTimeout``: closing the
 /// FUSE device ends the connection, so a system call stuck on the mount returns `ENOTCONN`.
 final class LibraryMount: Sendable {
     static let watchdogTimeout: Duration = .seconds(60)
@@ -24,7 +25,7 @@ final class LibraryMount: Sendable {
         mountpoint = root.path + "/mnt"
         mkdir(mountpoint, 0o755)
         server = try FuseServer(
-            tree: tree, arguments: ["-o", "default_permissions,auto_unmount,subtype=procfs-test"], directIO: directIO,
+            tree: tree, arguments: ["-o", "default_permissions,subtype=procfs-test"], directIO: directIO,
             logger: Logger(label: "test"))
         try server.mount(at: mountpoint)
         try server.serve(threads: 2) {}
