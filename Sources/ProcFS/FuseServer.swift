@@ -14,8 +14,8 @@ import Synchronization
 /// `umount`), the workers see `ENODEV` and the server reports it through `onSessionEnd`.
 ///
 /// Life cycle, all from one thread: ``init(tree:arguments:directIO:logger:)``, ``mount(at:)``,
-/// ``serve(threads:onSessionEnd:)``, then to end: ``detach(timeout:)``, ``stop(timeout:)``,
-/// ``unmount()``.
+/// ``serve(threads:onSessionEnd:)``, then to end ``shutDown(timeout:)``, which is
+/// ``detach(timeout:)``, ``stop(timeout:)`` and ``unmount()`` in that order.
 public final class FuseServer: @unchecked Sendable {
     // @unchecked: `session` is a C pointer, which Swift cannot prove Sendable. Workers use it
     // only through libfuse's thread-safe calls (receive, process, notify); creation, mount,
@@ -136,6 +136,25 @@ public final class FuseServer: @unchecked Sendable {
         // Each worker's body holds the server; forgetting the finished workers lets it go.
         if joined { workers.withLock { $0.removeAll() } }
         return joined
+    }
+
+    /// What ``shutDown(timeout:)`` managed.
+    public struct Shutdown: Sendable {
+        /// Whether the session ended before the workers stopped (see ``detach(timeout:)``);
+        /// if not, closing the device aborted the connection.
+        public let detached: Bool
+        /// Whether every worker finished its request in time (see ``stop(timeout:)``).
+        public let stopped: Bool
+    }
+
+    /// Ends serving in the one order that loses no request: ``detach(timeout:)`` while the
+    /// workers still serve, then ``stop(timeout:)``, then ``unmount()``; each wait is bounded
+    /// by `timeout`.
+    public func shutDown(timeout: Duration) -> Shutdown {
+        let detached = detach(timeout: timeout)
+        let stopped = stop(timeout: timeout)
+        unmount()
+        return Shutdown(detached: detached, stopped: stopped)
     }
 
     /// Unmounts if still mounted; call after ``stop(timeout:)``. Closing the device first aborts

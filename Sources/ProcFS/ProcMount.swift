@@ -35,12 +35,8 @@ public enum ProcMount {
         try server.serve(threads: threads) { [events] in events.sessionEnded() }
         logger.info("serving on \(mountpoint)")
         logger.info("stopping: \(events.next())")
-        if !server.hasSessionEnded, !server.detach(timeout: stopTimeout) {
-            logger.warning("files stayed open; aborting the connection")
-        }
-        if !server.stop(timeout: stopTimeout) {
-            logger.error("a request thread was still busy after \(stopTimeout)")
-        }
-        server.unmount()
+        let serving = server.shutDown(timeout: stopTimeout)
+        if !serving.detached { logger.warning("files stayed open; aborting the connection") }
+        if !serving.stopped { logger.error("a request thread was still busy after \(stopTimeout)") }
     }
 }

@@ -90,14 +90,14 @@ struct Daemon {
             status = 1
         }
         logger.info("\(TickReport(statistics: measured, hz: ticks.hz))")
-        if !server.hasSessionEnded, !server.detach(timeout: Self.stopTimeout) {
+        let serving = server.shutDown(timeout: Self.stopTimeout)
+        if !serving.detached {
             logger.warning("cleanup: could not detach the mount cleanly (files stayed open, or unmounting needs privilege); aborting the connection")
         }
-        if !server.stop(timeout: Self.stopTimeout) {
+        if !serving.stopped {
             logger.error("cleanup: a request thread was still busy after \(Self.stopTimeout)")
             status = 1
         }
-        server.unmount()
         logger.info("cleanup 3/3: exiting with status \(status) (protocol took \((clock.now - start).loggedMilliseconds))")
         return status
     }

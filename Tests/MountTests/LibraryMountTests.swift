@@ -41,9 +41,7 @@ final class LibraryMount: Sendable {
 
     func cleanUp() {
         if !tornDown.exchange(true, ordering: .acquiringAndReleasing) {
-            _ = server.detach(timeout: .seconds(2))
-            #expect(server.stop(timeout: .seconds(2)), "a request thread did not stop")
-            server.unmount()
+            #expect(server.shutDown(timeout: .seconds(2)).stopped, "a request thread did not stop")
         }
         root.remove()
     }
