@@ -36,7 +36,8 @@ final class FuseRequestHandler: Sendable {
     let snapshots = SnapshotNodes()
     let openFiles = HandleTable<OpenFile>()
     let openDirectories = HandleTable<OpenDirectory>()
-    let owner: (uid: uid_t, gid: gid_t)
+    /// The user who mounted, who owns every entry registered without an owner.
+    let mounter: ProcOwner
     let createdAt: timespec
     let logger: Logger
     let directIORequested: Bool
@@ -46,14 +47,14 @@ final class FuseRequestHandler: Sendable {
     /// How long the kernel may cache a name; a change or removal drops it explicitly.
     static let entryTimeout = 1.0
     /// How long the kernel may cache attributes that change only when the server says so: a
-    /// directory's, a link's and a snapshot node's. With `default_permissions` the kernel checks them on every path walk,
-    /// so an expired root costs every open a `GETATTR` round trip.
+    /// directory's, a link's and a snapshot node's. With `default_permissions` the kernel checks
+    /// them on every path walk, so an expired root costs every open a `GETATTR` round trip.
     static let unchangingAttributeTimeout = 86_400.0
 
     init(tree: ProcTree, directIORequested: Bool, logger: Logger) {
         self.tree = tree
         self.directIORequested = directIORequested
-        self.owner = (getuid(), getgid())
+        self.mounter = ProcOwner(uid: getuid(), gid: getgid())
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         self.createdAt = now
@@ -87,8 +88,9 @@ final class FuseRequestHandler: Sendable {
     private func attributes(of entry: ProcEntry, frozen: [UInt8]?) -> (stat, timeout: Double)? {
         var attributes = stat()
         attributes.st_ino = UInt(entry.inode)
-        attributes.st_uid = entry.owner?.uid ?? owner.uid
-        attributes.st_gid = entry.owner?.gid ?? owner.gid
+        let owner = entry.owner ?? mounter
+        attributes.st_uid = owner.uid
+        attributes.st_gid = owner.gid
         attributes.st_atim = createdAt
         attributes.st_mtim = createdAt
         attributes.st_ctim = createdAt
@@ -253,7 +255,7 @@ final class FuseRequestHandler: Sendable {
     func opendir(_ request: fuse_req_t, node: UInt64, info: UnsafeMutablePointer<fuse_file_info>) {
         guard let (directory, _) = resolve(node), !directory.isRemoved else { return reply(request, error: ENOENT) }
         guard directory.kind == .directory else { return reply(request, error: ENOTDIR) }
-        info.pointee.fh = openDirectories.insert(OpenDirectory(directory: directory, items: listing(of: directory)))
+        info.pointee.fh = openDirectories.insert(OpenDirectory(directory: directory))
         if fuse_reply_open(request, info) != 0 {
             openDirectories.remove(info.pointee.fh)
         }

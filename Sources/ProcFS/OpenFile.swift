@@ -10,9 +10,8 @@ final class OpenFile: Sendable {
     }
 }
 
-/// What one open of a directory holds: its listing as it was at `opendir` (or at the last
-/// `readdir` from offset 0), so that `readdir` is consistent at every offset while entries
-/// come and go.
+/// What one open of a directory holds: its listing as it was at the last `readdir` from
+/// offset 0, so that `readdir` is consistent at every offset while entries come and go.
 final class OpenDirectory: Sendable {
     struct Item: Sendable {
         let name: String
@@ -22,18 +21,22 @@ final class OpenDirectory: Sendable {
     }
 
     let directory: ProcEntry
-    private let items: Mutex<[Item]>
+    /// `nil` until the first `readdir`.
+    private let items = Mutex<[Item]?>(nil)
 
-    init(directory: ProcEntry, items: [Item]) {
+    init(directory: ProcEntry) {
         self.directory = directory
-        self.items = Mutex(items)
     }
 
-    /// The listing from `offset` on. Reading from offset 0 again (`rewinddir`) takes the
-    /// listing anew from `current`, as procfs shows entries added since; any other offset
-    /// reads the listing kept, so that offsets stay true while entries come and go.
+    /// The listing from `offset` on. Reading from offset 0 (the first `readdir`, or
+    /// `rewinddir`) takes the listing anew from `current`, as procfs shows entries added since;
+    /// any other offset reads the listing kept, so that offsets stay true while entries come
+    /// and go.
     func items(from offset: Int, current: () -> [Item]) -> ArraySlice<Item> {
-        let items = offset == 0 ? self.items.withLock { $0 = current(); return $0 } : self.items.withLock { $0 }
+        let items = self.items.withLock { kept in
+            if offset == 0 || kept == nil { kept = current() }
+            return kept!
+        }
         return items[min(max(offset, 0), items.count)...]
     }
 }

@@ -202,7 +202,7 @@ import Testing
 
     @Test func offsetsStayTrueWhileEntriesComeAndGoAndRewindSeesNewOnes() throws {
         let tree = ProcTree()
-        let open = OpenDirectory(directory: tree.root, items: [])
+        let open = OpenDirectory(directory: tree.root)
         var current = [item("a", 2), item("b", 3), item("c", 4)]
         #expect(open.items(from: 0) { current }.map(\.name) == ["a", "b", "c"])
         current = [item("b", 3), item("c", 4), item("d", 5)]
@@ -210,6 +210,9 @@ import Testing
         #expect(open.items(from: 3) { current }.isEmpty)
         #expect(open.items(from: 99) { current }.isEmpty)
         #expect(open.items(from: 0) { current }.map(\.name) == ["b", "c", "d"], "rewinddir lists anew")
+
+        let seekedFirst = OpenDirectory(directory: tree.root)
+        #expect(seekedFirst.items(from: 1) { current }.map(\.name) == ["c", "d"], "a first read past 0 lists too")
     }
 }
 
