@@ -79,7 +79,7 @@ public final class ProcEntry: Sendable {
 
     /// The file type bits of the entry's `st_mode`.
     var fileType: mode_t {
-        switch body {
+        switch kind {
         case .file, .knob: S_IFREG
         case .directory: S_IFDIR
         case .symlink: S_IFLNK

@@ -60,9 +60,10 @@ public final class SchedModule: Sendable {
         try TimerFiles.register(in: tree, ticks: ticks, timerQueue: timerQueue, start: start)
     }
 
-    /// `cleanup_module`, made race-free and bounded. Step 1 unregisters `sched`, then the rest of
-    /// the module's files, and waits for readers already inside them; step 2 sleeps until the routine has taken itself off the queue.
-    /// Each step is logged with its time. Step 3, exiting, is the caller's.
+    /// `cleanup_module`, made race-free and bounded. Step 1 unregisters `sched`, then the rest
+    /// of the module's files, and waits for readers already inside them; step 2 sleeps until the
+    /// routine has taken itself off the queue. Each step is logged with its time. Step 3,
+    /// exiting, is the caller's.
     ///
     /// The timer queue must keep running until this returns: the routine leaves it on a tick.
     ///
