@@ -48,8 +48,10 @@ enum FuseOperations {
         operations.listxattr = { request, _, size in
             requestHandler(request).listxattr(request!, size: size)
         }
-        operations.write = { request, node, buffer, size, offset, _ in
-            requestHandler(request).write(request!, node: node, bytes: UnsafeRawBufferPointer(start: buffer, count: size), offset: offset)
+        operations.write = { request, node, buffer, size, offset, info in
+            requestHandler(request).write(
+                request!, node: node, bytes: UnsafeRawBufferPointer(start: buffer, count: size), offset: offset,
+                flags: info!.pointee.flags)
         }
         operations.getxattr = { request, _, _, _ in refuse(request, ENOTSUP) }
         operations.setxattr = { request, _, _, _, _, _ in refuse(request, EACCES) }

@@ -227,23 +227,25 @@ final class FuseRequestHandler: Sendable {
         checked(replied, "read")
     }
 
-    /// Hands a write to a knob's store closure. Like `/proc/sys` with `sysctl_writes_strict`,
-    /// a value is written whole at offset 0; a write elsewhere is refused with `EINVAL`. The
-    /// knob announces its change only after the reply: until then the kernel holds the file
-    /// locked, and dropping its cached name would wait for that lock.
-    func write(_ request: fuse_req_t, node: UInt64, bytes: UnsafeRawBufferPointer, offset: off_t) {
-        guard let (entry, _) = resolve(node) else { return reply(request, error: EIO) }
+    /// Hands a write to a knob. Like `/proc/sys` with `sysctl_writes_strict` (the kernel's
+    /// default), an appending write (`>>`) goes to offset 0, since a `/proc/sys` file's size is
+    /// 0, and a write past offset 0 is reported written and changes nothing. The writer is told
+    /// how many bytes the knob consumed (`1 2` to an integer knob consumes 2). The knob
+    /// announces its change only after the reply: until then the kernel holds the file locked,
+    /// and telling it of the change would wait for that lock.
+    func write(_ request: fuse_req_t, node: UInt64, bytes: UnsafeRawBufferPointer, offset: off_t, flags: Int32) {
+        guard let (entry, _) = resolve(node), !entry.isRemoved else { return reply(request, error: EIO) }
         guard entry.kind == .knob else { return reply(request, error: EACCES) }
-        guard offset == 0, var text = String(validating: bytes, as: UTF8.self) else {
-            return reply(request, error: EINVAL)
+        guard flags & O_APPEND != 0 || offset == 0 else {
+            return checked(fuse_reply_write(request, bytes.count), "write")
         }
-        if text.hasSuffix("\n") { text.removeLast() }
+        let consumed: Int
         do {
-            try entry.store(text)
+            consumed = try entry.write(Array(bytes))
         } catch {
             return reply(request, error: error.code)
         }
-        checked(fuse_reply_write(request, bytes.count), "write")
+        checked(fuse_reply_write(request, min(consumed, bytes.count)), "write")
         entry.changed()
     }
 

@@ -24,7 +24,8 @@ public final class ProcEntry: Sendable {
 
     enum Body: Sendable {
         case file(content: @Sendable () -> String)
-        case knob(content: @Sendable () -> String, store: @Sendable (String) throws(ProcStoreError) -> Void)
+        /// `store` takes the bytes of one write at offset 0 and says how many it consumed.
+        case knob(content: @Sendable () -> String, store: @Sendable ([UInt8]) throws(ProcStoreError) -> Int)
         case directory
         case symlink(target: String)
     }
@@ -126,15 +127,24 @@ public final class ProcEntry: Sendable {
         return whileLive { Array(content().utf8) }
     }
 
-    /// Hands text written to a knob to its store closure.
+    /// Hands `text` to a knob as one write at offset 0, as `sysctl -w` would.
     ///
-    /// - Throws: the closure's error; ``ProcStoreError/permissionDenied`` for an entry that is
+    /// - Throws: the knob's refusal; ``ProcStoreError/permissionDenied`` for an entry that is
     ///   not a knob, and ``ProcStoreError/ioError`` once the entry has been removed, as procfs
     ///   answers a write to an open file whose entry is gone.
     public func store(_ text: String) throws(ProcStoreError) {
+        _ = try write(Array(text.utf8))
+    }
+
+    /// Hands the bytes of one write at offset 0 to a knob.
+    ///
+    /// - Returns: how many of the bytes the knob consumed; the writer's `write` returns that.
+    /// - Throws: as ``store(_:)``.
+    func write(_ bytes: [UInt8]) throws(ProcStoreError) -> Int {
         guard case .knob(_, let store) = body else { throw .permissionDenied }
-        let stored: Void? = try whileLive { () throws(ProcStoreError) in try store(text) }
-        guard stored != nil else { throw .ioError }
+        let consumed: Int? = try whileLive { () throws(ProcStoreError) in try store(bytes) }
+        guard let consumed else { throw .ioError }
+        return consumed
     }
 }
 

@@ -64,9 +64,13 @@ public final class ProcTree: Sendable {
     }
 
     /// Adds a writable file, a *knob* like those of `/proc/sys`: `content` makes its text, and
-    /// `store` takes each write, less one trailing newline. `store` checks the text and throws
-    /// ``ProcStoreError/invalidArgument`` (or another errno) to refuse it; the writer gets that
-    /// errno. After a stored write the knob announces its change itself.
+    /// `store` takes each write at offset 0, less one trailing newline. `store` checks the text
+    /// and throws ``ProcStoreError/invalidArgument`` (or another errno) to refuse it; the writer
+    /// gets that errno. After a stored write the knob announces its change itself.
+    ///
+    /// Writes follow `/proc/sys` with `sysctl_writes_strict` (the kernel's default): an
+    /// appending write (`>>`) goes to offset 0, as a `/proc/sys` file's size is 0, and a write
+    /// past offset 0 is reported written and changes nothing.
     ///
     /// - Parameters: as for ``register(_:in:permissions:owner:announcesChanges:content:)``;
     ///   the mode defaults to `0o644`.
@@ -76,8 +80,38 @@ public final class ProcTree: Sendable {
         announcesChanges: Bool = false, content: @escaping @Sendable () -> String,
         store: @escaping @Sendable (String) throws(ProcStoreError) -> Void
     ) throws(ProcTreeError) -> ProcEntry {
-        try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
-                body: .knob(content: content, store: store))
+        let storeText: @Sendable ([UInt8]) throws(ProcStoreError) -> Int = { bytes throws(ProcStoreError) in
+            let text = bytes.last == UInt8(ascii: "\n") ? bytes.dropLast() : bytes[...]
+            guard let text = String(validating: text, as: UTF8.self) else { throw .invalidArgument }
+            try store(text)
+            return bytes.count
+        }
+        return try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
+                       body: .knob(content: content, store: storeText))
+    }
+
+    /// Adds an integer knob that reads and takes writes exactly as a `/proc/sys` integer does
+    /// (`proc_dointvec`): it reads as the number and a newline; a write may have white space
+    /// around the number and may be in hex (`0x10`) or octal (`010`); `+5`, `5x` and numbers
+    /// beyond a C `int` are refused with `EINVAL`; `1 2` stores 1. `set` takes each parsed
+    /// value and throws ``ProcStoreError/invalidArgument`` to refuse it, as
+    /// `proc_dointvec_minmax` refuses a value out of range.
+    ///
+    /// - Parameters: as for ``registerKnob(_:in:permissions:owner:announcesChanges:content:store:)``,
+    ///   with `value` giving the current value.
+    @discardableResult
+    public func registerIntegerKnob(
+        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o644, owner: ProcOwner? = nil,
+        announcesChanges: Bool = false, value: @escaping @Sendable () -> Int32,
+        set: @escaping @Sendable (Int32) throws(ProcStoreError) -> Void
+    ) throws(ProcTreeError) -> ProcEntry {
+        let storeInteger: @Sendable ([UInt8]) throws(ProcStoreError) -> Int = { bytes throws(ProcStoreError) in
+            let (parsed, consumed) = try SysctlInteger.parse(bytes)
+            try set(parsed)
+            return consumed
+        }
+        return try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
+                       body: .knob(content: { "\(value())\n" }, store: storeInteger))
     }
 
     /// Adds a directory (`proc_mkdir`).

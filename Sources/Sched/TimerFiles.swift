@@ -14,9 +14,9 @@ struct TimerFiles {
         in tree: ProcTree, ticks: TickSource, timerQueue: TaskQueue, start: ContinuousClock.Instant
     ) throws(ProcTreeError) {
         let timer = try tree.makeDirectory(directoryName)
-        try tree.registerKnob("hz", in: timer, content: { TimerText.number(ticks.hz) }) { text throws(ProcStoreError) in
-            // setRate refuses a rate out of TickSource.hzRange.
-            guard let hz = Int(text), (try? ticks.setRate(hz)) != nil else { throw .invalidArgument }
+        try tree.registerIntegerKnob("hz", in: timer, value: { Int32(ticks.hz) }) { hz throws(ProcStoreError) in
+            // setRate refuses a rate out of TickSource.hzRange, as proc_dointvec_minmax would.
+            guard (try? ticks.setRate(Int(hz))) != nil else { throw .invalidArgument }
         }
         try tree.register("ticks", in: timer) { TimerText.number(ticks.statistics.ticks) }
         // Weak: the queue holds tasks whose routines may hold the tree.

@@ -103,7 +103,7 @@ import Testing
         try hz.store("250")
         #expect(ticks.hz == 250)
         #expect(read(tree, "timer/hz") == "250\n")
-        for bad in ["0", "10001", "-5", "abc", "", "1e3", " 7", "100 200"] {
+        for bad in ["0", "10001", "-5", "abc", "", "1e3", "+7", "0x"] {
             #expect(throws: ProcStoreError.invalidArgument, "\(bad)") { try hz.store(bad) }
         }
         #expect(ticks.hz == 250)
