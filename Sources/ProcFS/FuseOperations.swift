@@ -15,8 +15,8 @@ enum FuseOperations {
         operations.forget = { request, node, lookups in
             requestHandler(request).forget(request!, node: node, lookups: lookups)
         }
-        operations.getattr = { request, node, _ in
-            requestHandler(request).getattr(request!, node: node)
+        operations.getattr = { request, node, info in
+            requestHandler(request).getattr(request!, node: node, handle: info?.pointee.fh)
         }
         operations.setattr = { request, node, _, changes, _ in
             requestHandler(request).setattr(request!, node: node, changes: changes)
@@ -44,6 +44,9 @@ enum FuseOperations {
         }
         operations.releasedir = { request, _, info in
             requestHandler(request).releasedir(request!, info: info!)
+        }
+        operations.poll = { request, node, info, handle in
+            requestHandler(request).poll(request!, node: node, fileHandle: info!.pointee.fh, handle: handle.map(PollHandle.init))
         }
         operations.listxattr = { request, _, size in
             requestHandler(request).listxattr(request!, size: size)

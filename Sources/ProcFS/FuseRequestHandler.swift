@@ -5,10 +5,11 @@ import Synchronization
 
 /// Answers libfuse's low-level requests from a ``ProcTree``.
 ///
-/// Directories and symbolic links are known to the kernel by their entries' inode numbers, and
-/// the kernel's lookups of them are counted (``ProcTree/kernelLooksUp(_:)``). Files are known by
-/// ``SnapshotNodes`` in page-cache mode; in direct_io mode by their inode numbers, and each open
-/// takes its snapshot (``OpenFile``).
+/// The kernel knows every entry by its inode number for the entry's whole life, and its
+/// lookups of them are counted (``ProcTree/kernelLooksUp(_:)``); a name is dropped from the
+/// kernel only when its entry is removed, so an open file never looks deleted. How files read
+/// depends on the ``ReadMode``: in direct_io mode each open is an ``OpenFile``; in page-cache
+/// mode the kernel opens files itself and each entry's ``KernelCopy`` keeps its cache true.
 ///
 /// What procfs does not allow is refused with the errno that Linux procfs gives a caller
 /// without privilege, as measured on Linux 6.18 on `/proc/uptime` (mode 0444):
@@ -23,41 +24,36 @@ import Synchronization
 /// | getxattr                                   | `ENOTSUP` |
 /// | listxattr                                  | empty list |
 ///
-/// A knob (a writable file) takes writes as `/proc/sys` does: truncating it is allowed and
-/// changes nothing, a value goes whole at offset 0 (elsewhere: `EINVAL`), and its store
-/// closure's refusal is the writer's errno.
+/// A knob (a writable file) takes writes as `/proc/sys` does (see ``write(_:node:bytes:offset:flags:)``).
 ///
-/// A file removed after it was opened still reads its snapshot to the end, where procfs would
-/// answer `EIO`: the snapshot is whole, so a reader racing an unmount sees a line or an error
-/// of the name (`ENOENT`) or of the mount (`ENOTCONN`), never a failed read of an open file.
-/// A write to a removed knob gets `EIO`, as in procfs.
+/// Once an entry is removed, as in procfs, new lookups fail with `ENOENT`, and files still open
+/// read, write and `fstat` `EIO` and poll `POLLERR|POLLHUP`.
 final class FuseRequestHandler: Sendable {
     let tree: ProcTree
-    let snapshots = SnapshotNodes()
     let openFiles = HandleTable<OpenFile>()
     let openDirectories = HandleTable<OpenDirectory>()
+    let pollers = PollWaiters<PollHandle>()
     /// The user who mounted, who owns every entry registered without an owner.
     let mounter: ProcOwner
     let createdAt: timespec
     let logger: Logger
-    let directIORequested: Bool
+    let requestedMode: ReadMode
     private let servesFromPageCache = Atomic<Bool>(false)
     private let replyFailureLogged = Atomic<Bool>(false)
 
-    /// How long the kernel may cache a name; a change or removal drops it explicitly.
+    /// How long the kernel may cache a name; a removal drops it explicitly.
     static let entryTimeout = 1.0
     /// How long the kernel may cache attributes that change only when the server says so: a
-    /// directory's, a link's and a snapshot node's. With `default_permissions` the kernel checks
-    /// them on every path walk, so an expired root costs every open a `GETATTR` round trip.
+    /// directory's, a link's, and in page-cache mode those of a file that announces its
+    /// changes. With `default_permissions` the kernel checks them on every path walk, so an
+    /// expired root costs every open a `GETATTR` round trip.
     static let unchangingAttributeTimeout = 86_400.0
 
-    init(tree: ProcTree, directIORequested: Bool, logger: Logger) {
+    init(tree: ProcTree, requestedMode: ReadMode, logger: Logger) {
         self.tree = tree
-        self.directIORequested = directIORequested
+        self.requestedMode = requestedMode
         self.mounter = ProcOwner(uid: getuid(), gid: getgid())
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        self.createdAt = now
+        self.createdAt = Self.now
         self.logger = logger
     }
 
@@ -65,27 +61,31 @@ final class FuseRequestHandler: Sendable {
     var readMode: ReadMode { servesFromPageCache.load(ordering: .acquiring) ? .pageCache : .directIO }
 
     func initialize(_ connection: UnsafeMutablePointer<fuse_conn_info>) {
-        let offered = connection.pointee.capable & UInt32(FUSE_CAP_NO_OPEN_SUPPORT) != 0
-        let mode = ReadMode.choose(kernelOffersNoOpen: offered, directIORequested: directIORequested)
+        let capable = connection.pointee.capable
+        let offered = capable & UInt32(FUSE_CAP_NO_OPEN_SUPPORT) != 0
+        let autoInvalidates = capable & UInt32(FUSE_CAP_AUTO_INVAL_DATA) != 0
+        let mode = ReadMode.choose(kernelOffersPageCache: offered && autoInvalidates, requested: requestedMode)
+        if mode == .pageCache { connection.pointee.want |= UInt32(FUSE_CAP_AUTO_INVAL_DATA) }
         servesFromPageCache.store(mode == .pageCache, ordering: .releasing)
-        logger.info(
-            "serving reads through the \(mode.rawValue)\(offered ? "" : " (the kernel lacks FUSE_CAP_NO_OPEN_SUPPORT)")")
+        let lacking = requestedMode == .pageCache && mode != .pageCache
+            ? " (the kernel lacks FUSE_CAP_NO_OPEN_SUPPORT or FUSE_CAP_AUTO_INVAL_DATA)" : ""
+        logger.info("serving reads through the \(mode.rawValue)\(lacking)")
     }
 
-    // MARK: Nodes and attributes
-
-    /// The entry behind a node ID, with the text frozen in it for a snapshot node.
-    private func resolve(_ node: UInt64) -> (entry: ProcEntry, frozen: [UInt8]?)? {
-        if SnapshotNodes.isSnapshot(node) {
-            return snapshots.node(node).map { ($0.entry, $0.text) }
-        }
-        return tree.entry(inode: node).map { ($0, nil) }
+    private static var now: timespec {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return now
     }
+
+    // MARK: Attributes
 
     /// An entry's attributes and how long the kernel may cache them; `nil` once it is removed.
-    /// A snapshot node's never change, nor do a directory's or a link's without the server
-    /// saying so; a file read in direct_io mode gives a fresh size each time.
-    private func attributes(of entry: ProcEntry, frozen: [UInt8]?) -> (stat, timeout: Double)? {
+    /// A file's size is that of the text `open` reads in direct_io mode (a new text without
+    /// one), and of the text given to the kernel in page-cache mode, with a modification time
+    /// that moves when that text changes.
+    private func attributes(of entry: ProcEntry, open: OpenFile?) -> (stat, timeout: Double)? {
+        guard !entry.isRemoved else { return nil }
         var attributes = stat()
         attributes.st_ino = UInt(entry.inode)
         let owner = entry.owner ?? mounter
@@ -95,76 +95,68 @@ final class FuseRequestHandler: Sendable {
         attributes.st_mtim = createdAt
         attributes.st_ctim = createdAt
         attributes.st_blksize = 4096
-        attributes.st_mode = mode_t(entry.permissions)
+        attributes.st_mode = mode_t(entry.permissions) | entry.fileType
         switch entry.kind {
         case .directory:
-            guard !entry.isRemoved else { return nil }
-            attributes.st_mode |= S_IFDIR
             attributes.st_nlink = UInt(2 + tree.subdirectoryCount(of: entry))
             return (attributes, Self.unchangingAttributeTimeout)
         case .symlink:
-            guard !entry.isRemoved, let target = entry.symlinkTarget else { return nil }
-            attributes.st_mode |= S_IFLNK
+            guard let target = entry.symlinkTarget else { return nil }
             attributes.st_nlink = 1
             attributes.st_size = off_t(target.utf8.count)
             return (attributes, Self.unchangingAttributeTimeout)
         case .file, .knob:
-            guard let text = frozen ?? entry.snapshot() else { return nil }
-            attributes.st_mode |= S_IFREG
             attributes.st_nlink = 1
-            attributes.st_size = off_t(text.count)
-            return (attributes, frozen == nil ? 0 : Self.unchangingAttributeTimeout)
+            if readMode == .pageCache {
+                guard let copy = entry.kernelCopy.publish(entry, now: Self.now) else { return nil }
+                attributes.st_size = off_t(copy.text.count)
+                attributes.st_mtim = copy.modified
+                attributes.st_ctim = copy.modified
+                return (attributes, entry.announcesChanges ? Self.unchangingAttributeTimeout : 0)
+            }
+            guard let size = open?.size ?? entry.snapshot()?.count else { return nil }
+            attributes.st_size = off_t(size)
+            return (attributes, 0)
         }
     }
 
     // MARK: Requests
 
     func lookup(_ request: fuse_req_t, parent: UInt64, name: String) {
-        guard let (directory, _) = resolve(parent) else { return reply(request, error: ENOENT) }
-        guard directory.kind == .directory else { return reply(request, error: ENOTDIR) }
-        guard let entry = tree.entry(named: name, in: directory) else { return reply(request, error: ENOENT) }
-        var parameters = fuse_entry_param()
-        let frozen: [UInt8]?
-        if readMode == .pageCache, entry.kind == .file || entry.kind == .knob {
-            // A snapshot node; a file that does not announce its changes gets a new one on
-            // every lookup, and the kernel must look it up again on every open.
-            guard let node = snapshots.lookUp(entry) else { return reply(request, error: ENOENT) }
-            (parameters.ino, frozen) = (node.id, node.text)
-            parameters.entry_timeout = entry.announcesChanges ? Self.entryTimeout : 0
-        } else {
-            guard tree.kernelLooksUp(entry) else { return reply(request, error: ENOENT) }
-            (parameters.ino, frozen) = (entry.inode, nil)
-            parameters.generation = entry.generation
-            parameters.entry_timeout = Self.entryTimeout
-        }
-        guard let (attributes, timeout) = attributes(of: entry, frozen: frozen) else {
-            forget(parameters.ino, count: 1)
+        guard let directory = tree.kernelEntry(inode: parent), !directory.isRemoved else {
             return reply(request, error: ENOENT)
         }
+        guard directory.kind == .directory else { return reply(request, error: ENOTDIR) }
+        guard let entry = tree.entry(named: name, in: directory), tree.kernelLooksUp(entry) else {
+            return reply(request, error: ENOENT)
+        }
+        guard let (attributes, timeout) = attributes(of: entry, open: nil) else {
+            tree.kernelForgot(entry.inode, count: 1)
+            return reply(request, error: ENOENT)
+        }
+        var parameters = fuse_entry_param()
+        parameters.ino = entry.inode
+        parameters.generation = entry.generation
+        parameters.entry_timeout = Self.entryTimeout
         parameters.attr = attributes
         parameters.attr_timeout = timeout
         let replied = fuse_reply_entry(request, &parameters)
         // An interrupted lookup: the kernel will not forget what it never got.
-        if replied != 0 { forget(parameters.ino, count: 1) }
+        if replied != 0 { tree.kernelForgot(entry.inode, count: 1) }
         checked(replied, "lookup")
     }
 
     func forget(_ request: fuse_req_t, node: UInt64, lookups: UInt64) {
-        forget(node, count: lookups)
+        tree.kernelForgot(node, count: lookups)
         fuse_reply_none(request)
     }
 
-    private func forget(_ node: UInt64, count: UInt64) {
-        if SnapshotNodes.isSnapshot(node) {
-            snapshots.forget(node, count: count)
-        } else {
-            tree.kernelForgot(node, count: count)
-        }
-    }
-
-    func getattr(_ request: fuse_req_t, node: UInt64) {
-        guard let (entry, frozen) = resolve(node), let found = attributes(of: entry, frozen: frozen) else {
-            return reply(request, error: ENOENT)
+    /// `handle` is the open file's `fh` when the caller holds it open (`fstat`).
+    func getattr(_ request: fuse_req_t, node: UInt64, handle: UInt64?) {
+        guard let entry = tree.kernelEntry(inode: node) else { return reply(request, error: ENOENT) }
+        let open = handle.flatMap { openFiles.object($0) }
+        guard let found = attributes(of: entry, open: open) else {
+            return reply(request, error: entry.kind == .directory ? ENOENT : EIO)
         }
         replyAttributes(request, found, "getattr")
     }
@@ -172,32 +164,30 @@ final class FuseRequestHandler: Sendable {
     /// Truncating a knob is allowed and changes nothing, as for `/proc/sys` (it is how
     /// `echo 1 > knob` opens it); any other change is refused as procfs refuses it.
     func setattr(_ request: fuse_req_t, node: UInt64, changes: Int32) {
-        guard let (entry, frozen) = resolve(node) else { return reply(request, error: ENOENT) }
+        guard let entry = tree.kernelEntry(inode: node) else { return reply(request, error: ENOENT) }
         if changes & FUSE_SET_ATTR_SIZE != 0 {
-            guard entry.kind == .knob, let found = attributes(of: entry, frozen: frozen) else {
-                return reply(request, error: entry.kind == .directory ? EISDIR : EACCES)
-            }
+            guard entry.kind == .knob else { return reply(request, error: entry.kind == .directory ? EISDIR : EACCES) }
+            guard let found = attributes(of: entry, open: nil) else { return reply(request, error: EIO) }
             return replyAttributes(request, found, "setattr")
         }
         reply(request, error: EPERM)
     }
 
     func readlink(_ request: fuse_req_t, node: UInt64) {
-        guard let (entry, _) = resolve(node), !entry.isRemoved else { return reply(request, error: ENOENT) }
+        guard let entry = tree.kernelEntry(inode: node), !entry.isRemoved else { return reply(request, error: ENOENT) }
         guard let target = entry.symlinkTarget else { return reply(request, error: EINVAL) }
         checked(fuse_reply_readlink(request, target), "readlink")
     }
 
     func open(_ request: fuse_req_t, node: UInt64, info: UnsafeMutablePointer<fuse_file_info>) {
-        guard let (entry, _) = resolve(node) else { return reply(request, error: ENOENT) }
+        guard let entry = tree.kernelEntry(inode: node), !entry.isRemoved else { return reply(request, error: ENOENT) }
         // ENOSYS tells the kernel to open files itself from now on, keeping their cached pages.
         if readMode == .pageCache { return reply(request, error: ENOSYS) }
         let flags = info.pointee.flags
         let writes = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
         guard !writes || entry.kind == .knob else { return reply(request, error: EACCES) }
-        guard let text = entry.snapshot() else { return reply(request, error: ENOENT) }
-        info.pointee.fh = openFiles.insert(OpenFile(text: text))
-        // The text changes while its size is cached: read through to the snapshot every time.
+        info.pointee.fh = openFiles.insert(OpenFile(entry: entry))
+        // Every read comes here, to be read as a seq_file.
         info.pointee.direct_io = 1
         if fuse_reply_open(request, info) != 0 {
             // The open was interrupted: no release will come for this handle.
@@ -205,24 +195,26 @@ final class FuseRequestHandler: Sendable {
         }
     }
 
-    /// Reads from the open's snapshot (direct_io), or from the node's frozen snapshot to fill
-    /// the kernel's cache (page-cache mode, where the kernel opens files itself and `fh` is 0).
+    /// Reads from the open file (direct_io), or, to fill the kernel's cache in page-cache mode
+    /// (where the kernel opens files itself and `fh` is 0), from the text given to the kernel
+    /// with the size it holds.
     func read(
         _ request: fuse_req_t, node: UInt64, size: Int, offset: off_t, info: UnsafeMutablePointer<fuse_file_info>
     ) {
-        let snapshot: [UInt8]?
+        let bytes: ArraySlice<UInt8>?
         if info.pointee.fh == 0 {
-            snapshot = resolve(node)?.frozen
-        } else {
-            snapshot = openFiles.object(info.pointee.fh)?.text
-        }
-        guard let text = snapshot else { return reply(request, error: EIO) }
-        let start = min(Int(offset), text.count)
-        let end = min(start + size, text.count)
-        let replied = text.withUnsafeBufferPointer { bytes in
-            bytes.baseAddress!.withMemoryRebound(to: CChar.self, capacity: bytes.count) {
-                fuse_reply_buf(request, $0 + start, end - start)
+            bytes = tree.kernelEntry(inode: node).flatMap { entry in
+                entry.kernelCopy.published(entry, now: Self.now).map { copy in
+                    let start = min(Int(offset), copy.text.count)
+                    return copy.text[start..<min(start + size, copy.text.count)]
+                }
             }
+        } else {
+            bytes = openFiles.object(info.pointee.fh)?.read(at: Int(offset), size: size)
+        }
+        guard let bytes else { return reply(request, error: EIO) }
+        let replied = bytes.withUnsafeBufferPointer { buffer in
+            fuse_reply_buf(request, UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: CChar.self), buffer.count)
         }
         checked(replied, "read")
     }
@@ -230,32 +222,60 @@ final class FuseRequestHandler: Sendable {
     /// Hands a write to a knob. Like `/proc/sys` with `sysctl_writes_strict` (the kernel's
     /// default), an appending write (`>>`) goes to offset 0, since a `/proc/sys` file's size is
     /// 0, and a write past offset 0 is reported written and changes nothing. The writer is told
-    /// how many bytes the knob consumed (`1 2` to an integer knob consumes 2). The knob
-    /// announces its change only after the reply: until then the kernel holds the file locked,
-    /// and telling it of the change would wait for that lock.
+    /// how many bytes the knob consumed (`1 2` to an integer knob consumes 2).
+    ///
+    /// After every write the knob announces a change, once the write is answered: in
+    /// page-cache mode the kernel has copied the written bytes into its cache, and must drop
+    /// them even when the knob took nothing.
     func write(_ request: fuse_req_t, node: UInt64, bytes: UnsafeRawBufferPointer, offset: off_t, flags: Int32) {
-        guard let (entry, _) = resolve(node), !entry.isRemoved else { return reply(request, error: EIO) }
+        guard let entry = tree.kernelEntry(inode: node), !entry.isRemoved else { return reply(request, error: EIO) }
         guard entry.kind == .knob else { return reply(request, error: EACCES) }
+        defer { entry.changed() }
         guard flags & O_APPEND != 0 || offset == 0 else {
             return checked(fuse_reply_write(request, bytes.count), "write")
         }
-        let consumed: Int
         do {
-            consumed = try entry.write(Array(bytes))
+            let consumed = try entry.write(Array(bytes))
+            checked(fuse_reply_write(request, min(consumed, bytes.count)), "write")
         } catch {
-            return reply(request, error: error.code)
+            reply(request, error: error.code)
         }
-        checked(fuse_reply_write(request, min(consumed, bytes.count)), "write")
-        entry.changed()
+    }
+
+    /// Answers a poll as a sysctl does (see ``PollWaiters``); `handle` is notified when the
+    /// entry changes, if the caller will sleep.
+    func poll(_ request: fuse_req_t, node: UInt64, fileHandle: UInt64, handle: PollHandle?) {
+        let open = openFiles.object(fileHandle)
+        guard let entry = open?.entry ?? tree.kernelEntry(inode: node) else {
+            handle?.release()
+            return reply(request, error: ENOENT)
+        }
+        // An open is its fh in direct_io mode, and the kernel's own handle in page-cache mode.
+        let key = open == nil ? handle?.kernelFileHandle : fileHandle
+        guard let key else {
+            // A page-cache poll that will not sleep does not say which open it is.
+            let events = entry.isRemoved ? PollWaiters<PollHandle>.removed : PollWaiters<PollHandle>.readable
+            return checked(fuse_reply_poll(request, UInt32(events)), "poll")
+        }
+        let answer = pollers.poll(entry, key: key, since: open?.openedVersion ?? entry.version, handle: handle)
+        answer.release.forEach { $0.release() }
+        checked(fuse_reply_poll(request, UInt32(answer.events)), "poll")
+    }
+
+    /// Wakes the pollers of `entry` after a change or its removal.
+    func notifyPollers(of entry: ProcEntry) {
+        for handle in pollers.wake(entry) { handle.notify() }
     }
 
     func release(_ request: fuse_req_t, info: UnsafeMutablePointer<fuse_file_info>) {
-        openFiles.remove(info.pointee.fh)
+        if let open = openFiles.remove(info.pointee.fh) {
+            pollers.closed(inode: open.entry.inode, key: info.pointee.fh)?.release()
+        }
         reply(request, error: 0)
     }
 
     func opendir(_ request: fuse_req_t, node: UInt64, info: UnsafeMutablePointer<fuse_file_info>) {
-        guard let (directory, _) = resolve(node), !directory.isRemoved else { return reply(request, error: ENOENT) }
+        guard let directory = tree.kernelEntry(inode: node), !directory.isRemoved else { return reply(request, error: ENOENT) }
         guard directory.kind == .directory else { return reply(request, error: ENOTDIR) }
         info.pointee.fh = openDirectories.insert(OpenDirectory(directory: directory))
         if fuse_reply_open(request, info) != 0 {

@@ -13,7 +13,7 @@ import Synchronization
 /// request to arrive (libfuse issue 997). When the kernel ends the session (`fusermount3 -u`,
 /// `umount`), the workers see `ENODEV` and the server reports it through `onSessionEnd`.
 ///
-/// Life cycle, all from one thread: ``init(tree:arguments:directIO:logger:)``, ``mount(at:)``,
+/// Life cycle, all from one thread: ``init(tree:arguments:readMode:logger:)``, ``mount(at:)``,
 /// ``serve(threads:onSessionEnd:)``, then to end ``shutDown(timeout:)``, which is
 /// ``detach(timeout:)``, ``stop(timeout:)`` and ``unmount()`` in that order.
 public final class FuseServer: @unchecked Sendable {
@@ -37,11 +37,13 @@ public final class FuseServer: @unchecked Sendable {
     /// - Parameters:
     ///   - arguments: libfuse's command-line arguments without the program name, for example
     ///     `["-o", "fsname=schedfs", "-d"]`; libfuse rejects the ones it does not know.
-    ///   - directIO: serve every read from the daemon, even where the kernel offers the page-cache
-    ///     mode (see ``ReadMode``).
+    ///   - readMode: how the kernel reads files (see ``ReadMode``); the page-cache mode is used
+    ///     only where the kernel offers it.
     /// - Throws: ``FuseServerError/session(_:)`` with what libfuse said.
-    public init(tree: ProcTree, arguments: [String], directIO: Bool = false, logger: Logger) throws(FuseServerError) {
-        let handler = FuseRequestHandler(tree: tree, directIORequested: directIO, logger: logger)
+    public init(
+        tree: ProcTree, arguments: [String], readMode: ReadMode = .directIO, logger: Logger
+    ) throws(FuseServerError) {
+        let handler = FuseRequestHandler(tree: tree, requestedMode: readMode, logger: logger)
         var operations = FuseOperations.table
         var fuseArguments = fuse_args(argc: 0, argv: nil, allocated: 0)
         for argument in ["schedfs"] + arguments {
@@ -65,7 +67,7 @@ public final class FuseServer: @unchecked Sendable {
         self.stopEvent = stopEvent
         tree.observe(
             added: { [weak self] entry in self?.refreshLinkCount(ofParentOf: entry) },
-            changed: { [weak self] entry in self?.dropCachedText(of: entry) },
+            changed: { [weak self] entry in self?.announce(entry) },
             removed: { [weak self] entry in self?.forget(entry) })
     }
 
@@ -164,13 +166,15 @@ public final class FuseServer: @unchecked Sendable {
         fuse_session_unmount(session)
     }
 
-    /// In page-cache mode, retires a changed entry's snapshot node and has the kernel drop the
-    /// name, so the next open looks it up again; files already open keep their snapshot.
-    private func dropCachedText(of entry: ProcEntry) {
-        guard handler.readMode == .pageCache, let node = handler.snapshots.supersede(entry) else { return }
-        report(
-            fuse_lowlevel_notify_delete(session, entry.parentInode, node, entry.name, entry.name.utf8.count),
-            "drop cached", entry)
+    /// Tells the kernel and the pollers of a change: in page-cache mode the kernel must ask for
+    /// the file's attributes again before its next read (which then drops the stale pages),
+    /// unless it holds nothing of the file or its copy is stale already; then the pollers wake,
+    /// and a re-read finds the new text.
+    private func announce(_ entry: ProcEntry) {
+        if handler.readMode == .pageCache, entry.kernelCopy.invalidate(), handler.tree.kernelLookups(of: entry.inode) > 0 {
+            report(fuse_lowlevel_notify_inval_inode(session, entry.inode, -1, 0), "invalidate", entry)
+        }
+        handler.notifyPollers(of: entry)
     }
 
     /// A directory added or removed changes its parent's link count, which the kernel caches.
@@ -179,13 +183,18 @@ public final class FuseServer: @unchecked Sendable {
         report(fuse_lowlevel_notify_inval_inode(session, entry.parentInode, 0, 0), "refresh parent of", entry)
     }
 
-    /// Has the kernel forget a removed entry's name (and, for a directory, its parent's link count).
+    /// Has the kernel forget a removed entry's name (and, for a directory, its parent's link
+    /// count) and ask for the attributes of the entry before using it again, which then fails
+    /// with `EIO`; pollers wake to `POLLERR|POLLHUP`.
     private func forget(_ entry: ProcEntry) {
-        if handler.readMode == .pageCache { _ = handler.snapshots.supersede(entry) }
         report(
             fuse_lowlevel_notify_inval_entry(session, entry.parentInode, entry.name, entry.name.utf8.count),
             "forget name of", entry)
         refreshLinkCount(ofParentOf: entry)
+        if handler.tree.kernelLookups(of: entry.inode) > 0 {
+            report(fuse_lowlevel_notify_inval_inode(session, entry.inode, -1, 0), "invalidate", entry)
+        }
+        handler.notifyPollers(of: entry)
     }
 
     /// Logs a failed notification once. `ENOENT` (the kernel holds nothing to drop) is normal,

@@ -1,12 +1,60 @@
 import Glibc
 import Synchronization
 
-/// What one open of a file holds in direct_io mode: the snapshot of its text taken at open.
+/// One open of a file in direct_io mode, read as procfs reads a `seq_file` (`seq_read_iter`
+/// in the kernel's `fs/seq_file.c`):
+///
+/// - a read at offset 0 makes the text anew, so a file held open and re-read from the start
+///   (`pread(fd, buf, n, 0)`, or `lseek` to 0 and `read`) shows the current text;
+/// - a read where the last one ended continues the same text, so a sequence of reads from 0
+///   to the end is one whole text at any buffer size;
+/// - a read anywhere else makes the text anew and skips to its offset (`traverse`);
+/// - once the entry is removed every read fails (`EIO` in procfs's `proc_reg_read`).
+///
+/// Concurrent reads of one open take turns, as they do on the `seq_file`'s lock.
 final class OpenFile: Sendable {
-    let text: [UInt8]
+    let entry: ProcEntry
+    /// The entry's version when the file was opened: a poll reports changes after it.
+    let openedVersion: UInt64
 
-    init(text: [UInt8]) {
-        self.text = text
+    private struct Position {
+        /// The text being read; `nil` before the first read.
+        var text: [UInt8]?
+        /// Where the last read ended: a read there continues the text.
+        var next = 0
+    }
+
+    private let position = Mutex(Position())
+
+    init(entry: ProcEntry) {
+        self.entry = entry
+        self.openedVersion = entry.version
+    }
+
+    /// The bytes a read of at most `size` bytes at `offset` gets; `nil` once the entry is
+    /// removed.
+    func read(at offset: Int, size: Int) -> ArraySlice<UInt8>? {
+        position.withLock { position in
+            if offset == 0 || offset != position.next || position.text == nil {
+                position.text = entry.snapshot()
+            }
+            guard let text = position.text, !entry.isRemoved else { return nil }
+            let start = min(offset, text.count)
+            let end = min(start + size, text.count)
+            position.next = offset + (end - start)
+            return text[start..<end]
+        }
+    }
+
+    /// The length of the text this open reads: that of its last read, or of a new text if it
+    /// has not read yet (which its first read then continues only past offset 0); `nil` once
+    /// the entry is removed.
+    var size: Int? {
+        position.withLock { position in
+            if position.text == nil { position.text = entry.snapshot() }
+            guard let text = position.text, !entry.isRemoved else { return nil }
+            return text.count
+        }
     }
 }
 
@@ -68,8 +116,9 @@ final class HandleTable<Object: Sendable>: Sendable {
         state.withLock { $0.objects[handle] }
     }
 
-    /// Forgets `handle` (`RELEASE`).
-    func remove(_ handle: UInt64) {
-        _ = state.withLock { $0.objects.removeValue(forKey: handle) }
+    /// Forgets `handle` (`RELEASE`), returning what it stood for.
+    @discardableResult
+    func remove(_ handle: UInt64) -> Object? {
+        state.withLock { $0.objects.removeValue(forKey: handle) }
     }
 }

@@ -4,11 +4,11 @@ import Synchronization
 /// One node of a ``ProcTree``: a file whose text is made from live state, a writable file
 /// (a *knob*, like those of `/proc/sys`), a directory, or a symbolic link.
 ///
-/// Like a procfs `single_open` file, each open of a file sees one snapshot of its text, whole
-/// at every offset and buffer size, never half of one value and half of the next. An owner that
-/// knows when the text changes registers the file with `announcesChanges` and calls
-/// ``changed()``; the kernel may then cache the text in between. Other files are read through
-/// their closure on each open.
+/// A file is read as procfs reads a `seq_file`: a read from offset 0 makes the text anew from
+/// the entry's closure, and the reads that follow it go on in that one text, whole at every
+/// buffer size, never half of one value and half of the next. An owner that knows when the text
+/// changes registers the file with `announcesChanges` and calls ``changed()``; pollers of the
+/// file then wake, and the kernel may cache the text in between.
 public final class ProcEntry: Sendable {
     /// What an entry is, and what makes its content.
     public enum Kind: Sendable {
@@ -50,8 +50,10 @@ public final class ProcEntry: Sendable {
     let body: Body
     private let observers: ProcTreeObservers
     let gate = RundownGate()
-    /// The page-cache mode's state for this entry, kept here so a change costs no lookups.
-    let cacheState = Mutex(EntryCacheState())
+    /// What the kernel caches of the text in page-cache mode, kept here so a change costs no
+    /// lookup.
+    let kernelCopy = KernelCopy()
+    private let changes = Atomic<UInt64>(0)
 
     init(
         name: String, inode: UInt64, generation: UInt64, parentInode: UInt64, permissions: UInt16,
@@ -93,14 +95,19 @@ public final class ProcEntry: Sendable {
         return nil
     }
 
-    /// Says that the text has changed, so that a copy cached by the kernel is dropped.
-    /// Cheap enough to call on every timer tick; does nothing once the entry is removed.
+    /// How many changes the entry has announced.
+    var version: UInt64 { changes.load(ordering: .acquiring) }
+
+    /// Says that the text has changed: pollers of the file wake, and a copy cached by the
+    /// kernel is dropped. Cheap enough to call on every timer tick; does nothing once the
+    /// entry is removed.
     ///
     /// A knob's store closure must not call this on its own knob: the kernel holds the file
     /// locked until the write is answered, and the library announces a stored value itself
     /// once it has answered.
     public func changed() {
         guard !isRemoved else { return }
+        changes.add(1, ordering: .releasing)
         observers.changed(self)
     }
 

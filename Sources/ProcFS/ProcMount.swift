@@ -23,14 +23,16 @@ public enum ProcMount {
     ///   - fuseOptions: `-o` options for libfuse beside `default_permissions` (the kernel
     ///     enforces each entry's mode and owner) and `auto_unmount`, for example `allow_other`.
     ///   - threads: how many threads answer requests.
+    ///   - readMode: how the kernel reads files (see ``ReadMode``).
     /// - Throws: ``FuseServerError`` or ``ShutdownEventsError`` when it cannot start.
     public static func serve(
-        _ tree: ProcTree, at mountpoint: String, fuseOptions: [String] = [], threads: Int = 2, logger: Logger
+        _ tree: ProcTree, at mountpoint: String, fuseOptions: [String] = [], threads: Int = 2,
+        readMode: ReadMode = .directIO, logger: Logger
     ) throws {
         ShutdownEvents.blockSignals()
         let events = try ShutdownEvents()
         let options = (["default_permissions", "auto_unmount"] + fuseOptions).joined(separator: ",")
-        let server = try FuseServer(tree: tree, arguments: ["-o", options], logger: logger)
+        let server = try FuseServer(tree: tree, arguments: ["-o", options], readMode: readMode, logger: logger)
         try server.mount(at: mountpoint)
         try server.serve(threads: threads) { [events] in events.sessionEnded() }
         logger.info("serving on \(mountpoint)")

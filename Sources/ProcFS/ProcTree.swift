@@ -25,6 +25,9 @@ public final class ProcTree: Sendable {
         /// Each live directory's entries by name.
         var children: [UInt64: [String: ProcEntry]] = [ProcTree.rootInode: [:]]
         var inodes = InodeNumbers(first: ProcTree.rootInode + 1)
+        /// Removed entries the kernel still holds, until it forgets them: their open files
+        /// read `EIO`, as in procfs.
+        var retired: [UInt64: ProcEntry] = [:]
     }
 
     /// The root directory.
@@ -184,7 +187,10 @@ public final class ProcTree: Sendable {
                 removed.append(next)
                 if let below = state.children.removeValue(forKey: next.inode) { pending += below.values }
                 state.live[next.inode] = nil
+                if state.inodes.lookups(of: next.inode) > 0 { state.retired[next.inode] = next }
                 state.inodes.release(next.inode)
+                // Marked removed before anyone is told, so that what they ask next fails.
+                next.gate.close()
             }
             return removed
         }
@@ -193,7 +199,7 @@ public final class ProcTree: Sendable {
         for gone in removed { observers.removed(gone) }
         let deadline = ContinuousClock.now + timeout
         let users = removed.reduce(0) { users, gone in
-            users + gone.gate.close(timeout: max(deadline - ContinuousClock.now, .zero))
+            users + gone.gate.drain(timeout: max(deadline - ContinuousClock.now, .zero))
         }
         if users > 0 { throw .busy(entry.name, users: users) }
     }
@@ -218,6 +224,12 @@ public final class ProcTree: Sendable {
     /// The live entry with inode number `inode`, if any.
     public func entry(inode: UInt64) -> ProcEntry? {
         state.withLock { $0.live[inode] }
+    }
+
+    /// The entry the kernel knows as `inode`: a live one, or a removed one it has not yet
+    /// forgotten.
+    func kernelEntry(inode: UInt64) -> ProcEntry? {
+        state.withLock { $0.live[inode] ?? $0.retired[inode] }
     }
 
     /// The live entries of `directory` (the root when `nil`), sorted by name as procfs lists
@@ -249,7 +261,10 @@ public final class ProcTree: Sendable {
 
     /// The kernel forgets `count` lookups of `inode` (`FORGET`).
     func kernelForgot(_ inode: UInt64, count: UInt64) {
-        state.withLock { $0.inodes.forget(inode, count: count) }
+        state.withLock { state in
+            state.inodes.forget(inode, count: count)
+            if state.inodes.lookups(of: inode) == 0 { state.retired[inode] = nil }
+        }
     }
 
     /// How many lookups of `inode` the kernel holds.

@@ -4,7 +4,7 @@ import Synchronization
 /// Counts the callers inside one entry, and lets its removal wait until they have all left.
 ///
 /// This is procfs's `use_pde`/`unuse_pde` and `proc_entry_rundown`: once the gate is closed no
-/// caller can enter, and ``close(timeout:)`` returns when the last one already inside has left.
+/// caller can enter, and ``drain(timeout:)`` returns when the last one already inside has left.
 final class RundownGate: Sendable {
     private struct State {
         var users = 0
@@ -37,11 +37,15 @@ final class RundownGate: Sendable {
     /// Whether the gate has been closed.
     var isClosed: Bool { state.withLock { $0.closed } }
 
-    /// Closes the gate and waits at most `timeout` for the callers inside to leave.
+    /// Closes the gate: no caller enters from now on.
+    func close() {
+        state.withLock { $0.closed = true }
+    }
+
+    /// Waits at most `timeout` for the callers inside a closed gate to leave.
     ///
     /// - Returns: how many callers are still inside: 0 once the entry is drained.
-    func close(timeout: Duration) -> Int {
-        state.withLock { $0.closed = true }
+    func drain(timeout: Duration) -> Int {
         _ = drained.wait(timeout: timeout) { state.withLock { $0.users == 0 } }
         return state.withLock { $0.users }
     }

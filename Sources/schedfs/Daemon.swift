@@ -49,7 +49,7 @@ struct Daemon {
         try sched.start()
         let events = try ShutdownEvents()
         let server = try FuseServer(
-            tree: tree, arguments: fuseArguments, directIO: configuration.options.directIO, logger: logger)
+            tree: tree, arguments: fuseArguments, readMode: configuration.options.readMode, logger: logger)
         try server.mount(at: configuration.mountpoint.path)
         do {
             try ticks.start()

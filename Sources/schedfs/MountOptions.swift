@@ -1,3 +1,4 @@
+import ProcFS
 import TaskQueue
 
 /// The `-o` options: schedfs's own (`hz=N`, `log=PATH`) and the ones passed on to libfuse.
@@ -6,8 +7,8 @@ struct MountOptions: Equatable {
     var hz = 100
     /// Where the daemon logs when it is in the background; `nil` means syslog.
     var logFile: String?
-    /// Serve every read from the daemon (`direct_io`) instead of the kernel's page cache.
-    var directIO = false
+    /// How the kernel reads files: `direct_io` (the default) or `page_cache`.
+    var readMode = ReadMode.directIO
     /// Have fusermount3 unmount if the daemon dies without unmounting (`auto_unmount`).
     var autoUnmount = true
     /// Options for libfuse, each `key` or `key=value`, in the order given.
@@ -32,10 +33,17 @@ struct MountOptions: Equatable {
                     guard seen.insert(key).inserted else { throw .repeated(key) }
                     guard let argument, !argument.isEmpty else { throw .missingValue(key, "a file path") }
                     options.logFile = argument
-                case "direct_io", "no_auto_unmount":
+                case "direct_io", "page_cache":
+                    guard seen.insert(key).inserted else { throw .repeated(key) }
+                    guard seen.isDisjoint(with: ["direct_io", "page_cache"].filter { $0 != key }) else {
+                        throw .conflicting("direct_io", "page_cache")
+                    }
+                    guard argument == nil else { throw .unexpectedValue(key) }
+                    options.readMode = key == "direct_io" ? .directIO : .pageCache
+                case "no_auto_unmount":
                     guard seen.insert(key).inserted else { throw .repeated(key) }
                     guard argument == nil else { throw .unexpectedValue(key) }
-                    if key == "direct_io" { options.directIO = true } else { options.autoUnmount = false }
+                    options.autoUnmount = false
                 default:
                     options.passedOn.append(option)
                 }
@@ -57,6 +65,7 @@ struct MountOptions: Equatable {
 enum MountOptionError: Error, Equatable, CustomStringConvertible {
     case empty(String)
     case repeated(String)
+    case conflicting(String, String)
     case missingValue(String, String)
     case unexpectedValue(String)
     case badValue(String, String, String)
@@ -65,6 +74,7 @@ enum MountOptionError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .empty(let list): "empty mount option in '-o \(list)'"
         case .repeated(let key): "mount option '\(key)' is given more than once"
+        case .conflicting(let one, let other): "mount options '\(one)' and '\(other)' exclude each other"
         case .missingValue(let key, let wanted): "mount option '\(key)' needs a value: \(wanted)"
         case .unexpectedValue(let key): "mount option '\(key)' takes no value"
         case .badValue(let key, let value, let wanted): "bad value '\(value)' for mount option '\(key)': expected \(wanted)"

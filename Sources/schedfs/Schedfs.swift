@@ -24,7 +24,11 @@ struct Schedfs: ParsableCommand {
             schedfs's own -o options:
               hz=N        timer ticks per second, 1 to 10000 (default 100)
               log=PATH    in the background, log to PATH instead of syslog
-              direct_io   serve every read from the daemon, not from the kernel's page cache
+              direct_io   read every file as /proc does, each read a round trip to the
+                          daemon (the default)
+              page_cache  let the kernel serve reads from its page cache between changes:
+                          faster, but a run of reads that a change falls between goes on
+                          in the new text
               no_auto_unmount
                           leave the mount behind if the daemon is killed (by default
                           fusermount3 unmounts it)

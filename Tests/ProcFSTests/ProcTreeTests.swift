@@ -218,9 +218,9 @@ import Testing
 
 @Suite struct ReadModeTests {
     @Test func thePageCacheIsUsedOnlyWhereTheKernelOffersNoOpenAndDirectIOIsNotAsked() {
-        #expect(ReadMode.choose(kernelOffersNoOpen: true, directIORequested: false) == .pageCache)
-        #expect(ReadMode.choose(kernelOffersNoOpen: true, directIORequested: true) == .directIO)
-        #expect(ReadMode.choose(kernelOffersNoOpen: false, directIORequested: false) == .directIO)
-        #expect(ReadMode.choose(kernelOffersNoOpen: false, directIORequested: true) == .directIO)
+        #expect(ReadMode.choose(kernelOffersPageCache: true, requested: .pageCache) == .pageCache)
+        #expect(ReadMode.choose(kernelOffersPageCache: true, requested: .directIO) == .directIO)
+        #expect(ReadMode.choose(kernelOffersPageCache: false, requested: .pageCache) == .directIO)
+        #expect(ReadMode.choose(kernelOffersPageCache: false, requested: .directIO) == .directIO)
     }
 }

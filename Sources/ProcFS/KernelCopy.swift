@@ -1,0 +1,85 @@
+import Glibc
+import Synchronization
+
+/// What the kernel's page cache holds of one file's text in page-cache mode, and the
+/// modification time that tells the kernel when that copy is stale.
+///
+/// The kernel opens files itself in this mode and reads from its cache without asking the
+/// server; it asks only for attributes (`GETATTR`, and the attributes of a `LOOKUP`) and for
+/// pages it lacks (`READ`). With `FUSE_CAP_AUTO_INVAL_DATA` it asks for attributes before a
+/// read whenever the cached ones have expired or were invalidated, and drops its cached pages
+/// when the size or the modification time it gets differs from what it had. So:
+///
+/// - every attribute request ``publish(_:now:)``es a new text, with a later modification time
+///   whenever the text differs from the one published before or the entry has announced a
+///   change since;
+/// - `READ` is answered from the text published last (``published(_:now:)``), so the pages
+///   the kernel fills always agree with the size it was given;
+/// - when a file announces a change, ``invalidate()`` says whether the kernel's copy was
+///   current, and then the server invalidates the inode's attributes in the kernel (never its
+///   pages, which could wait on a `READ` that only the calling thread would answer); the next
+///   read asks for attributes and drops the stale pages itself. A copy already stale costs the
+///   next changes nothing.
+final class KernelCopy: Sendable {
+    /// A text as given to the kernel, with its modification time.
+    struct Published {
+        let text: [UInt8]
+        let modified: timespec
+    }
+
+    private struct State {
+        var text: [UInt8]?
+        var modified = timespec()
+        /// Whether no change was announced since the text was published.
+        var current = false
+    }
+
+    private let state = Mutex(State())
+
+    /// Takes the entry's text now, to give the kernel with its attributes; `nil` once the entry
+    /// is removed. The snapshot is taken under the lock that ``invalidate()`` takes, so a change
+    /// announced while it is taken is never lost: either the snapshot has the change, or the
+    /// announcement finds this copy current and has the kernel ask again.
+    func publish(_ entry: ProcEntry, now: timespec) -> Published? {
+        state.withLock { state in
+            guard let text = entry.snapshot() else { return nil }
+            if !state.current || text != state.text {
+                state.modified = Self.later(than: state.modified, now: now)
+            }
+            state.text = text
+            state.current = true
+            return Published(text: text, modified: state.modified)
+        }
+    }
+
+    /// The text published last, for a `READ`; publishes one if none was.
+    func published(_ entry: ProcEntry, now: timespec) -> Published? {
+        if let known = state.withLock({ state in state.text.map { Published(text: $0, modified: state.modified) } }) {
+            return entry.isRemoved ? nil : known
+        }
+        return publish(entry, now: now)
+    }
+
+    /// The entry announced a change.
+    ///
+    /// - Returns: whether the kernel's copy was current until now, so that the kernel must be
+    ///   told; `false` when it was stale already.
+    func invalidate() -> Bool {
+        state.withLock { state in
+            defer { state.current = false }
+            return state.current
+        }
+    }
+
+    /// `now`, or one nanosecond past `previous` if the clock has not moved past it.
+    private static func later(than previous: timespec, now: timespec) -> timespec {
+        if (now.tv_sec, now.tv_nsec) > (previous.tv_sec, previous.tv_nsec) { return now }
+        var next = previous
+        next.tv_nsec += 1
+        if next.tv_nsec >= 1_000_000_000 {
+            next.tv_sec += 1
+            next.tv_nsec = 0
+        }
+        return next
+    }
+}
