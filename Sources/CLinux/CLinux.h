@@ -7,6 +7,8 @@
 #include <sys/signalfd.h>
 #include <sys/prctl.h>
 #include <sys/xattr.h>
+#include <sys/inotify.h>
+#include <sys/epoll.h>
 
 /* Names the calling thread (at most 15 bytes); prctl is variadic, so Swift cannot call it. */
 static inline int clinux_set_thread_name(const char *name) {

@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 import Testing
 
@@ -94,5 +95,175 @@ extension MountTests {
                 #expect(try readText(path) == "50\n", "\(path)")
             }
         }
+    }
+}
+
+/// Reads, held files, inotify and poll: the same probe on `/proc` and on the mount.
+extension MountTests.ProcReference {
+    /// Reads what a held file shows from offset 0, with `pread` or with `lseek` and `read`.
+    static func reread(_ descriptor: Int32, seeking: Bool = false) throws -> String {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count: Int
+        if seeking {
+            guard lseek(descriptor, 0, SEEK_SET) == 0 else { throw SystemError(errno: errno) }
+            count = read(descriptor, &buffer, buffer.count)
+        } else {
+            count = pread(descriptor, &buffer, buffer.count, 0)
+        }
+        guard count >= 0 else { throw SystemError(errno: errno) }
+        return String(decoding: buffer[0..<count], as: UTF8.self)
+    }
+
+    /// procps's way of reading /proc: keep the file open and re-read it from the start.
+    @Test(arguments: MountTests.readModes, [false, true])
+    func aHeldFileReReadFromTheStartShowsTheCurrentText(mode: [String], seeking: Bool) throws {
+        let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
+        defer { mount.cleanUp() }
+        for path in ["/proc/uptime", mount.path("sched"), mount.path("uptime")] {
+            let descriptor = open(path, O_RDONLY)
+            try #require(descriptor >= 0, "\(path)")
+            defer { close(descriptor) }
+            let first = try Self.reread(descriptor, seeking: seeking)
+            usleep(60_000)  // six ticks, and six hundredths of uptime
+            let second = try Self.reread(descriptor, seeking: seeking)
+            #expect(first != second, "\(path) re-read showed \(second.debugDescription) again")
+            if path.hasSuffix("/sched") {
+                #expect((parseSched(second) ?? 0) > (parseSched(first) ?? .max), "\(first) then \(second)")
+            }
+        }
+    }
+
+    /// A reader that keeps `sched` open and re-reads it every 10 ms sees every count. (20 Hz
+    /// here, so that a reader off the CPU for a moment in a sanitizer build misses nothing;
+    /// `make bench` checks 100 Hz.)
+    @Test(arguments: MountTests.readModes)
+    func aHeldReaderSeesEveryTick(mode: [String]) throws {
+        let mount = try MountedSchedfs(options: ["-o", "hz=20"] + mode)
+        defer { mount.cleanUp() }
+        let descriptor = open(mount.path("sched"), O_RDONLY)
+        try #require(descriptor >= 0)
+        defer { close(descriptor) }
+        let clock = ContinuousClock()
+        let end = clock.now + .milliseconds(1500)
+        var seen: Set<UInt64> = []
+        while clock.now < end {
+            let text = try Self.reread(descriptor)
+            seen.insert(try #require(parseSched(text), "read \(text.debugDescription)"))
+            usleep(10_000)
+        }
+        let first = try #require(seen.min()), last = try #require(seen.max())
+        #expect((first...last).allSatisfy(seen.contains), "missed \((first...last).filter { !seen.contains($0) })")
+        #expect(last - first >= 20, "1.5 s at 20 Hz went from \(first) to \(last)")
+    }
+
+    /// Every inotify event a watch can ask for (`IN_ALL_EVENTS`, a macro Swift cannot import).
+    static let allInotifyEvents: UInt32 = 0xFFF
+
+    /// An open file keeps its name and inode number while it exists: `/proc/PID/fd` does not
+    /// say `(deleted)`, and inotify sees no `DELETE_SELF`, `DELETE`, `MOVE_SELF` or `IGNORED`.
+    @Test(arguments: MountTests.readModes)
+    func nothingLooksDeletedWhileItExists(mode: [String]) throws {
+        let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
+        defer { mount.cleanUp() }
+        for (file, directory) in [("/proc/uptime", "/proc"), (mount.path("sched"), mount.mountpoint)] {
+            let watcher = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+            try #require(watcher >= 0)
+            defer { close(watcher) }
+            #expect(inotify_add_watch(watcher, file, Self.allInotifyEvents) >= 0)
+            #expect(inotify_add_watch(watcher, directory, Self.allInotifyEvents) >= 0)
+            var before = stat()
+            #expect(stat(file, &before) == 0)
+            let descriptor = open(file, O_RDONLY)
+            try #require(descriptor >= 0)
+            defer { close(descriptor) }
+            for _ in 0..<30 {
+                _ = try Self.reread(descriptor)
+                _ = try readText(file)
+                usleep(10_000)
+            }
+            var held = stat(), now = stat()
+            #expect(fstat(descriptor, &held) == 0 && stat(file, &now) == 0)
+            #expect(held.st_ino == before.st_ino && now.st_ino == before.st_ino, "\(file)'s inode number changed")
+            var target = [CChar](repeating: 0, count: 4096)
+            let length = readlink("/proc/self/fd/\(descriptor)", &target, target.count - 1)
+            #expect(length > 0 && String(cString: target) == file, "/proc/self/fd says \(String(cString: target))")
+
+            var events = [UInt8](repeating: 0, count: 65_536)
+            let count = read(watcher, &events, events.count)
+            var masks: [UInt32] = []
+            var offset = 0
+            while offset < max(count, 0) {
+                let event = events.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: inotify_event.self) }
+                masks.append(event.mask)
+                offset += MemoryLayout<inotify_event>.size + Int(event.len)
+            }
+            let gone = UInt32(IN_DELETE_SELF | IN_DELETE | IN_MOVE_SELF | IN_MOVED_FROM | IN_IGNORED)
+            #expect(!masks.contains { $0 & gone != 0 }, "\(file): inotify said \(masks.map { String($0, radix: 16) })")
+        }
+    }
+
+    /// `fstat` on an open file gives the size of the text that file reads. /proc says 0, which
+    /// tools that trust the size read as empty; schedfs differs on purpose (see the README).
+    @Test(arguments: MountTests.readModes)
+    func fstatGivesTheSizeOfWhatTheFileReads(mode: [String]) throws {
+        let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
+        defer { mount.cleanUp() }
+        var attributes = stat()
+        let reference = open("/proc/uptime", O_RDONLY)
+        defer { close(reference) }
+        #expect(fstat(reference, &attributes) == 0 && attributes.st_size == 0, "/proc reports size 0")
+
+        let descriptor = open(mount.path("sched"), O_RDONLY)
+        try #require(descriptor >= 0)
+        defer { close(descriptor) }
+        // The length changes only at 10, 100, ...: a read, fstat, read of one length must agree.
+        var agreed = 0
+        for _ in 0..<50 {
+            let before = try Self.reread(descriptor)
+            #expect(fstat(descriptor, &attributes) == 0)
+            let after = try Self.reread(descriptor)
+            if before.utf8.count == after.utf8.count, Int(attributes.st_size) == after.utf8.count { agreed += 1 }
+            usleep(2000)
+        }
+        #expect(agreed >= 45, "fstat agreed with the reads around it \(agreed) times of 50")
+    }
+
+    /// Polls as `/proc` and sysfs answer them: readable at once; `POLLPRI` never for a file
+    /// that does not announce changes (`/proc/uptime`, the mount's `uptime`), and for `sched`,
+    /// which does, `POLLPRI|POLLERR` at its next change, after which a re-read shows it.
+    @Test(arguments: MountTests.readModes)
+    func pollAnswersAsProcAndSysfsDo(mode: [String]) throws {
+        let mount = try MountedSchedfs(options: ["-o", "hz=20"] + mode)
+        defer { mount.cleanUp() }
+        for path in ["/proc/uptime", mount.path("uptime"), mount.path("sched")] {
+            let descriptor = open(path, O_RDONLY)
+            try #require(descriptor >= 0)
+            defer { close(descriptor) }
+            var readable = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            #expect(poll(&readable, 1, 0) == 1 && readable.revents == Int16(POLLIN), "\(path)")
+        }
+        for path in ["/proc/uptime", mount.path("uptime")] {
+            let descriptor = open(path, O_RDONLY)
+            try #require(descriptor >= 0)
+            defer { close(descriptor) }
+            var urgent = pollfd(fd: descriptor, events: Int16(POLLPRI), revents: 0)
+            #expect(poll(&urgent, 1, 200) == 0, "\(path) reported \(urgent.revents)")
+        }
+
+        let descriptor = open(mount.path("sched"), O_RDONLY)
+        try #require(descriptor >= 0)
+        defer { close(descriptor) }
+        let first = try #require(parseSched(try Self.reread(descriptor)))
+        var last = first
+        // Each report is of a change not reported before, so five reports span five ticks.
+        for _ in 0..<5 {
+            var urgent = pollfd(fd: descriptor, events: Int16(POLLPRI), revents: 0)
+            #expect(poll(&urgent, 1, 2000) == 1)
+            #expect(urgent.revents == Int16(POLLPRI | POLLERR))
+            let count = try #require(parseSched(try Self.reread(descriptor)))
+            #expect(count >= last, "woken, the re-read showed \(count) after \(last)")
+            last = count
+        }
+        #expect(last >= first + 3, "five wake-ups took the count only from \(first) to \(last)")
     }
 }

@@ -1,0 +1,176 @@
+@testable import ProcFS
+import Glibc
+import Synchronization
+import Testing
+
+/// A text that a test sets.
+private final class TextBox: Sendable {
+    let text = Mutex("first text\n")
+}
+
+/// A file whose text the test sets, announcing each change.
+private final class Changing: Sendable {
+    let box = TextBox()
+    let tree = ProcTree()
+    let entry: ProcEntry
+
+    init(announcesChanges: Bool = true) throws {
+        let box = self.box
+        entry = try tree.register("file", announcesChanges: announcesChanges) { box.text.withLock { $0 } }
+    }
+
+    func set(_ new: String, announce: Bool = true) {
+        box.text.withLock { $0 = new }
+        if announce { entry.changed() }
+    }
+}
+
+private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
+    bytes.map { String(decoding: $0, as: UTF8.self) }
+}
+
+/// An open in direct_io mode reads as a procfs seq_file.
+@Suite struct OpenFileTests {
+    @Test func aReadAtOffsetZeroTakesTheCurrentText() throws {
+        let file = try Changing()
+        let open = OpenFile(entry: file.entry)
+        #expect(string(open.read(at: 0, size: 100)) == "first text\n")
+        file.set("second text\n")
+        #expect(string(open.read(at: 0, size: 100)) == "second text\n")
+    }
+
+    @Test func readsThatContinueStayInOneTextAcrossAChange() throws {
+        let file = try Changing()
+        let open = OpenFile(entry: file.entry)
+        #expect(string(open.read(at: 0, size: 3)) == "fir")
+        file.set("SECOND TEXT\n")
+        #expect(string(open.read(at: 3, size: 4)) == "st t")
+        #expect(string(open.read(at: 7, size: 100)) == "ext\n")
+        #expect(string(open.read(at: 11, size: 100)) == "", "the end of the same text")
+    }
+
+    @Test func aReadElsewhereTakesANewTextAndSkipsToItsOffset() throws {
+        let file = try Changing()
+        let open = OpenFile(entry: file.entry)
+        #expect(string(open.read(at: 0, size: 3)) == "fir")
+        file.set("SECOND TEXT\n")
+        #expect(string(open.read(at: 6, size: 100)) == " TEXT\n", "seq_file's traverse")
+        #expect(string(open.read(at: 2, size: 2)) == "CO")
+    }
+
+    @Test func sizeIsThatOfTheTextBeingRead() throws {
+        let file = try Changing()
+        let open = OpenFile(entry: file.entry)
+        #expect(open.size == 11, "a new text before the first read")
+        _ = open.read(at: 0, size: 4)
+        file.set("a longer second text\n")
+        #expect(open.size == 11, "the text being read, not the current one")
+        _ = open.read(at: 0, size: 4)
+        #expect(open.size == 21)
+    }
+
+    @Test func everyReadFailsOnceTheEntryIsRemoved() throws {
+        let file = try Changing()
+        let open = OpenFile(entry: file.entry)
+        _ = open.read(at: 0, size: 4)
+        try file.tree.remove(file.entry)
+        #expect(open.read(at: 4, size: 4) == nil, "even a read that continues")
+        #expect(open.read(at: 0, size: 4) == nil)
+        #expect(open.size == nil)
+    }
+}
+
+/// What page-cache mode gives the kernel, and when the kernel must be told of a change.
+@Suite struct KernelCopyTests {
+    private func time(_ seconds: Int, _ nanoseconds: Int = 0) -> timespec {
+        timespec(tv_sec: seconds, tv_nsec: nanoseconds)
+    }
+
+    @Test func theModificationTimeMovesOnlyWhenTheTextIsNew() throws {
+        let file = try Changing(announcesChanges: false)
+        let copy = file.entry.kernelCopy
+        let first = try #require(copy.publish(file.entry, now: time(10)))
+        let same = try #require(copy.publish(file.entry, now: time(11)))
+        #expect(same.modified.tv_sec == 10, "the same text keeps its time")
+        file.set("second\n", announce: false)
+        let changed = try #require(copy.publish(file.entry, now: time(12)))
+        #expect(changed.modified.tv_sec == 12 && String(decoding: changed.text, as: UTF8.self) == "second\n")
+        #expect(first.text != changed.text)
+    }
+
+    @Test func anAnnouncedChangeMovesTheTimeEvenForTheSameText() throws {
+        let file = try Changing()
+        let copy = file.entry.kernelCopy
+        _ = copy.publish(file.entry, now: time(10))
+        #expect(copy.invalidate(), "the kernel holds a current copy: tell it")
+        #expect(!copy.invalidate(), "a stale copy costs further changes nothing")
+        let again = try #require(copy.publish(file.entry, now: time(10)))
+        #expect(again.modified.tv_sec == 10 && again.modified.tv_nsec == 1, "later than before, even on a clock that stood still")
+        #expect(copy.invalidate())
+    }
+
+    @Test func aReadGetsTheTextLastPublishedWhateverChangedSince() throws {
+        let file = try Changing()
+        let copy = file.entry.kernelCopy
+        _ = copy.publish(file.entry, now: time(10))
+        file.set("second\n")
+        let read = try #require(copy.published(file.entry, now: time(11)))
+        #expect(String(decoding: read.text, as: UTF8.self) == "first text\n", "the pages must agree with the size given")
+        try file.tree.remove(file.entry)
+        #expect(copy.published(file.entry, now: time(12)) == nil)
+        #expect(copy.publish(file.entry, now: time(12)) == nil)
+    }
+}
+
+/// Poll answers, as a sysctl gives them.
+@Suite struct PollWaitersTests {
+    typealias Waiters = PollWaiters<Int>
+
+    @Test func aChangeIsReportedOncePerOpen() throws {
+        let file = try Changing()
+        let waiters = Waiters()
+        let since = file.entry.version
+        #expect(waiters.poll(file.entry, key: 1, since: since, handle: nil).events == Waiters.readable)
+        file.set("second\n")
+        #expect(waiters.poll(file.entry, key: 1, since: since, handle: nil).events == Waiters.changed)
+        #expect(waiters.poll(file.entry, key: 1, since: since, handle: nil).events == Waiters.readable)
+        #expect(waiters.poll(file.entry, key: 2, since: since, handle: nil).events == Waiters.changed,
+                "another open opened before the change is told of it too")
+    }
+
+    @Test func aChangeWakesEachSleeperOnce() throws {
+        let file = try Changing()
+        let waiters = Waiters()
+        #expect(waiters.poll(file.entry, key: 1, since: file.entry.version, handle: 10).release.isEmpty)
+        #expect(waiters.poll(file.entry, key: 2, since: file.entry.version, handle: 20).release.isEmpty)
+        #expect(waiters.poll(file.entry, key: 1, since: file.entry.version, handle: 11).release == [10], "a handle replaced is released")
+        file.set("second\n")
+        #expect(waiters.wake(file.entry).sorted() == [11, 20])
+        #expect(waiters.wake(file.entry).isEmpty)
+        #expect(waiters.closed(inode: file.entry.inode, key: 2) == nil)
+        #expect(waiters.count(of: file.entry.inode) == 1)
+    }
+
+    @Test func afterRemovalEveryPollSaysSoAndEverySleeperWakes() throws {
+        let file = try Changing()
+        let waiters = Waiters()
+        _ = waiters.poll(file.entry, key: 1, since: file.entry.version, handle: 10)
+        try file.tree.remove(file.entry)
+        #expect(waiters.wake(file.entry) == [10])
+        let answer = waiters.poll(file.entry, key: 1, since: 0, handle: 11)
+        #expect(answer.events == Waiters.removed && answer.release == [11])
+        #expect(waiters.count(of: file.entry.inode) == 0)
+    }
+
+    @Test func idleOpensBeyondTheLimitAreForgottenOldestFirst() throws {
+        let file = try Changing()
+        let waiters = Waiters()
+        _ = waiters.poll(file.entry, key: 0, since: file.entry.version, handle: 99)
+        for key in 1...UInt64(Waiters.maximumIdlePollers + 10) {
+            _ = waiters.poll(file.entry, key: key, since: file.entry.version, handle: nil)
+        }
+        #expect(waiters.count(of: file.entry.inode) == Waiters.maximumIdlePollers + 1, "the limit, and the sleeper")
+        file.set("second\n")
+        #expect(waiters.wake(file.entry) == [99])
+    }
+}
