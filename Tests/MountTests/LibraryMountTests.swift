@@ -1,5 +1,7 @@
+import CLinux
 import Dispatch
 import Glibc
+import KernelSync
 import Logging
 import ProcFS
 import Synchronization
@@ -108,6 +110,50 @@ extension MountTests {
             #expect(seen == (directIO ? "AAAAAAAAAA\n" : "AAAAABBBBB\n"))
             #expect(pread(descriptor, &buffer, 64, 0) == 11)
             #expect(String(decoding: buffer[0..<11], as: UTF8.self) == "BBBBBBBBBB\n", "a re-read from 0 takes the new text")
+        }
+
+        /// poll and epoll on a file whose changes the test makes: no report before a change,
+        /// `POLLPRI|POLLERR` once after it, and a sleeper woken by a change on another thread.
+        @Test(arguments: Library.directIO)
+        func pollReportsEachChangeOnceAndWakesSleepers(directIO: Bool) throws {
+            let tree = ProcTree()
+            let entry = try tree.register("text", announcesChanges: true) { "text\n" }
+            let mount = try LibraryMount(tree, directIO: directIO)
+            defer { mount.cleanUp() }
+            let descriptor = open(mount.path("text"), O_RDONLY)
+            try #require(descriptor >= 0)
+            defer { close(descriptor) }
+            // Timeouts above 0: only a poll that may sleep says which open asks in page-cache mode.
+            var urgent = pollfd(fd: descriptor, events: Int16(POLLPRI), revents: 0)
+            #expect(poll(&urgent, 1, 50) == 0, "no change since the open")
+            entry.changed()
+            #expect(poll(&urgent, 1, 50) == 1 && urgent.revents == Int16(POLLPRI | POLLERR))
+            #expect(poll(&urgent, 1, 50) == 0, "each change is reported once")
+
+            let changer = try KernelThread(name: "changer") {
+                usleep(100_000)
+                entry.changed()
+            }
+            defer { _ = changer.join(timeout: .seconds(5)) }
+            let clock = ContinuousClock()
+            let start = clock.now
+            #expect(poll(&urgent, 1, 5000) == 1 && urgent.revents == Int16(POLLPRI | POLLERR))
+            #expect(clock.now - start < .seconds(4), "woken by the change, not by the timeout")
+
+            let epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+            try #require(epoll >= 0)
+            defer { close(epoll) }
+            var interest = epoll_event(events: EPOLLPRI.rawValue, data: epoll_data_t(fd: descriptor))
+            #expect(epoll_ctl(epoll, EPOLL_CTL_ADD, descriptor, &interest) == 0)
+            var ready = epoll_event()
+            #expect(epoll_wait(epoll, &ready, 1, 50) == 0)
+            let second = try KernelThread(name: "changer") {
+                usleep(100_000)
+                entry.changed()
+            }
+            defer { _ = second.join(timeout: .seconds(5)) }
+            #expect(epoll_wait(epoll, &ready, 1, 5000) == 1)
+            #expect(ready.events & EPOLLPRI.rawValue != 0 && ready.events & EPOLLERR.rawValue != 0)
         }
 
         /// Nested directories with their modes, owners, link counts and inode numbers.
