@@ -1,11 +1,14 @@
 /*
- * loadgen: open/read/close a /proc-like file in a loop from N threads, check every read's
- * text, and report ops/s and latency percentiles as one JSON line.
+ * loadgen: read a /proc-like file in a loop from N threads, check every read's text, and
+ * report ops/s and latency percentiles as one JSON line.
  *
- *   loadgen PATH THREADS SECONDS sched|uptime
+ *   loadgen PATH THREADS SECONDS sched|uptime [open|held]
  *
  * "sched" checks that each read is exactly one line "Timer was called N times so far\n" and
  * that N never goes back within a thread; "uptime" checks /proc/uptime's "%f %f\n".
+ * "open" (the default) opens, reads and closes the file each time; "held" opens it once per
+ * thread and re-reads it with pread at offset 0, as procps does, and also reports the fewest
+ * distinct texts one reader saw and, for sched, the most counts one reader skipped.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -21,9 +24,9 @@
 struct worker {
     pthread_t thread;
     const char *path;
-    int check_sched;
+    int check_sched, held;
     double seconds;
-    unsigned long ops, bad;
+    unsigned long ops, bad, distinct, skipped;
     unsigned *histogram;
 };
 
@@ -51,46 +54,63 @@ static int valid_uptime(const char *text, ssize_t length) {
 
 static void *run(void *argument) {
     struct worker *w = argument;
-    char buffer[4097];
+    char buffer[4097], previous[4097] = "";
     unsigned long long last = 0;
     double end = now() + w->seconds;
+    int held = w->held ? open(w->path, O_RDONLY) : -1;
     while (1) {
         double start = now();
         if (start >= end) break;
-        int fd = open(w->path, O_RDONLY);
-        ssize_t length = fd < 0 ? -1 : read(fd, buffer, sizeof buffer - 1);
-        if (fd >= 0) close(fd);
+        ssize_t length;
+        if (w->held) {
+            length = pread(held, buffer, sizeof buffer - 1, 0);
+        } else {
+            int fd = open(w->path, O_RDONLY);
+            length = fd < 0 ? -1 : read(fd, buffer, sizeof buffer - 1);
+            if (fd >= 0) close(fd);
+        }
         double took = now() - start;
         if (length >= 0) buffer[length] = 0;
+        unsigned long long before = last;
         int good = w->check_sched ? valid_sched(buffer, length, &last) : valid_uptime(buffer, length);
         if (!good) w->bad++;
+        if (good && strcmp(buffer, previous) != 0) {
+            w->distinct++;
+            if (w->check_sched && before && last > before + 1) w->skipped += last - before - 1;
+            memcpy(previous, buffer, (size_t)length + 1);
+        }
         long bucket = (long)(took * 1e7);
         w->histogram[bucket < BUCKETS ? bucket : BUCKETS - 1]++;
         w->ops++;
     }
+    if (held >= 0) close(held);
     return NULL;
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: loadgen PATH THREADS SECONDS sched|uptime\n");
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: loadgen PATH THREADS SECONDS sched|uptime [open|held]\n");
         return 2;
     }
+    int held = argc == 6 && strcmp(argv[5], "held") == 0;
     int threads = atoi(argv[2]);
     double seconds = atof(argv[3]);
     struct worker *workers = calloc(threads, sizeof *workers);
     double start = now();
     for (int i = 0; i < threads; i++) {
-        workers[i] = (struct worker){.path = argv[1], .check_sched = strcmp(argv[4], "sched") == 0, .seconds = seconds};
+        workers[i] = (struct worker){.path = argv[1], .check_sched = strcmp(argv[4], "sched") == 0, .held = held,
+                                     .seconds = seconds};
         workers[i].histogram = calloc(BUCKETS, sizeof(unsigned));
         pthread_create(&workers[i].thread, NULL, run, &workers[i]);
     }
-    unsigned long ops = 0, bad = 0;
+    unsigned long ops = 0, bad = 0, fewest = (unsigned long)-1, most_skipped = 0;
     unsigned long *merged = calloc(BUCKETS, sizeof(unsigned long));
     for (int i = 0; i < threads; i++) {
         pthread_join(workers[i].thread, NULL);
         ops += workers[i].ops;
         bad += workers[i].bad;
+        if (workers[i].distinct < fewest) fewest = workers[i].distinct;
+        if (workers[i].skipped > most_skipped) most_skipped = workers[i].skipped;
         for (long b = 0; b < BUCKETS; b++) merged[b] += workers[i].histogram[b];
     }
     double elapsed = now() - start;
@@ -101,7 +121,8 @@ int main(int argc, char **argv) {
         if (!p50 && seen * 2 >= ops) p50 = (b + 1) / 10.0;
         if (!p99 && seen * 100 >= ops * 99) { p99 = (b + 1) / 10.0; break; }
     }
-    printf("{\"ops\": %lu, \"seconds\": %.3f, \"ops_per_s\": %.0f, \"p50_us\": %.1f, \"p99_us\": %.1f, \"bad\": %lu}\n",
-           ops, elapsed, ops / elapsed, p50, p99, bad);
+    printf("{\"ops\": %lu, \"seconds\": %.3f, \"ops_per_s\": %.0f, \"p50_us\": %.1f, \"p99_us\": %.1f, \"bad\": %lu, "
+           "\"distinct_min\": %lu, \"skipped_max\": %lu}\n",
+           ops, elapsed, ops / elapsed, p50, p99, bad, fewest, most_skipped);
     return bad ? 1 : 0;
 }
