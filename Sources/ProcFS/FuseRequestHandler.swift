@@ -81,10 +81,15 @@ final class FuseRequestHandler: Sendable {
     // MARK: Attributes
 
     /// An entry's attributes and how long the kernel may cache them; `nil` once it is removed.
-    /// A file's size is that of the text `open` reads in direct_io mode (a new text without
-    /// one), and of the text given to the kernel in page-cache mode, with a modification time
-    /// that moves when that text changes.
-    private func attributes(of entry: ProcEntry, open: OpenFile?) -> (stat, timeout: Double)? {
+    ///
+    /// A file's size is that of its current text, which a read from offset 0 gets (the kernel
+    /// sends no handle with an `fstat`); with an open file's handle (`lseek` to `SEEK_END`) in
+    /// direct_io mode, that of the text the open is reading. In page-cache mode it is the text
+    /// given to the kernel, with a modification time that moves when that text changes, and
+    /// only a file that announces its changes, whose text settled, from a `GETATTR`
+    /// (`lasting`), may be cached until the next change: a `LOOKUP` or `SETATTR` reply may
+    /// arrive after a change the kernel could not yet be told of.
+    private func attributes(of entry: ProcEntry, open: OpenFile?, lasting: Bool = false) -> (stat, timeout: Double)? {
         guard !entry.isRemoved else { return nil }
         var attributes = stat()
         attributes.st_ino = UInt(entry.inode)
@@ -112,7 +117,8 @@ final class FuseRequestHandler: Sendable {
                 attributes.st_size = off_t(copy.text.count)
                 attributes.st_mtim = copy.modified
                 attributes.st_ctim = copy.modified
-                return (attributes, entry.announcesChanges ? Self.unchangingAttributeTimeout : 0)
+                let cached = lasting && entry.announcesChanges && copy.settled
+                return (attributes, cached ? Self.unchangingAttributeTimeout : 0)
             }
             guard let size = open?.size ?? entry.snapshot()?.count else { return nil }
             attributes.st_size = off_t(size)
@@ -155,7 +161,7 @@ final class FuseRequestHandler: Sendable {
     func getattr(_ request: fuse_req_t, node: UInt64, handle: UInt64?) {
         guard let entry = tree.kernelEntry(inode: node) else { return reply(request, error: ENOENT) }
         let open = handle.flatMap { openFiles.object($0) }
-        guard let found = attributes(of: entry, open: open) else {
+        guard let found = attributes(of: entry, open: open, lasting: true) else {
             return reply(request, error: entry.kind == .directory ? ENOENT : EIO)
         }
         replyAttributes(request, found, "getattr")
@@ -260,6 +266,7 @@ final class FuseRequestHandler: Sendable {
         let answer = pollers.poll(entry, key: key, since: open?.openedVersion ?? entry.version, handle: handle)
         answer.release.forEach { $0.release() }
         checked(fuse_reply_poll(request, UInt32(answer.events)), "poll")
+        answer.notify.forEach { $0.notify() }
     }
 
     /// Wakes the pollers of `entry` after a change or its removal.

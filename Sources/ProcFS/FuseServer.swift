@@ -31,6 +31,10 @@ public final class FuseServer: @unchecked Sendable {
     private let sessionEnd = WaitQueue()
     private let mountpoint = Mutex<String?>(nil)
     private let notifyFailureLogged = Atomic<Bool>(false)
+    /// Open while notifications may be written to the session's device: ``unmount()`` closes
+    /// and drains it before it closes the device, so that a change announced by another thread
+    /// then cannot write into a descriptor number that the process has since reused.
+    private let notifying = RundownGate()
 
     /// Creates the libfuse session.
     ///
@@ -73,6 +77,7 @@ public final class FuseServer: @unchecked Sendable {
 
     deinit {
         handler.tree.observe(added: nil, changed: nil, removed: nil)
+        handler.pollers.forgetAll().forEach { $0.release() }
         fuse_session_destroy(session)
         close(stopEvent)
     }
@@ -163,6 +168,10 @@ public final class FuseServer: @unchecked Sendable {
     /// the connection, so a process that still holds a file open gets `ENOTCONN`, not a hang;
     /// ``detach(timeout:)`` before stopping avoids even that where it can.
     public func unmount() {
+        notifying.close()
+        if notifying.drain(timeout: .seconds(1)) > 0 {
+            logger.warning("a notification to the kernel was still being written after 1 s; unmounting anyway")
+        }
         fuse_session_unmount(session)
     }
 
@@ -171,6 +180,8 @@ public final class FuseServer: @unchecked Sendable {
     /// unless it holds nothing of the file or its copy is stale already; then the pollers wake,
     /// and a re-read finds the new text.
     private func announce(_ entry: ProcEntry) {
+        guard notifying.enter() else { return }
+        defer { notifying.leave() }
         if handler.readMode == .pageCache, entry.kernelCopy.invalidate(), handler.tree.kernelLookups(of: entry.inode) > 0 {
             report(fuse_lowlevel_notify_inval_inode(session, entry.inode, -1, 0), "invalidate", entry)
         }
@@ -179,7 +190,8 @@ public final class FuseServer: @unchecked Sendable {
 
     /// A directory added or removed changes its parent's link count, which the kernel caches.
     private func refreshLinkCount(ofParentOf entry: ProcEntry) {
-        guard entry.kind == .directory else { return }
+        guard entry.kind == .directory, notifying.enter() else { return }
+        defer { notifying.leave() }
         report(fuse_lowlevel_notify_inval_inode(session, entry.parentInode, 0, 0), "refresh parent of", entry)
     }
 
@@ -187,6 +199,8 @@ public final class FuseServer: @unchecked Sendable {
     /// count) and ask for the attributes of the entry before using it again, which then fails
     /// with `EIO`; pollers wake to `POLLERR|POLLHUP`.
     private func forget(_ entry: ProcEntry) {
+        guard notifying.enter() else { return }
+        defer { notifying.leave() }
         report(
             fuse_lowlevel_notify_inval_entry(session, entry.parentInode, entry.name, entry.name.utf8.count),
             "forget name of", entry)

@@ -7,60 +7,74 @@ import Synchronization
 /// The kernel opens files itself in this mode and reads from its cache without asking the
 /// server; it asks only for attributes (`GETATTR`, and the attributes of a `LOOKUP`) and for
 /// pages it lacks (`READ`). With `FUSE_CAP_AUTO_INVAL_DATA` it asks for attributes before a
-/// read whenever the cached ones have expired or were invalidated, and drops its cached pages
+/// `read` whenever the cached ones have expired or were invalidated, and drops its cached pages
 /// when the size or the modification time it gets differs from what it had. So:
 ///
 /// - every attribute request ``publish(_:now:)``es a new text, with a later modification time
 ///   whenever the text differs from the one published before or the entry has announced a
 ///   change since;
 /// - `READ` is answered from the text published last (``published(_:now:)``), so the pages
-///   the kernel fills always agree with the size it was given;
+///   the kernel fills agree with the size it was given;
 /// - when a file announces a change, ``invalidate()`` says whether the kernel's copy was
 ///   current, and then the server invalidates the inode's attributes in the kernel (never its
 ///   pages, which could wait on a `READ` that only the calling thread would answer); the next
-///   read asks for attributes and drops the stale pages itself. A copy already stale costs the
-///   next changes nothing.
+///   `read` asks for attributes and drops the stale pages itself. A copy already stale costs
+///   the next changes nothing.
+///
+/// The text is made outside the lock, so a content closure may take locks of its own that are
+/// also held around ``ProcEntry/changed()``. A change announced while the text is made leaves
+/// the copy not current (``Published/settled`` is `false`): the server then lets the kernel
+/// keep the attributes for no time at all, and the next `read` asks again.
+///
+/// Reads that do not go through `read` (`splice`, `sendfile`, `mmap`) do not ask for
+/// attributes, so they see the text the kernel has until some `read` does.
 final class KernelCopy: Sendable {
     /// A text as given to the kernel, with its modification time.
     struct Published {
         let text: [UInt8]
         let modified: timespec
+        /// Whether no change was announced while the text was made.
+        let settled: Bool
     }
 
     private struct State {
         var text: [UInt8]?
         var modified = timespec()
-        /// Whether no change was announced since the text was published.
+        /// The entry's version when `text` was made.
+        var version: UInt64 = 0
+        /// Whether the kernel may rely on `text` until a change is announced.
         var current = false
     }
 
     private let state = Mutex(State())
 
     /// Takes the entry's text now, to give the kernel with its attributes; `nil` once the entry
-    /// is removed. The snapshot is taken under the lock that ``invalidate()`` takes, so a change
-    /// announced while it is taken is never lost: either the snapshot has the change, or the
-    /// announcement finds this copy current and has the kernel ask again.
+    /// is removed.
     func publish(_ entry: ProcEntry, now: timespec) -> Published? {
-        state.withLock { state in
-            guard let text = entry.snapshot() else { return nil }
-            if !state.current || text != state.text {
+        let version = entry.version
+        guard let text = entry.snapshot() else { return nil }
+        return state.withLock { state in
+            if state.text == nil || text != state.text || version != state.version {
                 state.modified = Self.later(than: state.modified, now: now)
             }
             state.text = text
-            state.current = true
-            return Published(text: text, modified: state.modified)
+            state.version = version
+            // A change announced after this sees the copy current and has the kernel told.
+            state.current = entry.version == version
+            return Published(text: text, modified: state.modified, settled: state.current)
         }
     }
 
     /// The text published last, for a `READ`; publishes one if none was.
     func published(_ entry: ProcEntry, now: timespec) -> Published? {
-        if let known = state.withLock({ state in state.text.map { Published(text: $0, modified: state.modified) } }) {
-            return entry.isRemoved ? nil : known
+        let known = state.withLock { state in
+            state.text.map { Published(text: $0, modified: state.modified, settled: state.current) }
         }
-        return publish(entry, now: now)
+        guard let known else { return publish(entry, now: now) }
+        return entry.isRemoved ? nil : known
     }
 
-    /// The entry announced a change.
+    /// The entry announced a change (its version has moved already).
     ///
     /// - Returns: whether the kernel's copy was current until now, so that the kernel must be
     ///   told; `false` when it was stale already.

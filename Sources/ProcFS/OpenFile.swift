@@ -46,9 +46,10 @@ final class OpenFile: Sendable {
         }
     }
 
-    /// The length of the text this open reads: that of its last read, or of a new text if it
-    /// has not read yet (which its first read then continues only past offset 0); `nil` once
-    /// the entry is removed.
+    /// The length of the text this open reads, for the attributes the kernel asks for with the
+    /// open's handle (`lseek` to `SEEK_END`): that of its last read, or of a new text if it has
+    /// not read yet (which its first read then continues only past offset 0); `nil` once the
+    /// entry is removed.
     var size: Int? {
         position.withLock { position in
             if position.text == nil { position.text = entry.snapshot() }

@@ -17,9 +17,10 @@ import Synchronization
 /// leaves a `Handle`, which the server notifies when the entry changes or is removed; the
 /// kernel then polls again.
 ///
-/// In page-cache mode no `RELEASE` says when an open ends, so the pollers of one entry that
-/// hold no handle are forgotten, oldest first, beyond ``maximumIdlePollers``; a forgotten
-/// open that polls again counts changes from then on.
+/// In page-cache mode no `RELEASE` says when an open ends, so one entry keeps at most
+/// ``maximumPollers``: beyond that the longest silent is forgotten, first among those that
+/// hold no handle; a forgotten handle is notified, so a poller that still sleeps polls again.
+/// A forgotten open that polls again counts changes from then on.
 final class PollWaiters<Handle: Sendable>: Sendable {
     /// What a poll of a live entry reports (`DEFAULT_POLLMASK`).
     static var readable: Int32 { Int32(POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM) }
@@ -27,8 +28,8 @@ final class PollWaiters<Handle: Sendable>: Sendable {
     static var changed: Int32 { readable | Int32(POLLPRI | POLLERR) }
     /// What a poll reports after the entry is removed.
     static var removed: Int32 { Int32(POLLERR | POLLHUP) }
-    /// How many pollers without a handle one entry keeps.
-    static var maximumIdlePollers: Int { 1024 }
+    /// How many opens one entry keeps.
+    static var maximumPollers: Int { 1024 }
 
     private struct Poller {
         /// The entry's version the open has been told of.
@@ -50,16 +51,19 @@ final class PollWaiters<Handle: Sendable>: Sendable {
     /// - Parameters:
     ///   - since: the entry's version when this open began, for an open not seen before.
     ///   - handle: what to notify when the answer changes, if the caller will sleep.
-    /// - Returns: the events to report, and the handles the caller must release: a handle
-    ///   this one replaces, or this one when nothing will notify it.
-    func poll(_ entry: ProcEntry, key: UInt64, since: UInt64, handle: Handle?) -> (events: Int32, release: [Handle]) {
+    /// - Returns: the events to report; the handles the caller must release: a handle this one
+    ///   replaces, or this one when nothing will notify it; and the handles of forgotten
+    ///   pollers, which the caller must notify.
+    func poll(_ entry: ProcEntry, key: UInt64, since: UInt64, handle: Handle?)
+        -> (events: Int32, release: [Handle], notify: [Handle])
+    {
         state.withLock { state in
             // Read under the lock that wake(_:) takes, which a change takes after it counts
             // itself: either this sees the change, or the change sees the handle kept here.
             let version = entry.version
             guard !entry.isRemoved else {
                 let stale = state.pollers[entry.inode]?.removeValue(forKey: key)?.handle
-                return (Self.removed, [stale, handle].compactMap { $0 })
+                return (Self.removed, [stale, handle].compactMap { $0 }, [])
             }
             state.polls += 1
             var poller = state.pollers[entry.inode]?[key] ?? Poller(seen: since, handle: nil, lastPoll: 0)
@@ -69,8 +73,8 @@ final class PollWaiters<Handle: Sendable>: Sendable {
             let changed = poller.seen != version
             poller.seen = version
             state.pollers[entry.inode, default: [:]][key] = poller
-            Self.forgetIdle(in: &state.pollers[entry.inode, default: [:]])
-            return (changed ? Self.changed : Self.readable, [replaced].compactMap { $0 })
+            let forgotten = Self.forgetSilent(in: &state.pollers[entry.inode, default: [:]])
+            return (changed ? Self.changed : Self.readable, [replaced].compactMap { $0 }, forgotten)
         }
     }
 
@@ -103,17 +107,24 @@ final class PollWaiters<Handle: Sendable>: Sendable {
         }
     }
 
+    /// Forgets every poller, at the end of serving: the handles to release.
+    func forgetAll() -> [Handle] {
+        state.withLock { state in
+            defer { state.pollers.removeAll() }
+            return state.pollers.values.flatMap { $0.values.compactMap(\.handle) }
+        }
+    }
+
     /// How many opens of the file `inode` are known.
     func count(of inode: UInt64) -> Int {
         state.withLock { $0.pollers[inode]?.count ?? 0 }
     }
 
-    /// Forgets the pollers without a handle beyond ``maximumIdlePollers``, oldest first.
-    private static func forgetIdle(in pollers: inout [UInt64: Poller]) {
-        let idle = pollers.filter { $0.value.handle == nil }
-        guard idle.count > maximumIdlePollers else { return }
-        for (key, _) in idle.sorted(by: { $0.value.lastPoll < $1.value.lastPoll }).prefix(idle.count - maximumIdlePollers) {
-            pollers[key] = nil
-        }
+    /// Forgets pollers beyond ``maximumPollers``, those without a handle first, then the
+    /// longest silent: the handles forgotten.
+    private static func forgetSilent(in pollers: inout [UInt64: Poller]) -> [Handle] {
+        guard pollers.count > maximumPollers else { return [] }
+        let order = pollers.sorted { ($0.value.handle != nil ? 1 : 0, $0.value.lastPoll) < ($1.value.handle != nil ? 1 : 0, $1.value.lastPoll) }
+        return order.prefix(pollers.count - maximumPollers).compactMap { key, _ in pollers.removeValue(forKey: key)?.handle }
     }
 }

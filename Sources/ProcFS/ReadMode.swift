@@ -4,7 +4,8 @@
 /// |---|---|---|
 /// | a held file re-read from offset 0 shows the current text | yes | yes |
 /// | a sequence of reads from 0 to the end is one text, even across a change | yes | no: after a change the reads go on in the new text |
-/// | `fstat` on an open file gives the size of what it reads | yes | yes, the size of the current text |
+/// | `fstat` gives the size of the text a re-read from offset 0 gets | yes | yes |
+/// | `splice` and `sendfile` see the current text | yes | only after a `read` has asked since the change |
 /// | poll wakes with `POLLPRI\|POLLERR` on a change | yes | yes, for polls that sleep |
 /// | a read costs a round trip to the daemon | always | only the first after a change |
 public enum ReadMode: String, Sendable {

@@ -4,8 +4,8 @@ import Glibc
 /// (`proc_dointvec` in the kernel's `kernel/sysctl.c`), so that a knob of the tree takes and
 /// refuses the same writes, with the same byte counts.
 ///
-/// - White space (space, tab, newline, vertical tab, form feed, carriage return) before the
-///   number is skipped, and so is white space after it.
+/// - White space (space, tab, newline, vertical tab, form feed, carriage return, and the byte
+///   0xA0) before the number is skipped, and so is white space after it.
 /// - The base is detected as by `strtoul(…, 0)`: `0x10` is 16, `010` is 8, `10` is 10. A `-`
 ///   sign is taken; a `+` sign is not.
 /// - The number must end at white space (space, tab or newline) or at the end of the write;
@@ -92,9 +92,10 @@ enum SysctlInteger {
         (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
     }
 
-    /// `proc_skip_spaces`: the kernel's `isspace`.
+    /// `proc_skip_spaces`: the kernel's `isspace`, whose table (`lib/ctype.c`) also counts
+    /// Latin-1's no-break space, 0xA0.
     private static func skipSpaces(_ bytes: [UInt8], _ position: inout Int, _ left: inout Int) {
-        while left > 0, [0x20, 0x09, 0x0a, 0x0b, 0x0c, 0x0d].contains(bytes[position]) {
+        while left > 0, [0x20, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0xa0].contains(bytes[position]) {
             position += 1
             left -= 1
         }

@@ -419,6 +419,33 @@ extension MountTests.CleanupProtocol {
         #expect(mount.daemon.wait(timeout: .seconds(2)) == 0, "log:\n\(mount.log)")
         expectStepsInOrder(mount.log, ["cleanup: started by unmount"] + Self.steps)
     }
+
+    /// One request thread, the page-cache mode, and knob writes among readers: every write and
+    /// read finishes. A server that, from its only thread, waited on a kernel page lock held by
+    /// a read it alone could answer would hang here (the watchdog would then fail the test).
+    @Test func aSingleThreadServesKnobWritesAmongReadersInPageCacheMode() throws {
+        let mount = try MountedSchedfs(options: ["-s", "-o", "page_cache,hz=100"])
+        defer { mount.cleanUp() }
+        let stop = Atomic<Bool>(false)
+        let reads = Atomic<Int>(0)
+        let readers = try (0..<2).map { number in
+            try KernelThread(name: "reader-\(number)") {
+                while !stop.load(ordering: .relaxed) {
+                    if (try? readText(mount.path("timer/hz"))) != nil { reads.add(1, ordering: .relaxed) }
+                    _ = try? readText(mount.path("sched"))
+                }
+            }
+        }
+        defer {
+            stop.store(true, ordering: .relaxed)
+            for reader in readers { #expect(reader.join(timeout: .seconds(5))) }
+        }
+        for value in 0..<100 {
+            try writeText(mount.path("timer/hz"), "\(50 + value % 50)\n", flags: O_WRONLY | O_TRUNC)
+        }
+        #expect(try readText(mount.path("timer/hz")) == "99\n")
+        #expect(reads.load(ordering: .relaxed) > 0)
+    }
 }
 
 extension MountTests.BadInput {

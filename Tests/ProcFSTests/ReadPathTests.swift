@@ -8,6 +8,11 @@ private final class TextBox: Sendable {
     let text = Mutex("first text\n")
 }
 
+/// An entry, set once it exists.
+private final class EntryBox: Sendable {
+    let entry = Mutex<ProcEntry?>(nil)
+}
+
 /// A file whose text the test sets, announcing each change.
 private final class Changing: Sendable {
     let box = TextBox()
@@ -101,12 +106,26 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
     @Test func anAnnouncedChangeMovesTheTimeEvenForTheSameText() throws {
         let file = try Changing()
         let copy = file.entry.kernelCopy
-        _ = copy.publish(file.entry, now: time(10))
+        #expect(copy.publish(file.entry, now: time(10))?.settled == true)
+        file.set("first text\n")
         #expect(copy.invalidate(), "the kernel holds a current copy: tell it")
         #expect(!copy.invalidate(), "a stale copy costs further changes nothing")
         let again = try #require(copy.publish(file.entry, now: time(10)))
         #expect(again.modified.tv_sec == 10 && again.modified.tv_nsec == 1, "later than before, even on a clock that stood still")
         #expect(copy.invalidate())
+    }
+
+    @Test func aChangeWhileTheTextIsMadeLeavesTheCopyUnsettled() throws {
+        let tree = ProcTree()
+        let announcer = EntryBox()
+        let entry = try tree.register("file", announcesChanges: true) {
+            announcer.entry.withLock { $0 }?.changed()
+            return "text\n"
+        }
+        announcer.entry.withLock { $0 = entry }
+        let copy = entry.kernelCopy
+        #expect(copy.publish(entry, now: time(10))?.settled == false, "the kernel must not keep these attributes")
+        #expect(!copy.invalidate(), "not current: the next read asks again anyway")
     }
 
     @Test func aReadGetsTheTextLastPublishedWhateverChangedSince() throws {
@@ -162,15 +181,29 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
         #expect(waiters.count(of: file.entry.inode) == 0)
     }
 
-    @Test func idleOpensBeyondTheLimitAreForgottenOldestFirst() throws {
+    @Test func theEndOfServingReleasesEverySleeper() throws {
+        let file = try Changing()
+        let waiters = Waiters()
+        _ = waiters.poll(file.entry, key: 1, since: file.entry.version, handle: 10)
+        _ = waiters.poll(file.entry, key: 2, since: file.entry.version, handle: nil)
+        #expect(waiters.forgetAll() == [10])
+        #expect(waiters.count(of: file.entry.inode) == 0)
+    }
+
+    @Test func opensBeyondTheLimitAreForgottenIdleFirstThenLongestSilent() throws {
         let file = try Changing()
         let waiters = Waiters()
         _ = waiters.poll(file.entry, key: 0, since: file.entry.version, handle: 99)
-        for key in 1...UInt64(Waiters.maximumIdlePollers + 10) {
-            _ = waiters.poll(file.entry, key: key, since: file.entry.version, handle: nil)
+        for key in 1...UInt64(Waiters.maximumPollers + 10) {
+            #expect(waiters.poll(file.entry, key: key, since: file.entry.version, handle: nil).notify.isEmpty)
         }
-        #expect(waiters.count(of: file.entry.inode) == Waiters.maximumIdlePollers + 1, "the limit, and the sleeper")
-        file.set("second\n")
-        #expect(waiters.wake(file.entry) == [99])
+        #expect(waiters.count(of: file.entry.inode) == Waiters.maximumPollers)
+        // Sleepers only from here on: the oldest, 99, goes first, and is to be notified.
+        var forgotten: [Int] = []
+        for key in 2000..<UInt64(2000 + Waiters.maximumPollers) {
+            forgotten += waiters.poll(file.entry, key: key, since: file.entry.version, handle: Int(key)).notify
+        }
+        #expect(waiters.count(of: file.entry.inode) == Waiters.maximumPollers)
+        #expect(forgotten == [99])
     }
 }

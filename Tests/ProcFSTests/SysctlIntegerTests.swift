@@ -46,6 +46,16 @@ import Testing
         #expect(throws: ProcStoreError.invalidArgument) { try SysctlInteger.parse(Array(written.utf8)) }
     }
 
+    /// The kernel's `isspace` also counts Latin-1's no-break space, 0xA0, which UTF-8 never
+    /// writes alone; the number itself must still end at a space, a tab or a newline.
+    @Test func theByteA0IsWhiteSpaceAroundTheNumber() throws {
+        let leading = try SysctlInteger.parse([0xA0, UInt8(ascii: "5")])
+        #expect(leading.value == 5 && leading.consumed == 2)
+        let trailing = try SysctlInteger.parse([UInt8(ascii: "5"), UInt8(ascii: " "), 0xA0])
+        #expect(trailing.value == 5 && trailing.consumed == 3)
+        #expect(throws: ProcStoreError.invalidArgument) { try SysctlInteger.parse([UInt8(ascii: "5"), 0xA0]) }
+    }
+
     /// The kernel looks at the first `PAGE_SIZE - 1` bytes only, and reports the rest consumed.
     @Test func looksAtNoMoreThanAPage() throws {
         let spaces = [UInt8](repeating: UInt8(ascii: " "), count: 5000)
