@@ -47,12 +47,22 @@ UPTIME = "/proc/uptime"
 TMPFS = "tmpfs file, same text"
 
 
-def loadgen(path, threads, kind, how="open"):
+# Reads of the page-cache mode that raced a change of the text's length: the kernel may take a
+# cached page of the old text and then the new size, and copy the old text and a NUL (see
+# NOTES.md). They are counted and reported; a bad read anywhere else fails the benchmark.
+torn_in_page_cache = {"reads": 0, "bad": 0, "seen": []}
+
+
+def loadgen(path, threads, kind, how="open", tolerate=False):
     result = subprocess.run([LOADGEN, path, str(threads), str(READ_SECONDS), kind, how],
                             capture_output=True, text=True, timeout=READ_SECONDS + 60)
     figures = json.loads(result.stdout)
-    if figures["bad"]:
-        raise RuntimeError(f"{figures['bad']} bad reads of {path}")
+    if figures["bad"] and not tolerate:
+        raise RuntimeError(f"{figures['bad']} bad reads of {path}: {result.stderr}")
+    if tolerate:
+        torn_in_page_cache["reads"] += figures["ops"]
+        torn_in_page_cache["bad"] += figures["bad"]
+        torn_in_page_cache["seen"] += [line for line in result.stderr.splitlines() if "bad read" in line]
     return figures
 
 
@@ -111,7 +121,7 @@ def read_rows(names, thread_counts, how, rounds, label, busy=0):
                 with context as served:
                     path = "/proc/uptime" if served is None else served.path("sched")
                     for threads in thread_counts:
-                        runs[(name, threads)].append(loadgen(path, threads, kind, how))
+                        runs[(name, threads)].append(loadgen(path, threads, kind, how, tolerate=name == SCHEDFS_CACHE))
                     if isinstance(served, Daemon) and served.command[0] == SCHEDFS:
                         peak_rss = max(peak_rss, kib(served.process.pid, "VmHWM"))
     finally:
@@ -144,10 +154,7 @@ def measure_poll():
                                    capture_output=True, text=True, timeout=POLL_SECONDS + 60)
             if woken.returncode:
                 raise RuntimeError(f"pollwake failed: {woken.stderr}{woken.stdout}")
-            if daemon.unmount():
-                raise RuntimeError("schedfs exited non-zero")
-            with open(daemon.log) as log:
-                found = TICK_LINE.search(log.read())
+            found = unmount_for_ticks(daemon)
             results[name] = {**json.loads(woken.stdout), "tick_p50": int(found.group(5)), "tick_p99": int(found.group(6))}
     return results
 
@@ -178,6 +185,14 @@ TICK_LINE = re.compile(r"ticks: (\d+) of (\d+) due at hz=(\d+) \(pace ([\d.]+)\)
                        r"p99 (\d+) µs, max (\d+) µs; (\d+) late wake-ups")
 
 
+def unmount_for_ticks(daemon):
+    """Unmounts schedfs, which must exit 0, and returns its log's `ticks:` line, matched."""
+    if daemon.unmount():
+        raise RuntimeError("schedfs exited non-zero")
+    with open(daemon.log) as log:
+        return TICK_LINE.search(log.read())
+
+
 def measure_ticks():
     results = {}
     for hz in (100, 1000):
@@ -189,11 +204,7 @@ def measure_ticks():
                  f"--histfile={histogram}"], capture_output=True, text=True, timeout=TICK_SECONDS + 60)
             if cyclictest.returncode:
                 raise RuntimeError(f"cyclictest failed: {cyclictest.stderr}")
-            if daemon.unmount():
-                raise RuntimeError("schedfs exited non-zero")
-            with open(daemon.log) as log:
-                found = TICK_LINE.search(log.read())
-            ticks, due, _, pace, p50, p99, maximum, late = found.groups()
+            ticks, due, _, pace, p50, p99, maximum, late = unmount_for_ticks(daemon).groups()
             results[hz] = {
                 "schedfs": {"p50": int(p50), "p99": int(p99), "max": int(maximum)},
                 "cyclictest": cyclictest_histogram(histogram),
@@ -326,7 +337,9 @@ def main():
                             f"{verdict(ratio, target)} |")
         return rows
 
-    checked = read_count + held_count + crowd_count
+    checked = read_count + held_count + crowd_count - torn_in_page_cache["reads"]
+    torn = torn_in_page_cache["bad"]
+    examples = "; ".join(line.split(": ", 1)[1] for line in torn_in_page_cache["seen"][:3]).replace("\n", "\\n")
     lines = [
         "# schedfs benchmarks",
         "",
@@ -335,7 +348,9 @@ def main():
         "those of the performance and read-path issues.",
         "",
         "The load generator (`Benchmarks/loadgen.c`) checks every read: one whole line, a count that",
-        f"never goes back. Bad reads: 0 of {checked}. `sched` ticks at 100 Hz throughout.",
+        f"never goes back. Bad reads: 0 of {checked} outside the page-cache mode; in page-cache mode",
+        f"{torn} of {torn_in_page_cache['reads']}" + (f" ({examples})" if torn else "") + ".",
+        "`sched` ticks at 100 Hz throughout, and each row mounts afresh, so the count passes 10 and 100.",
         "",
         f"## Reads: open/read/close of `sched`, {READ_SECONDS} s each, median of {ROUNDS} interleaved rounds",
         "",

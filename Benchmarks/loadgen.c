@@ -52,6 +52,18 @@ static int valid_uptime(const char *text, ssize_t length) {
     return length > 0 && sscanf(text, "%lf %lf\n%n", &up, &idle, &consumed) == 2 && consumed == length;
 }
 
+/* One line on stderr for a bad read: its length and its bytes, with \n and NUL spelt out. */
+static void report_bad(const char *text, ssize_t length, unsigned long long after) {
+    char shown[4 * 4097 + 1], *out = shown;
+    for (ssize_t i = 0; i < length; i++) {
+        if (text[i] == '\n') out += sprintf(out, "\\n");
+        else if (text[i] == 0) out += sprintf(out, "\\0");
+        else *out++ = text[i];
+    }
+    *out = 0;
+    fprintf(stderr, "loadgen: bad read: %zd bytes \"%s\" after count %llu\n", length, shown, after);
+}
+
 static void *run(void *argument) {
     struct worker *w = argument;
     char buffer[4097], previous[4097] = "";
@@ -73,7 +85,7 @@ static void *run(void *argument) {
         if (length >= 0) buffer[length] = 0;
         unsigned long long before = last;
         int good = w->check_sched ? valid_sched(buffer, length, &last) : valid_uptime(buffer, length);
-        if (!good) w->bad++;
+        if (!good && w->bad++ < 3) report_bad(buffer, length, before);
         if (good && strcmp(buffer, previous) != 0) {
             w->distinct++;
             if (w->check_sched && before && last > before + 1) w->skipped += last - before - 1;

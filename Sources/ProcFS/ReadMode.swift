@@ -3,6 +3,7 @@
 /// | behaviour | ``directIO`` (default) | ``pageCache`` |
 /// |---|---|---|
 /// | a held file re-read from offset 0 shows the current text | yes | yes |
+/// | one read is one whole text | yes | yes, but for a read that races a change of the text's length: it can get the old text and NUL bytes up to the new length |
 /// | a sequence of reads from 0 to the end is one text, even across a change | yes | no: after a change the reads go on in the new text |
 /// | `fstat` gives the size of the text a re-read from offset 0 gets | yes | yes |
 /// | `splice` and `sendfile` see the current text | yes | only after a `read` has asked since the change |
