@@ -123,6 +123,8 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
             return "text\n"
         }
         announcer.entry.withLock { $0 = entry }
+        // The entry's closure holds the box, which holds the entry: break the cycle at the end.
+        defer { announcer.entry.withLock { $0 = nil } }
         let copy = entry.kernelCopy
         #expect(copy.publish(entry, now: time(10))?.settled == false, "the kernel must not keep these attributes")
         #expect(!copy.invalidate(), "not current: the next read asks again anyway")
