@@ -48,18 +48,9 @@ public final class FuseServer: @unchecked Sendable {
         tree: ProcTree, arguments: [String], readMode: ReadMode = .directIO, logger: Logger
     ) throws(FuseServerError) {
         let handler = FuseRequestHandler(tree: tree, requestedMode: readMode, logger: logger)
-        var operations = FuseOperations.table
-        var fuseArguments = fuse_args(argc: 0, argv: nil, allocated: 0)
-        for argument in ["schedfs"] + arguments {
-            fuse_opt_add_arg(&fuseArguments, argument)
-        }
-        defer { fuse_opt_free_args(&fuseArguments) }
-        let (created, said) = LibfuseLog.collecting(restoring: logger) {
-            fuse_session_new(
-                &fuseArguments, &operations, MemoryLayout<fuse_lowlevel_ops>.size,
-                Unmanaged.passUnretained(handler).toOpaque())
-        }
-        guard let created else { throw .session(said.joined(separator: "; ")) }
+        let created = try Self.newSession(
+            arguments: arguments, operations: FuseOperations.table,
+            userData: Unmanaged.passUnretained(handler).toOpaque(), logger: logger)
         let stopEvent = eventfd(0, Int32(EFD_CLOEXEC))
         guard stopEvent >= 0 else {
             fuse_session_destroy(created)
@@ -73,6 +64,31 @@ public final class FuseServer: @unchecked Sendable {
             added: { [weak self] entry in self?.refreshLinkCount(ofParentOf: entry) },
             changed: { [weak self] entry in self?.announce(entry) },
             removed: { [weak self] entry in self?.forget(entry) })
+    }
+
+    /// Checks that libfuse takes `arguments`, as ``init(tree:arguments:readMode:logger:)``
+    /// would, without mounting: a command can then refuse a bad option before it starts.
+    ///
+    /// - Throws: ``FuseServerError/session(_:)`` with what libfuse said.
+    public static func check(arguments: [String], logger: Logger) throws(FuseServerError) {
+        fuse_session_destroy(try newSession(arguments: arguments, operations: fuse_lowlevel_ops(), userData: nil, logger: logger))
+    }
+
+    /// A libfuse session for `arguments`, with what libfuse said if it refused them.
+    private static func newSession(
+        arguments: [String], operations: fuse_lowlevel_ops, userData: UnsafeMutableRawPointer?, logger: Logger
+    ) throws(FuseServerError) -> OpaquePointer {
+        var operations = operations
+        var fuseArguments = fuse_args(argc: 0, argv: nil, allocated: 0)
+        for argument in ["schedfs"] + arguments {
+            fuse_opt_add_arg(&fuseArguments, argument)
+        }
+        defer { fuse_opt_free_args(&fuseArguments) }
+        let (created, said) = LibfuseLog.collecting(restoring: logger) {
+            fuse_session_new(&fuseArguments, &operations, MemoryLayout<fuse_lowlevel_ops>.size, userData)
+        }
+        guard let created else { throw .session(said.joined(separator: "; ")) }
+        return created
     }
 
     deinit {

@@ -32,7 +32,8 @@ enum Background {
             posix_spawn_file_actions_addopen(&actions, descriptor, "/dev/null", O_RDWR, 0)
         }
         let executable = selfExecutable()
-        let argv = ([executable] + arguments + ["-f", "--ready-fd", "\(readinessDescriptor)"]).map { strdup($0) } + [nil]
+        // Its own flags first: after a `--` among the user's arguments they would be paths.
+        let argv = ([executable, "-f", "--ready-fd", "\(readinessDescriptor)"] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var child = pid_t()
         let spawned = posix_spawn(&child, executable, &actions, nil, argv, environ)

@@ -107,11 +107,16 @@ struct Daemon {
     /// (and its writes fail with `EACCES`); only the user who mounted can use the mount unless `allow_other` is given; and unless
     /// `no_auto_unmount` is given, fusermount3 unmounts if the daemon dies without doing so.
     private var fuseArguments: [String] {
-        var options = ["fsname=\(configuration.source ?? "schedfs")", "subtype=schedfs", "default_permissions"]
-        if configuration.options.autoUnmount { options.append("auto_unmount") }
-        var arguments = ["-o", options.joined(separator: ",")]
-        for option in configuration.options.passedOn { arguments += ["-o", option] }
-        if configuration.debug { arguments.append("-d") }
+        Self.fuseArguments(options: configuration.options, source: configuration.source, debug: configuration.debug)
+    }
+
+    /// libfuse's arguments for these options: the fixed ones, then those the user passed on.
+    static func fuseArguments(options: MountOptions, source: String?, debug: Bool) -> [String] {
+        var fixed = ["fsname=\(source ?? "schedfs")", "subtype=schedfs", "default_permissions"]
+        if options.autoUnmount { fixed.append("auto_unmount") }
+        var arguments = ["-o", fixed.joined(separator: ",")]
+        for option in options.passedOn { arguments += ["-o", option] }
+        if debug { arguments.append("-d") }
         return arguments
     }
 

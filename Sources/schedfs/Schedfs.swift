@@ -1,5 +1,7 @@
 import ArgumentParser
 import Glibc
+import Logging
+import ProcFS
 
 /// The `schedfs` command.
 @main
@@ -66,13 +68,21 @@ struct Schedfs: ParsableCommand {
         let readiness = readyDescriptor.map(Readiness.init)
         do {
             let options = try MountOptions.parse(mountOptions)
+            let source = paths.count == 2 ? paths[0] : nil
+            do {
+                try FuseServer.check(
+                    arguments: Daemon.fuseArguments(options: options, source: source, debug: debug),
+                    logger: Logger(label: "schedfs"))
+            } catch {
+                throw UsageError(description: "\(error)")
+            }
             let mountpoint = try Mountpoint(checking: paths[paths.count - 1])
             if !foreground && !debug {
                 Glibc.exit(try Background.start(arguments: Array(CommandLine.arguments.dropFirst())))
             }
             let configuration = Configuration(
                 mountpoint: mountpoint,
-                source: paths.count == 2 ? paths[0] : nil,
+                source: source,
                 options: options,
                 foreground: true,
                 readiness: readiness,
@@ -86,7 +96,8 @@ struct Schedfs: ParsableCommand {
     }
 
     /// Parses and runs; every error is one line on stderr, `schedfs: <what is wrong>`, and a
-    /// non-zero exit (64 for a bad command line, 1 otherwise). `--help` and `--version` print
+    /// non-zero exit: 64 (`EX_USAGE`) for a bad command line, bad `-o` options included, and 1
+    /// for everything that fails at run time. `--help` and `--version` print
     /// as usual.
     static func main() {
         let command: ParsableCommand
@@ -103,8 +114,10 @@ struct Schedfs: ParsableCommand {
             var command = command
             try command.run()
         } catch {
+            // parseAsRoot hands `--help` and `-h` over as a command whose run throws the request.
+            if exitCode(for: error) == .success { exit(withError: error) }
             LogDescriptor(STDERR_FILENO).write(line: "schedfs: \(error)")
-            Glibc.exit(1)
+            Glibc.exit(error is CommandLineError ? ExitCode.validationFailure.rawValue : 1)
         }
     }
 }
@@ -115,4 +128,15 @@ extension String {
         guard let first else { return self }
         return first.lowercased() + dropFirst()
     }
+}
+
+/// An error in what the command line says, as opposed to a failure at run time: the command
+/// exits 64 (`EX_USAGE`).
+protocol CommandLineError: Error {}
+
+extension MountOptionError: CommandLineError {}
+
+/// An option that libfuse refused, with what it said.
+struct UsageError: CommandLineError, CustomStringConvertible {
+    let description: String
 }

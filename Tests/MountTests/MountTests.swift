@@ -246,6 +246,14 @@ import Testing
             let testDescription: String
             let arguments: @Sendable (_ root: String) -> [String]
             let says: String
+
+            /// What the command line says is wrong exits 64 (`EX_USAGE`); what fails at run
+            /// time (the mountpoint, the log file) exits 1.
+            var status: Int32 { Self.runtimeFailures.contains(testDescription) ? 1 : 64 }
+            static let runtimeFailures: Set<String> = [
+                "missing directory", "a file", "empty mountpoint", "a symlink", "a dangling symlink", "inside a file",
+                "log in a missing directory",
+            ]
         }
 
         static let cases: [Case] = [
@@ -290,7 +298,7 @@ import Testing
             symlink(root.path + "/mnt", root.path + "/link")
             symlink(root.path + "/absent", root.path + "/dangling")
             let result = try runCommand(binary, bad.arguments(root.path))
-            #expect(result.status != 0)
+            #expect(result.status == bad.status, "stderr: \(result.stderr)")
             let lines = result.stderr.split(separator: "\n")
             #expect(lines.count == 1, "stderr: \(result.stderr)")
             #expect(result.stderr.hasPrefix("schedfs: "))
@@ -337,6 +345,42 @@ import Testing
             }
             #expect(mounted > 0 && refused > 0, "the cases must cover both outcomes: \(mounted) mounted, \(refused) refused")
             print("random -o strings: 200 runs, \(mounted) mounted and unmounted cleanly, \(refused) refused with one line")
+        }
+
+        /// `--help` and `-h` print the usage on stdout and exit 0, as `--version` prints the
+        /// version; no arguments at all is a command-line error.
+        @Test func helpVersionAndNoArguments() throws {
+            let binary = try schedfsBinary()
+            for flag in ["--help", "-h"] {
+                let help = try runCommand(binary, [flag])
+                #expect(help.status == 0, "\(flag): \(help.stderr)")
+                #expect(help.stderr.isEmpty, "\(flag): \(help.stderr)")
+                #expect(help.stdout.contains("USAGE: schedfs") && help.stdout.contains("page_cache"), "\(flag): \(help.stdout)")
+            }
+            let version = try runCommand(binary, ["--version"])
+            #expect(version.status == 0 && version.stdout.hasPrefix("schedfs ") && version.stderr.isEmpty)
+            let none = try runCommand(binary, [])
+            #expect(none.status == 64 && none.stdout.isEmpty)
+            #expect(none.stderr.hasPrefix("schedfs: missing mountpoint") && none.stderr.split(separator: "\n").count == 1)
+        }
+
+        /// `--` ends the options, before the mountpoint or after it, in the background too.
+        @Test(arguments: [true, false])
+        func aDoubleDashBeforeOrAfterTheMountpointMounts(before: Bool) throws {
+            let binary = try schedfsBinary()
+            let root = try TemporaryDirectory()
+            defer { root.remove() }
+            let mountpoint = root.path + "/mnt"
+            mkdir(mountpoint, 0o755)
+            let started = try runCommand(binary, before ? ["--", mountpoint] : [mountpoint, "--"])
+            defer {
+                if isSchedfsMounted(mountpoint) { _ = try? runCommand("/usr/bin/fusermount3", ["-u", mountpoint]) }
+            }
+            #expect(started.status == 0, "stderr: \(started.stderr)")
+            #expect(isSchedfsMounted(mountpoint))
+            #expect(parseSched(try readText(mountpoint + "/sched")) != nil)
+            #expect(try runCommand("/usr/bin/fusermount3", ["-u", mountpoint]).status == 0)
+            #expect(eventually(timeout: .seconds(3)) { livePIDs(mentioning: root.path).isEmpty })
         }
 
         @Test func anAlreadyMountedDirectoryIsRefused() throws {
