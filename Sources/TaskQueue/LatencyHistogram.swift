@@ -59,7 +59,7 @@ public struct TickStatistics: Sendable, Equatable {
     public var missedTicks: UInt64 = 0
     /// How long the handlers ran, in nanoseconds; the rest of the time the tick thread slept.
     public var busyNanoseconds: Int64 = 0
-    /// How late each wake-up came after the latest deadline it found passed.
+    /// How late each tick ran after its own deadline.
     public var lateness = LatencyHistogram()
 
     public init() {}

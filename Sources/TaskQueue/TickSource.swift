@@ -123,7 +123,9 @@ public final class TickSource: Sendable {
         return true
     }
 
-    /// Measures a wake-up at `now` that found `expirations` deadlines passed.
+    /// Measures a wake-up at `now` that found `expirations` deadlines passed: each of those
+    /// ticks runs now, so each is as late as `now` is past its own deadline, and a stall shows
+    /// in the lateness of every tick it held back.
     ///
     /// - Returns: the latest deadline passed.
     private func record(_ expirations: UInt64, at now: Int64) -> Int64 {
@@ -135,7 +137,9 @@ public final class TickSource: Sendable {
             }
             let schedule = measured.schedule
             let latest = schedule.first + Int64(measured.statistics.ticks - schedule.ticksBefore - 1) * schedule.period
-            measured.statistics.lateness.record(nanoseconds: now - latest)
+            for earlier in 0..<Int64(expirations) {
+                measured.statistics.lateness.record(nanoseconds: now - (latest - earlier * schedule.period))
+            }
             return latest
         }
     }

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import TaskQueue
 import Testing
 
@@ -47,5 +48,22 @@ import Testing
         #expect(measured.ticks + 1 >= measured.due && measured.ticks <= measured.due)
         #expect(measured.lateness.count > 0)
         #expect(measured.lateness.percentile(0.5) < 5_000_000, "a median tick 5 ms late at 200 Hz")
+    }
+
+    /// A handler that holds the tick thread for 300 ms delays the 30 ticks due meanwhile: each
+    /// ran late by the time since its own deadline, so the stall shows in the maximum and in
+    /// the upper percentiles, not only in `missedTicks`.
+    @Test func aStallShowsInTheLatenessOfEveryTickItHeldBack() throws {
+        let stalled = Atomic<Bool>(false)
+        let source = try TickSource(hz: 100) {
+            if !stalled.exchange(true, ordering: .relaxed) { usleep(300_000) }
+        }
+        try source.start()
+        usleep(600_000)
+        let measured = source.statistics
+        #expect(source.stop(timeout: .seconds(1)))
+        #expect(measured.missedTicks >= 25, "\(measured.missedTicks) ticks missed behind a 300 ms stall")
+        #expect(measured.lateness.maximum >= 250_000_000, "max \(measured.lateness.maximum) ns")
+        #expect(measured.lateness.percentile(0.75) >= 50_000_000, "p75 \(measured.lateness.percentile(0.75)) ns of \(measured.lateness.count) ticks")
     }
 }
