@@ -102,10 +102,15 @@ public final class FuseServer: @unchecked Sendable {
     ///
     /// - Throws: ``FuseServerError/mount(_:_:)`` with what libfuse or fusermount3 said.
     public func mount(at mountpoint: String) throws(FuseServerError) {
-        let (result, said) = LibfuseLog.collecting(restoring: logger) {
-            fuse_session_mount(session, mountpoint)
+        let ((result, said), written) = StandardErrorCapture.capturing {
+            LibfuseLog.collecting(restoring: logger) { fuse_session_mount(session, mountpoint) }
         }
-        guard result == 0 else { throw .mount(mountpoint, said.joined(separator: "; ")) }
+        guard result == 0 else { throw .mount(mountpoint, (said + written).joined(separator: "; ")) }
+        // Nothing written meanwhile is lost: pass it on where it was going.
+        if !written.isEmpty {
+            let text = Array((written.joined(separator: "\n") + "\n").utf8)
+            _ = text.withUnsafeBytes { Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        }
         self.mountpoint.withLock { $0 = mountpoint }
         let descriptor = fuse_session_fd(session)
         _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
@@ -126,6 +131,18 @@ public final class FuseServer: @unchecked Sendable {
             }
             workers.withLock { $0.append(worker) }
         }
+    }
+
+    /// Checks that the kernel took the connection: it answered libfuse's reply to its `INIT`
+    /// (some options, `max_read=4` among them, make the kernel refuse it, and then every access
+    /// fails with `ECONNREFUSED`), and the mount's root answers a `stat`. Call it after
+    /// ``serve(threads:onSessionEnd:)`` and before saying that the mount is ready.
+    ///
+    /// - Throws: ``FuseServerError/refused(_:_:)`` with what the `stat` got.
+    public func confirmServing() throws(FuseServerError) {
+        guard let path = mountpoint.withLock({ $0 }) else { throw .refused("", EINVAL) }
+        var attributes = stat()
+        guard stat(path, &attributes) == 0 else { throw .refused(path, errno) }
     }
 
     /// Whether the kernel has ended the session (the file system was unmounted from outside).
@@ -271,11 +288,17 @@ public enum FuseServerError: Error, CustomStringConvertible {
     case mount(String, String)
     /// A system call failed, with its errno.
     case system(String, Int32)
+    /// The mount at the path did not answer, with the errno its root's `stat` got.
+    case refused(String, Int32)
 
     public var description: String {
         switch self {
         case .session(let said): said.isEmpty ? "libfuse refused the options" : said
-        case .mount(let path, let said): said.isEmpty ? "cannot mount on \(path)" : said
+        case .mount(let path, let said): said.isEmpty ? "cannot mount on \(path)" : "cannot mount on \(path): \(said)"
+        case .refused(let path, let error) where error == ECONNREFUSED:
+            "the kernel refused the connection of the mount on \(path) (\(String(cString: strerror(error)))): "
+                + "it could not use what libfuse answered to its INIT; an option such as max_read may be out of its range"
+        case .refused(let path, let error): "the mount on \(path) does not answer: \(String(cString: strerror(error)))"
         case .system(let call, let error): "\(call): \(String(cString: strerror(error)))"
         }
     }

@@ -35,6 +35,12 @@ public enum ProcMount {
         let server = try FuseServer(tree: tree, arguments: ["-o", options], readMode: readMode, logger: logger)
         try server.mount(at: mountpoint)
         try server.serve(threads: threads) { [events] in events.sessionEnded() }
+        do {
+            try server.confirmServing()
+        } catch {
+            _ = server.shutDown(timeout: stopTimeout)
+            throw error
+        }
         logger.info("serving on \(mountpoint)")
         logger.info("stopping: \(events.next())")
         let serving = server.shutDown(timeout: stopTimeout)

@@ -54,6 +54,7 @@ struct Daemon {
         do {
             try ticks.start()
             try server.serve(threads: configuration.threads) { [events] in events.sessionEnded() }
+            try server.confirmServing()
         } catch {
             logger.error("\(error)")
             configuration.readiness?.failed("\(error)")

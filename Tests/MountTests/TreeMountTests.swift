@@ -12,22 +12,22 @@ extension MountTests {
             let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
             defer { mount.cleanUp() }
             usleep(200_000)  // some ticks, and some uptime, to show
-            #expect(try readText(mount.path("timer/hz")) == "100\n")
-            let ticks = try #require(UInt64(try readText(mount.path("timer/ticks")).dropLast()))
+            #expect(try readOnce(mount.path("timer/hz")) == "100\n")
+            let ticks = try #require(UInt64(try readOnce(mount.path("timer/ticks")).dropLast()))
             #expect(ticks > 0)
-            #expect(parseSched(try readText(mount.path("sched"))) != nil)
+            #expect(parseSched(try readOnce(mount.path("sched"))) != nil)
 
-            let queue = try readText(mount.path("timer/queue")).split(separator: "\n")
+            let queue = try readOnce(mount.path("timer/queue")).split(separator: "\n")
             #expect(queue.count == 2 && queue[0] == "name runs queued_since", "\(queue)")
             let task = queue.last?.split(separator: " ") ?? []
             #expect(task.count == 3 && task[0] == "sched" && (UInt64(task[1]) ?? 0) > 0 && Double(task[2]) != nil,
                     "\(queue)")
 
-            let latency = try readText(mount.path("timer/latency")).split(separator: "\n").map { $0.split(separator: " ") }
+            let latency = try readOnce(mount.path("timer/latency")).split(separator: "\n").map { $0.split(separator: " ") }
             #expect(latency.map { $0.first ?? "" } == ["p50_us", "p99_us", "max_us", "missed_ticks"])
             #expect(latency.allSatisfy { $0.count == 2 && UInt64($0[1]) != nil })
 
-            let uptime = try readText(mount.path("uptime"))
+            let uptime = try readOnce(mount.path("uptime"))
             let fields = uptime.dropLast().split(separator: " ")
             #expect(uptime.hasSuffix("\n") && fields.count == 2, "\(uptime.debugDescription)")
             let up = try #require(Double(fields.first ?? ""))
@@ -54,14 +54,14 @@ extension MountTests {
             defer { mount.cleanUp() }
             #expect(try rate(of: mount) < 100, "at hz=50")
             try writeText(mount.path("timer/hz"), "1000\n")
-            #expect(try readText(mount.path("timer/hz")) == "1000\n")
+            #expect(try readOnce(mount.path("timer/hz")) == "1000\n")
             let fast = try rate(of: mount)
             #expect(fast > 500 && fast < 1500, "count grew at \(fast)/s after writing 1000")
             // With O_TRUNC, as the shell's `>` opens it.
             try writeText(mount.path("timer/hz"), "20", flags: O_WRONLY | O_TRUNC)
             let slow = try rate(of: mount)
             #expect(slow > 5 && slow < 40, "count grew at \(slow)/s after writing 20")
-            #expect(try readText(mount.path("timer/hz")) == "20\n")
+            #expect(try readOnce(mount.path("timer/hz")) == "20\n")
         }
 
         @Test(arguments: MountTests.readModes)

@@ -1,0 +1,46 @@
+import CLinux
+import Glibc
+
+/// Catches what is written to standard error while a call runs, so that an error can say
+/// why: libfuse reports some mount failures with `perror`, and fusermount3, which it starts,
+/// writes its reasons there (`option allow_other only allowed if 'user_allow_other' is set`).
+///
+/// Standard error goes to an anonymous memory file for the call, and is then put back. A
+/// process started meanwhile keeps that file as its standard error (fusermount3 stays, with
+/// `auto_unmount`, to watch the daemon): a file never makes it fail with `EPIPE` as a pipe
+/// whose reader has gone would. What other threads wrote meanwhile is handed back to the
+/// caller too, to pass on.
+enum StandardErrorCapture {
+    /// Runs `body` with standard error caught.
+    ///
+    /// - Returns: what `body` returned, and the lines written to standard error meanwhile.
+    static func capturing<Result>(_ body: () -> Result) -> (Result, [String]) {
+        let memory = clinux_memfd_cloexec("schedfs-stderr")
+        let saved = memory < 0 ? -1 : fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0)
+        guard memory >= 0, saved >= 0 else {
+            // Most likely the process is out of descriptors, which is then the call's trouble too.
+            let why = "standard error could not be caught: \(String(cString: strerror(errno)))"
+            if memory >= 0 { close(memory) }
+            return (body(), [why])
+        }
+        defer { close(memory) }
+        fflush(nil)
+        dup2(memory, STDERR_FILENO)
+        let result = body()
+        fflush(nil)
+        dup2(saved, STDERR_FILENO)
+        close(saved)
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        var offset: off_t = 0
+        while true {
+            let count = pread(memory, &chunk, chunk.count, offset)
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes += chunk[0..<count]
+            offset += off_t(count)
+        }
+        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n").map(String.init)
+        return (result, lines)
+    }
+}
