@@ -50,6 +50,8 @@ struct Daemon {
         let events = try ShutdownEvents()
         let server = try FuseServer(
             tree: tree, arguments: fuseArguments, readMode: configuration.options.readMode, logger: logger)
+        // Held, never closed: the lock lasts as long as the daemon.
+        _ = try configuration.mountpoint.claim()
         try server.mount(at: configuration.mountpoint.path)
         do {
             try ticks.start()

@@ -24,6 +24,28 @@ struct Mountpoint {
         if Self.schedfsMounts().contains(path) { throw .alreadyMounted(given) }
     }
 
+    /// Claims the mount point for this process's life, so that of two schedfs started on it
+    /// at the same instant exactly one mounts: an exclusive `flock` on the directory, then the
+    /// check for a schedfs mount again, under the lock. A racer that opens the path after the
+    /// winner mounted locks the new mount's root instead, and then finds the mount.
+    ///
+    /// - Returns: the locked descriptor; the lock lasts until the process exits.
+    /// - Throws: ``MountpointError/busy(_:)`` or ``MountpointError/alreadyMounted(_:)``.
+    func claim() throws(MountpointError) -> Int32 {
+        let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw MountpointError(path, errno: errno) }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            let error = errno
+            close(descriptor)
+            throw error == EWOULDBLOCK ? .busy(path) : .unreachable(path, error)
+        }
+        if Self.schedfsMounts().contains(path) {
+            close(descriptor)
+            throw .alreadyMounted(path)
+        }
+        return descriptor
+    }
+
     /// The mount points of the schedfs file systems now mounted, from `/proc/self/mountinfo`.
     static func schedfsMounts() -> Set<String> {
         guard let table = readWholeFile("/proc/self/mountinfo") else { return [] }
@@ -80,6 +102,7 @@ enum MountpointError: Error, Equatable, CustomStringConvertible {
     case notDirectory(String)
     case symbolicLink(String, String?)
     case alreadyMounted(String)
+    case busy(String)
     case deadMount(String)
     case unreachable(String, Int32)
 
@@ -100,6 +123,7 @@ enum MountpointError: Error, Equatable, CustomStringConvertible {
         case .symbolicLink(let path, let target):
             "mountpoint '\(path)' is a symbolic link; give the directory itself\(target.map { ": '\($0)'" } ?? "")"
         case .alreadyMounted(let path): "mountpoint '\(path)' is already a schedfs mount; unmount it with: fusermount3 -u \(path)"
+        case .busy(let path): "mountpoint '\(path)' is already being mounted by another schedfs"
         case .deadMount(let path):
             "mountpoint '\(path)' is a FUSE mount whose daemon is gone (transport endpoint is not connected); clear it with: fusermount3 -u \(path)"
         case .unreachable(let path, let error): "mountpoint '\(path)': \(String(cString: strerror(error)))"

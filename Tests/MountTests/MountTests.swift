@@ -389,9 +389,8 @@ import Testing
             #expect(eventually(timeout: .seconds(3)) { livePIDs(mentioning: root.path).isEmpty })
         }
 
-        /// In the background a failed mount says why in its one line, though the daemon's own
-        /// stderr goes nowhere: here libfuse's reason (it reports this one with `perror`), when
-        /// the daemon may open too few descriptors.
+        /// In the background a failed start says why in its one line, though the daemon's own
+        /// stderr goes nowhere: here, that the daemon may open too few descriptors.
         @Test func aFailedMountSaysWhyInTheBackground() throws {
             let binary = try schedfsBinary()
             let root = try TemporaryDirectory()
@@ -401,7 +400,7 @@ import Testing
             let result = try runCommand("/bin/sh", ["-c", "ulimit -n 8; exec \(binary) \(mountpoint)"])
             #expect(result.status == 1)
             #expect(result.stderr.split(separator: "\n").count == 1, "stderr: \(result.stderr)")
-            #expect(result.stderr.hasPrefix("schedfs: cannot mount on \(mountpoint): "), "stderr: \(result.stderr)")
+            #expect(result.stderr.hasPrefix("schedfs: ") && result.stderr.contains(mountpoint), "stderr: \(result.stderr)")
             #expect(result.stderr.contains("Too many open files"), "stderr: \(result.stderr)")
             #expect(!isSchedfsMounted(mountpoint))
             #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: root.path).isEmpty })
@@ -414,10 +413,13 @@ import Testing
             let fuseConf = readWhole("/etc/fuse.conf") ?? ""
             try #require(!fuseConf.split(separator: "\n").contains { $0.hasPrefix("user_allow_other") },
                          "this test needs /etc/fuse.conf without user_allow_other")
-            let binary = try schedfsBinary()
             let root = try TemporaryDirectory()
             defer { root.remove() }
             chmod(root.path, 0o755)
+            // A copy nobody can run, wherever the build is.
+            let binary = root.path + "/schedfs"
+            #expect(try runCommand("/bin/cp", [try schedfsBinary(), binary]).status == 0)
+            chmod(binary, 0o755)
             let mountpoint = root.path + "/mnt"
             mkdir(mountpoint, 0o755)
             chown(mountpoint, 65534, 65534)
@@ -434,6 +436,36 @@ import Testing
                     "stderr: \(result.stderr)")
             #expect(!isSchedfsMounted(mountpoint))
             #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: root.path).isEmpty })
+        }
+
+        /// Two schedfs started at the same instant on one mount point: exactly one mounts, and
+        /// the other fails with one line, ten times over; one unmount then leaves nothing.
+        @Test func ofTwoStartedAtOnceExactlyOneMounts() throws {
+            let binary = try schedfsBinary()
+            let root = try TemporaryDirectory()
+            defer { root.remove() }
+            let mountpoint = root.path + "/mnt"
+            mkdir(mountpoint, 0o755)
+            defer {
+                // Stacked mounts, should a round have made two, come off one at a time.
+                for _ in 0..<3 where isSchedfsMounted(mountpoint) {
+                    _ = try? runCommand("/usr/bin/fusermount3", ["-u", "-z", mountpoint])
+                }
+            }
+            for round in 0..<10 {
+                let starts = try (0..<2).map { number in
+                    try ChildProcess(binary, [mountpoint], stderr: "\(root.path)/err-\(round)-\(number)")
+                }
+                let statuses = starts.map { $0.wait(timeout: .seconds(15)) }
+                let messages = (0..<2).map { readWhole("\(root.path)/err-\(round)-\($0)") ?? "" }
+                #expect(statuses.sorted { ($0 ?? -1) < ($1 ?? -1) } == [0, 1], "round \(round): \(statuses) \(messages)")
+                let loser = messages.first { !$0.isEmpty } ?? ""
+                #expect(loser.split(separator: "\n").count == 1 && loser.hasPrefix("schedfs: mountpoint "), "round \(round): \(loser)")
+                #expect(loser.contains("already"), "round \(round): \(loser)")
+                #expect(try runCommand("/usr/bin/fusermount3", ["-u", mountpoint]).status == 0)
+                #expect(!isSchedfsMounted(mountpoint), "round \(round): a second mount was left")
+                #expect(eventually(timeout: .seconds(3)) { livePIDs(mentioning: root.path).isEmpty })
+            }
         }
 
         @Test func anAlreadyMountedDirectoryIsRefused() throws {
