@@ -30,6 +30,8 @@ public final class FuseServer: @unchecked Sendable {
     private let sessionEnded = Atomic<Bool>(false)
     private let sessionEnd = WaitQueue()
     private let mountpoint = Mutex<String?>(nil)
+    /// The mount's device (`major:minor`), by which it is found when its path has changed.
+    private let device = Mutex<String?>(nil)
     private let notifyFailureLogged = Atomic<Bool>(false)
     /// Open while notifications may be written to the session's device: ``unmount()`` closes
     /// and drains it before it closes the device, so that a change announced by another thread
@@ -112,6 +114,8 @@ public final class FuseServer: @unchecked Sendable {
             _ = text.withUnsafeBytes { Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
         }
         self.mountpoint.withLock { $0 = mountpoint }
+        let mount = MountTable.mounts().last { $0.mountpoint == mountpoint && $0.type.hasPrefix("fuse") }
+        device.withLock { $0 = mount?.device }
         let descriptor = fuse_session_fd(session)
         _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
     }
@@ -158,8 +162,16 @@ public final class FuseServer: @unchecked Sendable {
     ///   caller may not unmount (`umount2` needs privilege), in which case ``unmount()`` ends it.
     public func detach(timeout: Duration) -> Bool {
         if hasSessionEnded { return true }
-        guard let path = mountpoint.withLock({ $0 }), umount2(path, Int32(MNT_DETACH)) == 0 else { return false }
+        guard let path = currentMountpoint, umount2(path, Int32(MNT_DETACH)) == 0 else { return false }
         return sessionEnd.wait(timeout: timeout) { hasSessionEnded }
+    }
+
+    /// Where the file system is mounted now: found by its device, so a renamed parent
+    /// directory does not lose it; `nil` once it is unmounted.
+    public var currentMountpoint: String? {
+        if let device = device.withLock({ $0 }) { return MountTable.mount(of: device)?.mountpoint }
+        guard let path = mountpoint.withLock({ $0 }) else { return nil }
+        return MountTable.mounts().contains { $0.mountpoint == path && $0.type.hasPrefix("fuse") } ? path : nil
     }
 
     /// Stops the workers and waits at most `timeout` for them to finish their requests.
@@ -204,6 +216,10 @@ public final class FuseServer: @unchecked Sendable {
         notifying.close()
         if notifying.drain(timeout: .seconds(1)) > 0 {
             logger.warning("a notification to the kernel was still being written after 1 s; unmounting anyway")
+        }
+        // libfuse unmounts the path it mounted on; if that has moved, unmount where it is now.
+        if let path = currentMountpoint, path != mountpoint.withLock({ $0 }) {
+            _ = umount2(path, Int32(MNT_DETACH))
         }
         fuse_session_unmount(session)
     }

@@ -101,6 +101,10 @@ struct Daemon {
             logger.error("cleanup: a request thread was still busy after \(Self.stopTimeout)")
             status = 1
         }
+        if let left = server.currentMountpoint {
+            logger.error("cleanup: the mount on \(left) is still there; clear it with: fusermount3 -u \(left)")
+            status = 1
+        }
         logger.info("cleanup 3/3: exiting with status \(status) (protocol took \((clock.now - start).loggedMilliseconds))")
         return status
     }

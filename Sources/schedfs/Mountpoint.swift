@@ -1,4 +1,5 @@
 import Glibc
+import ProcFS
 
 /// A directory that schedfs may mount on, checked before anything is mounted.
 struct Mountpoint {
@@ -46,54 +47,10 @@ struct Mountpoint {
         return descriptor
     }
 
-    /// The mount points of the schedfs file systems now mounted, from `/proc/self/mountinfo`.
+    /// The mount points of the schedfs file systems now mounted.
     static func schedfsMounts() -> Set<String> {
-        guard let table = readWholeFile("/proc/self/mountinfo") else { return [] }
-        var mounts: Set<String> = []
-        for line in table.split(separator: "\n") {
-            // Fields: id parent major:minor root mountpoint options [optional...] - fstype source super
-            let fields = line.split(separator: " ")
-            guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count,
-                fields[dash + 1] == "fuse.schedfs"
-            else { continue }
-            mounts.insert(unescapeMountinfo(String(fields[4])))
-        }
-        return mounts
+        Set(MountTable.mounts().filter { $0.type == "fuse.schedfs" }.map(\.mountpoint))
     }
-
-    /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
-    private static func unescapeMountinfo(_ field: String) -> String {
-        var bytes: [UInt8] = []
-        var rest = Substring(field).utf8[...]
-        while let byte = rest.first {
-            if byte == UInt8(ascii: "\\"), rest.count >= 4,
-                let code = UInt8(String(decoding: rest.dropFirst().prefix(3), as: UTF8.self), radix: 8)
-            {
-                bytes.append(code)
-                rest = rest.dropFirst(4)
-            } else {
-                bytes.append(byte)
-                rest = rest.dropFirst()
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
-/// Reads a whole (small) file, such as one under /proc.
-func readWholeFile(_ path: String) -> String? {
-    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-    guard descriptor >= 0 else { return nil }
-    defer { close(descriptor) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = read(descriptor, &chunk, chunk.count)
-        if count < 0, errno == EINTR { continue }
-        guard count > 0 else { break }
-        bytes += chunk[0..<count]
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// A mount point that cannot be used.

@@ -196,6 +196,26 @@ import Testing
         }
 
         /// Without -f, the command returns once the mount is ready, and the daemon lives on.
+        /// The mount is found by its device, not its path: with its parent directory renamed,
+        /// SIGTERM still runs the protocol, unmounts, and exits 0.
+        @Test func aSignalUnmountsAfterTheParentDirectoryWasRenamed() throws {
+            let mount = try MountedSchedfs()
+            let moved = mount.root.path + "-moved"
+            try #require(rename(mount.root.path, moved) == 0)
+            defer {
+                if isSchedfsMounted(moved + "/mnt") { _ = try? runCommand("/usr/bin/fusermount3", ["-u", "-z", moved + "/mnt"]) }
+                rename(moved, mount.root.path)
+                mount.cleanUp()
+            }
+            #expect(isSchedfsMounted(moved + "/mnt"))
+            mount.daemon.send(SIGTERM)
+            let status = mount.daemon.wait(timeout: .seconds(5))
+            let log = readWhole(moved + "/schedfs.log") ?? ""
+            #expect(status == 0, "log:\n\(log)")
+            #expect(!isSchedfsMounted(moved + "/mnt"), "a dead mount was left; log:\n\(log)")
+            expectStepsInOrder(log, ["cleanup: started by signal"] + Self.steps)
+        }
+
         @Test func daemonizesByDefault() throws {
             try requireFuse()
             let binary = try schedfsBinary()
