@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // C: libfuse3's low-level API, and the Linux headers Glibc does not import (timerfd).
@@ -26,6 +27,7 @@ let package = Package(
         .target(name: "ProcFS", dependencies: [
             "CFuse3", "CLinux", "KernelSync",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
         // The seed's kernel module: init and the cleanup protocol.
         .target(name: "Sched", dependencies: [
@@ -37,11 +39,13 @@ let package = Package(
             "Sched", "ProcFS", "TaskQueue", "KernelSync",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
 
         // The embedding example: a tree of its own in under 50 lines.
         .executableTarget(name: "CounterFS", dependencies: [
             "ProcFS", .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
         ], path: "Examples/CounterFS"),
 
         .testTarget(name: "KernelSyncTests", dependencies: ["KernelSync"]),
@@ -53,6 +57,7 @@ let package = Package(
         .testTarget(name: "MountTests", dependencies: [
             "schedfs", "CounterFS", "CLinux", "KernelSync", "ProcFS",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
     ],
     swiftLanguageModes: [.v6]

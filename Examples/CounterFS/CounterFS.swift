@@ -2,6 +2,7 @@ import Glibc
 import Logging
 import ProcFS
 import Synchronization
+import SystemPackage
 
 /// `counterfs MOUNTPOINT`: a tree of its own, served until `fusermount3 -u MOUNTPOINT` or Ctrl-C.
 ///
@@ -31,6 +32,7 @@ enum CounterFS {
         }
         try tree.register("changes") { "\(state.changes.load(ordering: .relaxed))\n" }
         try tree.makeSymlink("hello", target: "config/greeting")
-        try ProcMount.serve(tree, at: CommandLine.arguments[1], logger: Logger(label: "counterfs"))
+        // The path as the bytes it was given in: Linux names need not be UTF-8.
+        try ProcMount.serve(tree, at: FilePath(platformString: CommandLine.unsafeArgv[1]!), logger: Logger(label: "counterfs"))
     }
 }

@@ -4,6 +4,7 @@ import Glibc
 import KernelSync
 import Logging
 import Synchronization
+import SystemPackage
 
 /// Serves a ``ProcTree`` on a FUSE mount through libfuse's low-level API.
 ///
@@ -29,7 +30,7 @@ public final class FuseServer: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let sessionEnded = Atomic<Bool>(false)
     private let sessionEnd = WaitQueue()
-    private let mountpoint = Mutex<String?>(nil)
+    private let mountpoint = Mutex<FilePath?>(nil)
     /// The mount's device (`major:minor`), by which it is found when its path has changed.
     private let device = Mutex<String?>(nil)
     private let notifyFailureLogged = Atomic<Bool>(false)
@@ -100,14 +101,14 @@ public final class FuseServer: @unchecked Sendable {
         close(stopEvent)
     }
 
-    /// Mounts the file system at `mountpoint`, an absolute path.
+    /// Mounts the file system at `mountpoint`, an absolute path; its bytes need not be UTF-8.
     ///
     /// - Throws: ``FuseServerError/mount(_:_:)`` with what libfuse or fusermount3 said.
-    public func mount(at mountpoint: String) throws(FuseServerError) {
+    public func mount(at mountpoint: FilePath) throws(FuseServerError) {
         let ((result, said), written) = StandardErrorCapture.capturing {
-            LibfuseLog.collecting(restoring: logger) { fuse_session_mount(session, mountpoint) }
+            LibfuseLog.collecting(restoring: logger) { mountpoint.withPlatformString { fuse_session_mount(session, $0) } }
         }
-        guard result == 0 else { throw .mount(mountpoint, (said + written).joined(separator: "; ")) }
+        guard result == 0 else { throw .mount(mountpoint.description, (said + written).joined(separator: "; ")) }
         // Nothing written meanwhile is lost: pass it on where it was going.
         if !written.isEmpty {
             let text = Array((written.joined(separator: "\n") + "\n").utf8)
@@ -146,7 +147,7 @@ public final class FuseServer: @unchecked Sendable {
     public func confirmServing() throws(FuseServerError) {
         guard let path = mountpoint.withLock({ $0 }) else { throw .refused("", EINVAL) }
         var attributes = stat()
-        guard stat(path, &attributes) == 0 else { throw .refused(path, errno) }
+        guard path.withPlatformString({ stat($0, &attributes) }) == 0 else { throw .refused(path.description, errno) }
     }
 
     /// Whether the kernel has ended the session (the file system was unmounted from outside).
@@ -162,13 +163,15 @@ public final class FuseServer: @unchecked Sendable {
     ///   caller may not unmount (`umount2` needs privilege), in which case ``unmount()`` ends it.
     public func detach(timeout: Duration) -> Bool {
         if hasSessionEnded { return true }
-        guard let path = currentMountpoint, umount2(path, Int32(MNT_DETACH)) == 0 else { return false }
+        guard let path = currentMountpoint, path.withPlatformString({ umount2($0, Int32(MNT_DETACH)) }) == 0 else {
+            return false
+        }
         return sessionEnd.wait(timeout: timeout) { hasSessionEnded }
     }
 
     /// Where the file system is mounted now: found by its device, so a renamed parent
     /// directory does not lose it; `nil` once it is unmounted.
-    public var currentMountpoint: String? {
+    public var currentMountpoint: FilePath? {
         if let device = device.withLock({ $0 }) { return MountTable.mount(of: device)?.mountpoint }
         guard let path = mountpoint.withLock({ $0 }) else { return nil }
         return MountTable.mounts().contains { $0.mountpoint == path && $0.type.hasPrefix("fuse") } ? path : nil
@@ -219,7 +222,7 @@ public final class FuseServer: @unchecked Sendable {
         }
         // libfuse unmounts the path it mounted on; if that has moved, unmount where it is now.
         if let path = currentMountpoint, path != mountpoint.withLock({ $0 }) {
-            _ = umount2(path, Int32(MNT_DETACH))
+            _ = path.withPlatformString { umount2($0, Int32(MNT_DETACH)) }
         }
         fuse_session_unmount(session)
     }

@@ -1,4 +1,5 @@
 import Logging
+import SystemPackage
 
 /// Serves a ``ProcTree`` for a program whose job is just that, in one call.
 ///
@@ -26,7 +27,7 @@ public enum ProcMount {
     ///   - readMode: how the kernel reads files (see ``ReadMode``).
     /// - Throws: ``FuseServerError`` or ``ShutdownEventsError`` when it cannot start.
     public static func serve(
-        _ tree: ProcTree, at mountpoint: String, fuseOptions: [String] = [], threads: Int = 2,
+        _ tree: ProcTree, at mountpoint: FilePath, fuseOptions: [String] = [], threads: Int = 2,
         readMode: ReadMode = .directIO, logger: Logger
     ) throws {
         ShutdownEvents.blockSignals()

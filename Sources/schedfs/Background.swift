@@ -16,10 +16,11 @@ enum Background {
     /// How long a child that failed to start may take to exit.
     static let reapTimeout: Duration = .seconds(5)
 
-    /// Starts the daemon in the background and waits for it.
+    /// Starts the daemon in the background, with this command's own arguments as the bytes
+    /// they were (a path need not be UTF-8), and waits for it.
     ///
     /// - Returns: 0 once the daemon serves; otherwise the child's error has been printed.
-    static func start(arguments: [String]) throws(BackgroundError) -> Int32 {
+    static func start() throws(BackgroundError) -> Int32 {
         var ends: [Int32] = [0, 0]
         guard pipe(&ends) == 0 else { throw .system("pipe", errno) }
         for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
@@ -33,7 +34,9 @@ enum Background {
         }
         let executable = selfExecutable()
         // Its own flags first: after a `--` among the user's arguments they would be paths.
-        let argv = ([executable, "-f", "--ready-fd", "\(readinessDescriptor)"] + arguments).map { strdup($0) } + [nil]
+        let given = (1..<Int(CommandLine.argc)).map { strdup(CommandLine.unsafeArgv[$0]!) }
+        let own: [String] = [executable, "-f", "--ready-fd", "\(readinessDescriptor)"]
+        let argv = own.map { strdup($0) } + given + [nil]
         defer { argv.forEach { free($0) } }
         var child = pid_t()
         let spawned = posix_spawn(&child, executable, &actions, nil, argv, environ)

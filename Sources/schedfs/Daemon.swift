@@ -63,7 +63,7 @@ struct Daemon {
             return shutDown(after: nil, sched: nil, ticks: ticks, server: server, logger: logger)
         }
         logger.info(
-            "mounted on \(configuration.mountpoint.path): hz=\(ticks.hz), \(configuration.threads) request thread(s), pid \(getpid())"
+            "mounted on \(configuration.mountpoint.path.description): hz=\(ticks.hz), \(configuration.threads) request thread(s), pid \(getpid())"
         )
         configuration.readiness?.ready()
         let cause = events.next()

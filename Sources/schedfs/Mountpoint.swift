@@ -1,28 +1,33 @@
 import Glibc
 import ProcFS
+import SystemPackage
 
 /// A directory that schedfs may mount on, checked before anything is mounted.
 struct Mountpoint {
-    /// The absolute path with every link resolved, so it stays right after the daemon's `chdir("/")`.
-    let path: String
+    /// The absolute path with every link resolved, so it stays right after the daemon's
+    /// `chdir("/")`; the bytes it is named by, which need not be UTF-8.
+    let path: FilePath
 
     /// Checks that `given` is an existing directory that is not already a schedfs mount.
     ///
-    /// - Throws: ``MountpointError`` saying what is wrong.
-    init(checking given: String) throws(MountpointError) {
+    /// - Throws: ``MountpointError`` saying what is wrong; it shows the path as text.
+    init(checking given: FilePath) throws(MountpointError) {
+        let shown = given.description
         var link = stat()
-        if lstat(given, &link) == 0, link.st_mode & S_IFMT == S_IFLNK {
-            let target = realpath(given, nil)
+        if given.withPlatformString({ lstat($0, &link) }) == 0, link.st_mode & S_IFMT == S_IFLNK {
+            let target = given.withPlatformString { realpath($0, nil) }
             defer { free(target) }
-            throw .symbolicLink(given, target.map { String(cString: $0) })
+            throw .symbolicLink(shown, target.map { String(cString: $0) })
         }
-        guard let resolved = realpath(given, nil) else { throw MountpointError(given, errno: errno) }
-        path = String(cString: resolved)
+        guard let resolved = given.withPlatformString({ realpath($0, nil) }) else {
+            throw MountpointError(shown, errno: errno)
+        }
+        path = FilePath(platformString: resolved)
         free(resolved)
         var attributes = stat()
-        guard stat(path, &attributes) == 0 else { throw MountpointError(given, errno: errno) }
-        guard attributes.st_mode & S_IFMT == S_IFDIR else { throw .notDirectory(given) }
-        if Self.schedfsMounts().contains(path) { throw .alreadyMounted(given) }
+        guard path.withPlatformString({ stat($0, &attributes) }) == 0 else { throw MountpointError(shown, errno: errno) }
+        guard attributes.st_mode & S_IFMT == S_IFDIR else { throw .notDirectory(shown) }
+        if Self.schedfsMounts().contains(path) { throw .alreadyMounted(shown) }
     }
 
     /// Claims the mount point for this process's life, so that of two schedfs started on it
@@ -33,22 +38,22 @@ struct Mountpoint {
     /// - Returns: the locked descriptor; the lock lasts until the process exits.
     /// - Throws: ``MountpointError/busy(_:)`` or ``MountpointError/alreadyMounted(_:)``.
     func claim() throws(MountpointError) -> Int32 {
-        let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw MountpointError(path, errno: errno) }
+        let descriptor = path.withPlatformString { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        guard descriptor >= 0 else { throw MountpointError(path.description, errno: errno) }
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
             let error = errno
             close(descriptor)
-            throw error == EWOULDBLOCK ? .busy(path) : .unreachable(path, error)
+            throw error == EWOULDBLOCK ? .busy(path.description) : .unreachable(path.description, error)
         }
         if Self.schedfsMounts().contains(path) {
             close(descriptor)
-            throw .alreadyMounted(path)
+            throw .alreadyMounted(path.description)
         }
         return descriptor
     }
 
     /// The mount points of the schedfs file systems now mounted.
-    static func schedfsMounts() -> Set<String> {
+    static func schedfsMounts() -> Set<FilePath> {
         Set(MountTable.mounts().filter { $0.type == "fuse.schedfs" }.map(\.mountpoint))
     }
 }

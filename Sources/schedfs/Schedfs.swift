@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import Logging
 import ProcFS
+import SystemPackage
 
 /// The `schedfs` command.
 @main
@@ -76,9 +77,9 @@ struct Schedfs: ParsableCommand {
             } catch {
                 throw UsageError(description: "\(error)")
             }
-            let mountpoint = try Mountpoint(checking: paths[paths.count - 1])
+            let mountpoint = try Mountpoint(checking: Self.rawArgument(paths[paths.count - 1]))
             if !foreground && !debug {
-                Glibc.exit(try Background.start(arguments: Array(CommandLine.arguments.dropFirst())))
+                Glibc.exit(try Background.start())
             }
             let configuration = Configuration(
                 mountpoint: mountpoint,
@@ -93,6 +94,17 @@ struct Schedfs: ParsableCommand {
             readiness?.failed("\(error)")
             throw error
         }
+    }
+
+    /// The command-line argument that `parsed` was decoded from, as the bytes it was: a path
+    /// need not be UTF-8, and decoding it into a `String` replaced what was not.
+    static func rawArgument(_ parsed: String) -> FilePath {
+        for index in (1..<Int(CommandLine.argc)).reversed() {
+            guard let raw = CommandLine.unsafeArgv[index] else { continue }
+            let bytes = UnsafeRawBufferPointer(start: raw, count: strlen(raw))
+            if String(decoding: bytes, as: UTF8.self) == parsed { return FilePath(platformString: raw) }
+        }
+        return FilePath(parsed)
     }
 
     /// Parses and runs; every error is one line on stderr, `schedfs: <what is wrong>`, and a

@@ -5,6 +5,7 @@ import KernelSync
 import Logging
 import ProcFS
 import Synchronization
+import SystemPackage
 import Testing
 
 /// A ``ProcTree`` of the test's own, served in this process on a fresh temporary directory.
@@ -29,7 +30,7 @@ final class LibraryMount: Sendable {
         server = try FuseServer(
             tree: tree, arguments: ["-o", "default_permissions,subtype=procfs-test"], readMode: directIO ? .directIO : .pageCache,
             logger: Logger(label: "test"))
-        try server.mount(at: mountpoint)
+        try server.mount(at: FilePath(mountpoint))
         try server.serve(threads: 2) {}
         DispatchQueue.global().asyncAfter(deadline: .now() + Self.watchdogTimeout.dispatchSeconds) { [self] in
             guard !tornDown.exchange(true, ordering: .acquiringAndReleasing) else { return }

@@ -390,6 +390,31 @@ import Testing
             #expect(none.stderr.hasPrefix("schedfs: missing mountpoint") && none.stderr.split(separator: "\n").count == 1)
         }
 
+        /// A mountpoint's name is bytes, not text: one with a byte that is not UTF-8 (0xFF)
+        /// mounts, in the background, serves, and unmounts.
+        @Test func aMountpointWhoseNameIsNotUTF8Mounts() throws {
+            let binary = try schedfsBinary()
+            let root = try TemporaryDirectory()
+            defer { root.remove() }
+            let name = Array((root.path + "/mnt-").utf8CString.dropLast()) + [CChar(bitPattern: 0xFF)]
+            try #require(mkdir(name + [0], 0o755) == 0)
+            // The shell's printf makes the byte; a Swift String argument would make it U+FFFD.
+            let path = "\"$(printf '%s/mnt-\\377' \"$1\")\""
+            let started = try runCommand("/bin/sh", ["-c", "exec \"$0\" \(path)", binary, root.path])
+            defer { _ = try? runCommand("/bin/sh", ["-c", "fusermount3 -u -z \(path) 2>/dev/null", "sh", root.path]) }
+            #expect(started.status == 0, "stderr: \(started.stderr)")
+            #expect(isSchedfsMounted(root.path + "/mnt-\u{FFFD}"), "mountinfo shows the byte as it is")
+            let sched = open(name + Array("/sched".utf8CString), O_RDONLY)
+            try #require(sched >= 0, "open: \(SystemError(errno: errno))")
+            var buffer = [UInt8](repeating: 0, count: 256)
+            let count = read(sched, &buffer, buffer.count)
+            close(sched)
+            #expect(parseSched(String(decoding: buffer[0..<max(count, 0)], as: UTF8.self)) != nil)
+            let unmounted = try runCommand("/bin/sh", ["-c", "exec fusermount3 -u \(path)", "sh", root.path])
+            #expect(unmounted.status == 0, "fusermount3: \(unmounted.stderr)")
+            #expect(eventually(timeout: .seconds(3)) { livePIDs(mentioning: root.path).isEmpty })
+        }
+
         /// `--` ends the options, before the mountpoint or after it, in the background too.
         @Test(arguments: [true, false])
         func aDoubleDashBeforeOrAfterTheMountpointMounts(before: Bool) throws {
