@@ -145,7 +145,8 @@ public final class FuseServer: @unchecked Sendable {
     ///
     /// - Throws: ``FuseServerError/refused(_:_:)`` with what the `stat` got.
     public func confirmServing() throws(FuseServerError) {
-        guard let path = mountpoint.withLock({ $0 }) else { throw .refused("", EINVAL) }
+        // Where the mount is now: its parent may have been renamed since it was made.
+        guard let path = currentMountpoint ?? mountpoint.withLock({ $0 }) else { throw .refused("", EINVAL) }
         var attributes = stat()
         guard path.withPlatformString({ stat($0, &attributes) }) == 0 else { throw .refused(path.description, errno) }
     }
