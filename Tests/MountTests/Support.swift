@@ -240,8 +240,13 @@ final class MountedSchedfs: Sendable {
             cleanUp()
             throw SystemError(errno: EIO)
         }
-        // Mounted is not yet serving: wait until the first read answers.
-        _ = eventually(timeout: .seconds(10)) { (try? readText(mountpoint + "/sched")) != nil }
+        // Mounted is not yet ready: wait until the daemon has checked its mount and said so
+        // ("mounted on ..."), which it does once the kernel answered.
+        guard eventually(timeout: .seconds(10), { log.contains("mounted on") }) else {
+            Issue.record("schedfs did not say it was ready on \(mountpoint); its log:\n\(log)")
+            cleanUp()
+            throw SystemError(errno: ETIMEDOUT)
+        }
     }
 
     /// The path of `name` inside the mount.
