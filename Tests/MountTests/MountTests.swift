@@ -445,7 +445,8 @@ import Testing
             let result = try runCommand("/bin/sh", ["-c", "ulimit -n 8; exec \(binary) \(mountpoint)"])
             #expect(result.status == 1)
             #expect(result.stderr.split(separator: "\n").count == 1, "stderr: \(result.stderr)")
-            #expect(result.stderr.hasPrefix("schedfs: ") && result.stderr.contains(mountpoint), "stderr: \(result.stderr)")
+            // Which step runs out first varies (the mountpoint's lock, an eventfd, libfuse's socket).
+            #expect(result.stderr.hasPrefix("schedfs: "), "stderr: \(result.stderr)")
             #expect(result.stderr.contains("Too many open files"), "stderr: \(result.stderr)")
             #expect(!isSchedfsMounted(mountpoint))
             #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: root.path).isEmpty })
