@@ -157,7 +157,8 @@ final class FuseRequestHandler: Sendable {
         fuse_reply_none(request)
     }
 
-    /// `handle` is the open file's `fh` when the caller holds it open (`fstat`).
+    /// `handle` is the open file's `fh` when the kernel sends one (`lseek` to `SEEK_END`; an
+    /// `fstat` sends none).
     func getattr(_ request: fuse_req_t, node: UInt64, handle: UInt64?) {
         guard let entry = tree.kernelEntry(inode: node) else { return reply(request, error: ENOENT) }
         let open = handle.flatMap { openFiles.object($0) }
@@ -210,10 +211,7 @@ final class FuseRequestHandler: Sendable {
         let bytes: ArraySlice<UInt8>?
         if info.pointee.fh == 0 {
             bytes = tree.kernelEntry(inode: node).flatMap { entry in
-                entry.kernelCopy.published(entry, now: Self.now).map { copy in
-                    let start = min(Int(offset), copy.text.count)
-                    return copy.text[start..<min(start + size, copy.text.count)]
-                }
+                entry.kernelCopy.published(entry, now: Self.now)?.text.bytes(at: Int(offset), count: size)
             }
         } else {
             bytes = openFiles.object(info.pointee.fh)?.read(at: Int(offset), size: size)

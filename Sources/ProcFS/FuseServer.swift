@@ -115,8 +115,7 @@ public final class FuseServer: @unchecked Sendable {
             _ = text.withUnsafeBytes { Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
         }
         self.mountpoint.withLock { $0 = mountpoint }
-        let mount = MountTable.mounts().last { $0.mountpoint == mountpoint && $0.type.hasPrefix("fuse") }
-        device.withLock { $0 = mount?.device }
+        device.withLock { $0 = MountTable.fuseMount(at: mountpoint)?.device }
         let descriptor = fuse_session_fd(session)
         _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
     }
@@ -174,8 +173,7 @@ public final class FuseServer: @unchecked Sendable {
     /// directory does not lose it; `nil` once it is unmounted.
     public var currentMountpoint: FilePath? {
         if let device = device.withLock({ $0 }) { return MountTable.mount(of: device)?.mountpoint }
-        guard let path = mountpoint.withLock({ $0 }) else { return nil }
-        return MountTable.mounts().contains { $0.mountpoint == path && $0.type.hasPrefix("fuse") } ? path : nil
+        return mountpoint.withLock { $0 }.flatMap { MountTable.fuseMount(at: $0)?.mountpoint }
     }
 
     /// Stops the workers and waits at most `timeout` for them to finish their requests.

@@ -35,6 +35,11 @@ public enum MountTable {
         mounts().last { $0.device == device }
     }
 
+    /// The topmost FUSE mount at `path`, if there is one.
+    public static func fuseMount(at path: FilePath) -> Mount? {
+        mounts().last { $0.mountpoint == path && $0.type.hasPrefix("fuse") }
+    }
+
     /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
     private static func unescape(_ field: ArraySlice<UInt8>) -> FilePath {
         var bytes: [CChar] = []
@@ -57,14 +62,6 @@ public enum MountTable {
         let descriptor = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return [] }
         defer { close(descriptor) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = read(descriptor, &chunk, chunk.count)
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else { break }
-            bytes += chunk[0..<count]
-        }
-        return bytes
+        return readToEnd(descriptor)
     }
 }

@@ -39,10 +39,9 @@ final class OpenFile: Sendable {
                 position.text = entry.snapshot()
             }
             guard let text = position.text, !entry.isRemoved else { return nil }
-            let start = min(offset, text.count)
-            let end = min(start + size, text.count)
-            position.next = offset + (end - start)
-            return text[start..<end]
+            let bytes = text.bytes(at: offset, count: size)
+            position.next = offset + bytes.count
+            return bytes
         }
     }
 
@@ -56,6 +55,14 @@ final class OpenFile: Sendable {
             guard let text = position.text, !entry.isRemoved else { return nil }
             return text.count
         }
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// At most `count` bytes of a text from `offset` on: none at or past its end.
+    func bytes(at offset: Int, count: Int) -> ArraySlice<UInt8> {
+        let start = Swift.min(offset, self.count)
+        return self[start..<Swift.min(start + count, self.count)]
     }
 }
 

@@ -30,17 +30,9 @@ enum StandardErrorCapture {
         fflush(nil)
         dup2(saved, STDERR_FILENO)
         close(saved)
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        var offset: off_t = 0
-        while true {
-            let count = pread(memory, &chunk, chunk.count, offset)
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else { break }
-            bytes += chunk[0..<count]
-            offset += off_t(count)
-        }
-        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n").map(String.init)
+        // Standard error shared the file's offset, which the writes moved to the end.
+        lseek(memory, 0, SEEK_SET)
+        let lines = String(decoding: readToEnd(memory), as: UTF8.self).split(separator: "\n").map(String.init)
         return (result, lines)
     }
 }
