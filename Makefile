@@ -5,6 +5,8 @@
 #   make test-asan  every test again under AddressSanitizer and LeakSanitizer
 #   make test-tsan  every test again under ThreadSanitizer
 #   make soak   minutes at 1000 Hz under readers: pace, RSS and descriptors must stay flat
+#   make install    the binary, schedfs(8), bash/zsh/fish completions and a systemd mount unit
+#   make man    regenerates Packaging/man/schedfs.8 from the definitions --help prints
 
 SWIFT   ?= swift
 PREFIX  ?= /usr/local
@@ -12,7 +14,7 @@ MNT     ?= mnt
 RELEASE := .build/release/schedfs
 BENCH   := .build/bench
 
-.PHONY: all deps build release run stop test test-asan test-tsan bench soak install uninstall clean
+.PHONY: all deps test-deps build release run stop test check-man man test-asan test-tsan bench soak install install-files uninstall clean
 
 all: build
 
@@ -48,10 +50,44 @@ run: release
 stop:
 	fusermount3 -u $(MNT)
 
+# What the tests run beside schedfs: the shells whose completions they try, man and groff for
+# the man page, systemd's tools for the mount unit, useradd and setpriv for an ordinary user.
+TEST_PACKAGES := zsh fish man-db groff-base systemd passwd util-linux
+test-deps:
+	@missing=$$(for p in $(TEST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "the tests need: apt-get install -y $$missing" >&2; exit 1; fi; \
+		echo "installing" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 # The mount tests run the built binary, so build it before the tests.
-test: deps
+test: deps test-deps
 	$(SWIFT) build
+	$(MAKE) check-man
 	$(SWIFT) test --disable-xctest
+
+# schedfs(8) is made by swift-argument-parser's generate-manual plugin from the definitions
+# that --help prints, then finished by Packaging/man/finish-manual.py (it says what it mends).
+# check-man, part of `make test`, fails when the committed page is not what they make now.
+MANPAGE := Packaging/man/schedfs.8
+MANDIR  := .build/manual
+define make-manual
+	rm -rf $(MANDIR) && mkdir -p $(MANDIR)
+	$(SWIFT) package --allow-writing-to-directory $(MANDIR) generate-manual \
+		--configuration debug --section 8 --output-directory $(MANDIR) >/dev/null
+	python3 Packaging/man/finish-manual.py < $(MANDIR)/schedfs.8 > $(MANDIR)/schedfs.8.finished
+endef
+man:
+	$(make-manual)
+	mv $(MANDIR)/schedfs.8.finished $(MANPAGE)
+check-man:
+	$(make-manual)
+	@# The date line says when the page was made, not what it says.
+	@if ! diff -u -I '^\.Dd ' $(MANPAGE) $(MANDIR)/schedfs.8.finished; then \
+		echo "$(MANPAGE) differs from what --help's definitions make now: run 'make man' and commit it" >&2; \
+		exit 1; \
+	fi
 
 # A benchmark, not a test: speed is measured here, never asserted in `make test`.
 bench: release
@@ -66,7 +102,7 @@ bench: release
 
 # The whole suite under AddressSanitizer and LeakSanitizer, the daemon under test included:
 # a memory error or a leak at the daemon's exit fails the run.
-test-asan: deps
+test-asan: deps test-deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
 	SCHEDFS_BIN=$(CURDIR)/.build-asan/debug/schedfs $(SWIFT) test --disable-xctest --sanitize=address --scratch-path .build-asan
 
@@ -77,7 +113,7 @@ test-asan: deps
 SWIFT_CLANG ?= $(dir $(realpath $(shell command -v $(SWIFT))))clang
 TSAN        := .build-tsan
 TSAN_LINK   := -Xlinker $(CURDIR)/$(TSAN)/MutexAnnotations.o
-test-tsan: deps
+test-tsan: deps test-deps
 	@mkdir -p $(TSAN)
 	$(SWIFT_CLANG) -c -O1 -fPIC -Wall Tests/TSan/MutexAnnotations.c -o $(TSAN)/MutexAnnotations.o
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path $(TSAN) $(TSAN_LINK)
@@ -90,11 +126,35 @@ soak: release
 	cc -O2 -Wall -o $(BENCH)/loadgen Benchmarks/loadgen.c -lpthread
 	python3 Benchmarks/soak.py $(RELEASE) $(BENCH)/loadgen $(SOAK_SECONDS)
 
+# `make install` builds release and installs it; install-files installs a binary already
+# built (BIN), which is how the tests install the debug build into a temporary DESTDIR.
+# The completions are written by the binary itself (swift-argument-parser), so they always
+# match it. mount(8) finds `schedfs` for fstab and mount units only in its fixed PATH, which
+# has /usr/local/bin and /usr/bin.
+BIN        ?= $(RELEASE)
+BINDIR     := $(DESTDIR)$(PREFIX)/bin
+MAN8DIR    := $(DESTDIR)$(PREFIX)/share/man/man8
+BASHDIR    := $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHDIR     := $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHDIR    := $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+UNITDIR    := $(DESTDIR)$(PREFIX)/lib/systemd/system
+INSTALLED  := $(BINDIR)/schedfs $(MAN8DIR)/schedfs.8 $(BASHDIR)/schedfs $(ZSHDIR)/_schedfs \
+	$(FISHDIR)/schedfs.fish $(UNITDIR)/mnt-sched.mount
+
 install: release
-	install -D -m 0755 $(RELEASE) $(DESTDIR)$(PREFIX)/bin/schedfs
+	$(MAKE) install-files
+
+install-files:
+	install -D -m 0755 $(BIN) $(BINDIR)/schedfs
+	install -D -m 0644 $(MANPAGE) $(MAN8DIR)/schedfs.8
+	install -d $(BASHDIR) $(ZSHDIR) $(FISHDIR)
+	$(BIN) --generate-completion-script bash > $(BASHDIR)/schedfs
+	$(BIN) --generate-completion-script zsh > $(ZSHDIR)/_schedfs
+	$(BIN) --generate-completion-script fish > $(FISHDIR)/schedfs.fish
+	install -D -m 0644 Packaging/systemd/mnt-sched.mount $(UNITDIR)/mnt-sched.mount
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/schedfs
+	rm -f $(INSTALLED)
 
 clean:
 	rm -rf .build

@@ -12,7 +12,7 @@ struct Schedfs: ParsableCommand {
         abstract: "Mount a live /proc-like tree whose file 'sched' counts timer ticks.",
         usage: """
             schedfs MOUNTPOINT [-f] [-d] [-s] [-o option[,option...]]
-              schedfs SOURCE MOUNTPOINT -o options    (the form mount.fuse3 uses)
+            schedfs SOURCE MOUNTPOINT -o options    (the form mount.fuse3 uses)
             """,
         discussion: """
             Reading MOUNTPOINT/sched gives 'Timer was called N times so far', where N counts \
@@ -20,27 +20,19 @@ struct Schedfs: ParsableCommand {
             MOUNTPOINT/timer/ shows the timer: hz (write a rate to change it live), ticks, \
             queue and latency; MOUNTPOINT/uptime the seconds since mount.
 
-            Unmount with 'fusermount3 -u MOUNTPOINT' (or umount, or SIGINT/SIGTERM/SIGHUP): \
-            schedfs unregisters sched and the rest of the tree, waits until the routine has \
-            left the queue, and exits 0.
+            schedfs goes to the background once the mount is ready and serving. Unmount with \
+            'fusermount3 -u MOUNTPOINT' (or umount, or SIGINT/SIGTERM/SIGHUP): schedfs \
+            unregisters sched and the rest of the tree, waits until the routine has left the \
+            queue, and exits 0.
 
-            schedfs's own -o options:
-              hz=N        timer ticks per second, 1 to 10000 (default 100)
-              log=PATH    in the background, log to PATH instead of syslog
-              direct_io   read every file as /proc does, each read a round trip to the
-                          daemon (the default)
-              page_cache  let the kernel serve reads from its page cache between changes:
-                          faster, but a run of reads that a change falls between goes on
-                          in the new text
-              no_auto_unmount
-                          leave the mount behind if the daemon is killed (by default
-                          fusermount3 unmounts it)
-            Any other -o option is passed to libfuse (allow_other, ro, fsname=..., ...). \
-            default_permissions is always on: the kernel enforces the files' modes.
+            Exit status: 0 when the mount is ready (or, with -f, when it has been unmounted), \
+            64 for a bad command line, bad -o options included, and 1 for a failure at run time.
             """,
         version: "schedfs 0.1.0")
 
-    @Argument(help: ArgumentHelp("The directory to mount on.", valueName: "mountpoint"))
+    @Argument(
+        help: ArgumentHelp("The directory to mount on.", valueName: "mountpoint"),
+        completion: .directory)
     var paths: [String] = []
 
     @Flag(name: .customShort("f"), help: "Stay in the foreground and log to stderr.")
@@ -52,7 +44,27 @@ struct Schedfs: ParsableCommand {
     @Flag(name: .customShort("s"), help: "Answer requests on a single thread.")
     var singleThreaded = false
 
-    @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, comma separated.", valueName: "options"))
+    @Option(
+        name: .customShort("o"),
+        help: ArgumentHelp(
+            "Mount options, comma separated.",
+            discussion: """
+                schedfs's own:
+                  hz=N         timer ticks per second, 1 to 10000 (default 100)
+                  log=PATH     in the background, log to PATH, not syslog
+                  direct_io    each read a round trip to the daemon, exactly
+                               as /proc reads (the default)
+                  page_cache   let the kernel serve reads from its page cache
+                               between changes: faster, but a run of reads
+                               that a change falls between goes on in the
+                               new text
+                  no_auto_unmount
+                               leave the mount behind if the daemon is
+                               killed (by default fusermount3 unmounts it)
+                Any other option goes to libfuse (allow_other, ro, fsname=...). \
+                default_permissions is always on: the kernel enforces the files' modes.
+                """,
+            valueName: "options"))
     var mountOptions: [String] = []
 
     @Option(name: .customLong("ready-fd"), help: .private)

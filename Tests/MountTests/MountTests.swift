@@ -385,6 +385,10 @@ import Testing
             }
             let version = try runCommand(binary, ["--version"])
             #expect(version.status == 0 && version.stdout.hasPrefix("schedfs ") && version.stderr.isEmpty)
+            let help = try runCommand(binary, ["--help"]).stdout
+            let readme = readWhole(packageRoot + "/README.md") ?? ""
+            #expect(readme.contains("```\n$ schedfs --help\n" + help + "```\n"),
+                    "README.md's usage section must show `schedfs --help` as it prints now:\n\(help)")
             let none = try runCommand(binary, [])
             #expect(none.status == 64 && none.stdout.isEmpty)
             #expect(none.stderr.hasPrefix("schedfs: missing mountpoint") && none.stderr.split(separator: "\n").count == 1)
@@ -469,17 +473,15 @@ import Testing
             let mountpoint = root.path + "/mnt"
             mkdir(mountpoint, 0o755)
             chown(mountpoint, 65534, 65534)
-            var device = stat()
-            try #require(stat("/dev/fuse", &device) == 0)
-            chmod("/dev/fuse", 0o666)
-            defer { chmod("/dev/fuse", device.st_mode & 0o7777) }
             let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups"]
-            let result = try runCommand("/usr/bin/setpriv", asNobody + [binary, mountpoint, "-o", "allow_other"])
-            #expect(result.status == 1, "stderr: \(result.stderr)")
-            #expect(result.stderr.split(separator: "\n").count == 1, "stderr: \(result.stderr)")
-            #expect(result.stderr.hasPrefix("schedfs: cannot mount on \(mountpoint): "), "stderr: \(result.stderr)")
-            #expect(result.stderr.contains("fusermount3: option allow_other only allowed if 'user_allow_other' is set"),
-                    "stderr: \(result.stderr)")
+            try withFuseDevice(mode: 0o666) {
+                let result = try runCommand("/usr/bin/setpriv", asNobody + [binary, mountpoint, "-o", "allow_other"])
+                #expect(result.status == 1, "stderr: \(result.stderr)")
+                #expect(result.stderr.split(separator: "\n").count == 1, "stderr: \(result.stderr)")
+                #expect(result.stderr.hasPrefix("schedfs: cannot mount on \(mountpoint): "), "stderr: \(result.stderr)")
+                #expect(result.stderr.contains("fusermount3: option allow_other only allowed if 'user_allow_other' is set"),
+                        "stderr: \(result.stderr)")
+            }
             #expect(!isSchedfsMounted(mountpoint))
             #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: root.path).isEmpty })
         }
@@ -527,6 +529,52 @@ import Testing
     }
 
     /// Changes are refused with the errno procfs gives an unprivileged caller on /proc/uptime.
+    /// FUSE exists so that ordinary users can mount: one the test makes, with access to
+    /// `/dev/fuse`, mounts, reads and unmounts as root would; without access, the one line says
+    /// what fusermount3 said about `/dev/fuse`.
+    @Suite struct AnOrdinaryUser {
+        @Test func mountsReadsAndUnmountsWithAccessToTheDevice() throws {
+            let user = try TemporaryUser()
+            defer { user.remove() }
+            let root = try TemporaryDirectory()
+            defer { root.remove() }
+            chmod(root.path, 0o755)
+            // A copy the user can run, wherever the build is.
+            let binary = root.path + "/schedfs"
+            #expect(try runCommand("/bin/cp", [try schedfsBinary(), binary]).status == 0)
+            chmod(binary, 0o755)
+            let mountpoint = root.path + "/mnt"
+            mkdir(mountpoint, 0o755)
+            try #require(try runCommand("/bin/chown", [user.name, mountpoint]).status == 0)
+            defer {
+                if isSchedfsMounted(mountpoint) { _ = try? runCommand("/usr/bin/fusermount3", ["-u", "-z", mountpoint]) }
+                for pid in livePIDs(mentioning: root.path) { kill(pid, SIGKILL) }
+            }
+
+            try withFuseDevice(mode: 0o600) {
+                let refused = try user.run(binary, [mountpoint])
+                #expect(refused.status == 1, "\(refused)")
+                #expect(refused.stderr == "schedfs: cannot mount on \(mountpoint): fusermount3: failed to open /dev/fuse: Permission denied\n",
+                        "\(refused)")
+                #expect(!isSchedfsMounted(mountpoint))
+            }
+
+            try withFuseDevice(mode: 0o666) {
+                let started = try user.run(binary, [mountpoint])
+                #expect(started.status == 0 && started.stderr.isEmpty, "\(started)")
+                try #require(isSchedfsMounted(mountpoint))
+                let read = try user.run("/bin/cat", [mountpoint + "/sched"])
+                #expect(read.status == 0 && parseSched(read.stdout) != nil, "\(read)")
+                let hz = try user.run("/bin/sh", ["-c", "echo 50 > \(mountpoint)/timer/hz && cat \(mountpoint)/timer/hz"])
+                #expect(hz.status == 0 && hz.stdout == "50\n", "the mount's owner writes its knobs: \(hz)")
+                let unmounted = try user.run("/usr/bin/fusermount3", ["-u", mountpoint])
+                #expect(unmounted.status == 0, "\(unmounted)")
+            }
+            #expect(!isSchedfsMounted(mountpoint))
+            #expect(eventually(timeout: .seconds(3)) { livePIDs(mentioning: root.path).isEmpty })
+        }
+    }
+
     @Suite struct RefusedChanges {
 
         /// Writing fails with EACCES: at open in direct_io mode; in page-cache mode the kernel

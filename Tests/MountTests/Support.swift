@@ -302,3 +302,45 @@ func expectStepsInOrder(_ log: String, _ steps: [String], sourceLocation: Source
 
 /// The errno of a failed call that returns -1, or 0 when it succeeded.
 func failure(_ result: Int32) -> Int32 { result < 0 ? errno : 0 }
+
+/// This package's root directory, where the Makefile and README are.
+let packageRoot: String = {
+    let parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
+    return parts.dropLast(3).joined(separator: "/")
+}()
+
+/// Runs `body` with `/dev/fuse` at `mode` (0666 opens it to every user; it is 0600 on these
+/// machines), and puts its mode back as it was afterwards, whatever `body` does. Only the
+/// serialized `MountTests` suite calls this, so that two tests never save and restore the mode
+/// across each other.
+func withFuseDevice(mode: mode_t, _ body: () throws -> Void) throws {
+    var device = stat()
+    try #require(stat("/dev/fuse", &device) == 0, "cannot stat /dev/fuse: \(SystemError(errno: errno))")
+    try #require(chmod("/dev/fuse", mode) == 0, "cannot chmod /dev/fuse: \(SystemError(errno: errno))")
+    defer { chmod("/dev/fuse", device.st_mode & 0o7777) }
+    try body()
+}
+
+/// A system user made for one test by `useradd` and removed by ``remove()`` (call it in a
+/// `defer`): an ordinary user with no home and no groups.
+struct TemporaryUser {
+    let name: String
+
+    init() throws {
+        name = "schedfs-t\(getpid() % 100_000)"
+        let made = try runCommand("/usr/sbin/useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+        try #require(made.status == 0, "useradd \(name): \(made.stderr)")
+    }
+
+    /// `setpriv`'s arguments that run a command as this user.
+    var setprivArguments: [String] { ["--reuid=\(name)", "--regid=\(name)", "--clear-groups"] }
+
+    /// Runs `path` with `arguments` as this user.
+    func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        try runCommand("/usr/bin/setpriv", setprivArguments + [path] + arguments)
+    }
+
+    func remove() {
+        _ = try? runCommand("/usr/sbin/userdel", [name])
+    }
+}
