@@ -61,11 +61,21 @@ test-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# Some tests open /dev/fuse to all users, or make a user (schedfs-tNNNN), for a moment, and
+# put it back themselves; should the test process die first, this puts both back after the run.
+define run-tests
+	@mode=$$(stat -c %a /dev/fuse 2>/dev/null); \
+	$(1); status=$$?; \
+	if [ -n "$$mode" ]; then chmod "$$mode" /dev/fuse; fi; \
+	for user in $$(getent passwd | cut -d: -f1 | grep -x 'schedfs-t[0-9]*'); do userdel "$$user"; done; \
+	exit $$status
+endef
+
 # The mount tests run the built binary, so build it before the tests.
 test: deps test-deps
 	$(SWIFT) build
 	$(MAKE) check-man
-	$(SWIFT) test --disable-xctest
+	$(call run-tests,$(SWIFT) test --disable-xctest)
 
 # schedfs(8) is made by swift-argument-parser's generate-manual plugin from the definitions
 # that --help prints, then finished by Packaging/man/finish-manual.py (it says what it mends).
@@ -104,7 +114,7 @@ bench: release
 # a memory error or a leak at the daemon's exit fails the run.
 test-asan: deps test-deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
-	SCHEDFS_BIN=$(CURDIR)/.build-asan/debug/schedfs $(SWIFT) test --disable-xctest --sanitize=address --scratch-path .build-asan
+	$(call run-tests,SCHEDFS_BIN=$(CURDIR)/.build-asan/debug/schedfs $(SWIFT) test --disable-xctest --sanitize=address --scratch-path .build-asan)
 
 # The whole suite under ThreadSanitizer, the daemon under test included: a race reported in
 # the test process or in a daemon (which then exits 66) fails the run. MutexAnnotations.c tells
@@ -117,7 +127,7 @@ test-tsan: deps test-deps
 	@mkdir -p $(TSAN)
 	$(SWIFT_CLANG) -c -O1 -fPIC -Wall Tests/TSan/MutexAnnotations.c -o $(TSAN)/MutexAnnotations.o
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path $(TSAN) $(TSAN_LINK)
-	SCHEDFS_BIN=$(CURDIR)/$(TSAN)/debug/schedfs $(SWIFT) test --disable-xctest --sanitize=thread --scratch-path $(TSAN) $(TSAN_LINK)
+	$(call run-tests,SCHEDFS_BIN=$(CURDIR)/$(TSAN)/debug/schedfs $(SWIFT) test --disable-xctest --sanitize=thread --scratch-path $(TSAN) $(TSAN_LINK))
 
 # Not part of `make test`: it runs for SOAK_SECONDS (default 300).
 SOAK_SECONDS ?= 300
@@ -147,13 +157,18 @@ install: release
 install-files:
 	install -D -m 0755 $(BIN) $(BINDIR)/schedfs
 	install -D -m 0644 $(MANPAGE) $(MAN8DIR)/schedfs.8
-	install -d $(BASHDIR) $(ZSHDIR) $(FISHDIR)
-	$(BIN) --generate-completion-script bash > $(BASHDIR)/schedfs
-	$(BIN) --generate-completion-script zsh > $(ZSHDIR)/_schedfs
-	$(BIN) --generate-completion-script fish > $(FISHDIR)/schedfs.fish
+	$(BIN) --generate-completion-script bash > .build/completion.bash && install -D -m 0644 .build/completion.bash $(BASHDIR)/schedfs
+	$(BIN) --generate-completion-script zsh > .build/completion.zsh && install -D -m 0644 .build/completion.zsh $(ZSHDIR)/_schedfs
+	$(BIN) --generate-completion-script fish > .build/completion.fish && install -D -m 0644 .build/completion.fish $(FISHDIR)/schedfs.fish
+	rm -f .build/completion.bash .build/completion.zsh .build/completion.fish
 	install -D -m 0644 Packaging/systemd/mnt-sched.mount $(UNITDIR)/mnt-sched.mount
 
+# A unit that was enabled (systemctl enable --now) is disabled and its mount stopped first.
 uninstall:
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null 2>&1 \
+		&& systemctl is-enabled --quiet mnt-sched.mount 2>/dev/null; then \
+		systemctl disable --now mnt-sched.mount; \
+	fi
 	rm -f $(INSTALLED)
 
 clean:

@@ -5,6 +5,10 @@ import Testing
 /// works (the man page, the completions, the systemd unit), that `mount -t fuse.schedfs` and
 /// the README's fstab line mount through the installed binary, and that `make uninstall`
 /// leaves nothing behind. The debug build is installed into a temporary `DESTDIR`.
+///
+/// Part of the serialized `MountTests`: a new mount namespace copies every mount there is at
+/// that moment, and would hold other tests' mounts alive until it ends.
+extension MountTests {
 @Suite struct Installation {
     static let prefix = "/usr/local"
     static let installed = [
@@ -49,7 +53,10 @@ import Testing
         let installation = try Installed()
         defer { installation.destination.remove() }
         for file in Self.installed {
-            #expect(access(installation.path(file), R_OK) == 0, "make install did not install \(file)")
+            var attributes = stat()
+            #expect(stat(installation.path(file), &attributes) == 0, "make install did not install \(file)")
+            let mode = attributes.st_mode & 0o7777
+            #expect(mode == (file.hasPrefix("bin/") ? 0o755 : 0o644), "\(file) has mode \(String(mode, radix: 8))")
         }
         let version = try runCommand(installation.path("bin/schedfs"), ["--version"])
         #expect(version.status == 0 && version.stdout.hasPrefix("schedfs "), "\(version)")
@@ -117,7 +124,13 @@ import Testing
 
         let zsh = try runCommand("/usr/bin/zsh", ["-n", installation.path("share/zsh/site-functions/_schedfs")])
         #expect(zsh.status == 0 && zsh.stderr.isEmpty, "zsh: \(zsh)")
-        #expect((readWhole(installation.path("share/zsh/site-functions/_schedfs")) ?? "").hasPrefix("#compdef schedfs"))
+        // compinit finds the function where it was installed and binds it to the command.
+        let bound = try runCommand("/usr/bin/zsh", [
+            "-f", "-c",
+            "fpath=(\(installation.path("share/zsh/site-functions")) $fpath); autoload -Uz compinit; "
+                + "compinit -u -D; autoload -Uz +X _schedfs; print -r -- ${_comps[schedfs]} ${+functions[_schedfs]}",
+        ])
+        #expect(bound.status == 0 && bound.stdout == "_schedfs 1\n", "zsh: \(bound)")
 
         let fish = try runCommand(
             "/usr/bin/fish",
@@ -166,6 +179,9 @@ import Testing
         defer {
             // Should a step fail, a daemon in the namespace would keep it alive: end it.
             for pid in livePIDs(mentioning: scratch.path) { kill(pid, SIGKILL) }
+            if !eventually(timeout: .seconds(5), { livePIDs(mentioning: scratch.path).isEmpty }) {
+                Issue.record("processes of \(scratch.path) outlived SIGKILL: \(livePIDs(mentioning: scratch.path))")
+            }
             scratch.remove()
         }
         let byType = scratch.path + "/by-type"
@@ -186,7 +202,7 @@ import Testing
             grep -q ' \(byFstab) .* fuse.schedfs ' /proc/self/mountinfo && echo "mounted by fstab"
             cat \(byFstab)/sched \(byFstab)/timer/hz
             fusermount3 -u \(byFstab)
-            grep -c fuse.schedfs /proc/self/mountinfo || true
+            grep -c " \(scratch.path)/[^ ]* .* fuse.schedfs " /proc/self/mountinfo || true
             """
         let result = try runCommand("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script], timeout: .seconds(60))
         #expect(result.status == 0 && result.stderr.isEmpty, "\(result)")
@@ -212,6 +228,7 @@ import Testing
             .prefix { !$0.hasPrefix("[") }
             .filter { !$0.isEmpty && !$0.hasPrefix("#") }
     }
+}
 }
 
 /// Writes `text` to a new file at `path`; whether it did.

@@ -340,7 +340,33 @@ struct TemporaryUser {
         try runCommand("/usr/bin/setpriv", setprivArguments + [path] + arguments)
     }
 
+    /// Ends what still runs as the user, each by its PID (all of it was started by the test that
+    /// made the user; userdel refuses a user with processes), then removes the user.
     func remove() {
-        _ = try? runCommand("/usr/sbin/userdel", [name])
+        if let uid = getpwnam(name)?.pointee.pw_uid {
+            let running = { pids(ofUser: uid) }
+            running().forEach { kill($0, SIGKILL) }
+            if !eventually(timeout: .seconds(5), { running().isEmpty }) {
+                Issue.record("processes of the test's user \(name) outlived SIGKILL: \(running())")
+            }
+        }
+        let removed = try? runCommand("/usr/sbin/userdel", [name])
+        if removed?.status != 0 { Issue.record("could not remove the test's user \(name): \(removed?.stderr ?? "")") }
     }
+}
+
+/// PIDs of the live processes whose real user is `uid`.
+func pids(ofUser uid: uid_t) -> [pid_t] {
+    guard let directory = opendir("/proc") else { return [] }
+    defer { closedir(directory) }
+    var found: [pid_t] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        guard let pid = pid_t(name) else { continue }
+        let status = readWhole("/proc/\(pid)/status") ?? ""
+        let uidLine = status.split(separator: "\n").first { $0.hasPrefix("Uid:") }
+        let zombie = status.split(separator: "\n").contains { $0.hasPrefix("State:") && $0.contains("Z") }
+        if !zombie, uidLine?.split(separator: "\t").dropFirst().first == Substring("\(uid)") { found.append(pid) }
+    }
+    return found
 }
