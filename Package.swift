@@ -20,7 +20,9 @@ let package = Package(
         .systemLibrary(name: "CLinux"),
 
         // Kernel-style synchronisation: wait queues and joinable threads.
-        .target(name: "KernelSync", dependencies: ["CLinux"]),
+        .target(name: "KernelSync", dependencies: [
+            "CLinux", .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         // The kernel's timer model: tasks, task queues, the tick source.
         .target(name: "TaskQueue", dependencies: ["KernelSync", "CLinux"]),
         // The /proc-like tree and the libfuse server that serves it.
@@ -33,6 +35,7 @@ let package = Package(
         .target(name: "Sched", dependencies: [
             "TaskQueue", "ProcFS", "KernelSync",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
         // The command: options, mount point checks, daemonizing, signals, logging.
         .executableTarget(name: "schedfs", dependencies: [
@@ -50,8 +53,12 @@ let package = Package(
 
         .testTarget(name: "KernelSyncTests", dependencies: ["KernelSync"]),
         .testTarget(name: "TaskQueueTests", dependencies: ["TaskQueue", "KernelSync"]),
-        .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"]),
-        .testTarget(name: "SchedTests", dependencies: ["Sched", "TaskQueue", "ProcFS"]),
+        .testTarget(name: "ProcFSTests", dependencies: [
+            "ProcFS", .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        .testTarget(name: "SchedTests", dependencies: [
+            "Sched", "TaskQueue", "ProcFS", .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         // Drives the built `schedfs` and `counterfs` binaries against real mounts, and mounts
         // ProcFS trees of its own in-process.
         .testTarget(name: "MountTests", dependencies: [

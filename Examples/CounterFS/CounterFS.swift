@@ -25,7 +25,7 @@ enum CounterFS {
         let tree = ProcTree()
         let config = try tree.makeDirectory("config")
         try tree.registerKnob("greeting", in: config, content: { "\(state.greeting.withLock { $0 })\n" }) {
-            text throws(ProcStoreError) in
+            text throws(Errno) in
             guard (1...64).contains(text.count) else { throw .invalidArgument }
             state.greeting.withLock { $0 = text }
             state.changes.add(1, ordering: .relaxed)

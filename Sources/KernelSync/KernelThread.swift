@@ -1,6 +1,7 @@
 import CLinux
 import Glibc
 import Synchronization
+import SystemPackage
 
 /// A POSIX thread that runs one body and can be joined within a bound.
 ///
@@ -17,7 +18,7 @@ public final class KernelThread: Sendable {
     /// - Throws: ``KernelThreadError`` when the system cannot create the thread.
     public init(name: String, body: @escaping @Sendable () -> Void) throws(KernelThreadError) {
         self.name = name
-        let start = ThreadStart(name: String(name.utf8.prefix(15))!, body: body)
+        let start = ThreadStart(name: Self.threadName(name), body: body)
         self.start = start
         var thread = pthread_t()
         let context = Unmanaged.passRetained(start).toOpaque()
@@ -28,9 +29,17 @@ public final class KernelThread: Sendable {
         }, context)
         guard result == 0 else {
             Unmanaged<ThreadStart>.fromOpaque(context).release()
-            throw KernelThreadError(name: name, errno: result)
+            throw KernelThreadError(name: name, errno: Errno(rawValue: result))
         }
         self.thread = thread
+    }
+
+    /// `name` cut to the 15 bytes a Linux thread name holds, at a character boundary, so that a
+    /// character is never cut in two.
+    static func threadName(_ name: String) -> String {
+        var fitting = Substring(name)
+        while fitting.utf8.count > 15 { fitting = fitting.dropLast() }
+        return String(fitting)
     }
 
     /// Whether the thread's body has returned.
@@ -54,8 +63,8 @@ public struct KernelThreadError: Error, CustomStringConvertible {
     /// The name of the thread that could not start.
     public let name: String
     /// What `pthread_create` answered.
-    public let errno: Int32
-    public var description: String { "cannot start thread \(name): \(String(cString: strerror(errno)))" }
+    public let errno: Errno
+    public var description: String { "cannot start thread \(name): \(errno)" }
 }
 
 /// What a new thread needs: its body, and where it says that it has finished.

@@ -2,6 +2,7 @@ import CFuse3
 import Glibc
 import Logging
 import Synchronization
+import SystemPackage
 
 /// Answers libfuse's low-level requests from a ``ProcTree``.
 ///
@@ -242,7 +243,7 @@ final class FuseRequestHandler: Sendable {
             let consumed = try entry.write(Array(bytes))
             checked(fuse_reply_write(request, min(consumed, bytes.count)), "write")
         } catch {
-            reply(request, error: error.code)
+            reply(request, error: error.rawValue)
         }
     }
 
@@ -344,7 +345,7 @@ final class FuseRequestHandler: Sendable {
     /// at notice level, the rest at debug level, so a storm of them cannot flood the log.
     private func checked(_ result: Int32, _ operation: String) {
         guard result != 0 else { return }
-        let message = "\(operation): reply not delivered: \(String(cString: strerror(-result)))"
+        let message = "\(operation): reply not delivered: \(Errno(rawValue: -result))"
         if replyFailureLogged.exchange(true, ordering: .relaxed) {
             logger.debug("\(message)")
         } else {

@@ -57,7 +57,7 @@ public final class FuseServer: @unchecked Sendable {
         let stopEvent = eventfd(0, Int32(EFD_CLOEXEC))
         guard stopEvent >= 0 else {
             fuse_session_destroy(created)
-            throw .system("eventfd", errno)
+            throw .system("eventfd", Errno(rawValue: errno))
         }
         self.session = created
         self.handler = handler
@@ -83,7 +83,7 @@ public final class FuseServer: @unchecked Sendable {
     ) throws(FuseServerError) -> OpaquePointer {
         var operations = operations
         var fuseArguments = fuse_args(argc: 0, argv: nil, allocated: 0)
-        for argument in ["schedfs"] + arguments {
+        for argument in ["procfs"] + arguments {
             fuse_opt_add_arg(&fuseArguments, argument)
         }
         defer { fuse_opt_free_args(&fuseArguments) }
@@ -124,7 +124,7 @@ public final class FuseServer: @unchecked Sendable {
     /// session; `onSessionEnd` runs once if the kernel ends the session first.
     public func serve(threads: Int, onSessionEnd: @escaping @Sendable () -> Void) throws {
         for number in 1...max(threads, 1) {
-            let worker = try KernelThread(name: "schedfs-fuse/\(number)") { [self] in
+            let worker = try KernelThread(name: "procfs/\(number)") { [self] in
                 serveRequests()
                 if !stopping.load(ordering: .acquiring),
                     !sessionEnded.exchange(true, ordering: .acquiringAndReleasing)
@@ -145,9 +145,9 @@ public final class FuseServer: @unchecked Sendable {
     /// - Throws: ``FuseServerError/refused(_:_:)`` with what the `stat` got.
     public func confirmServing() throws(FuseServerError) {
         // Where the mount is now: its parent may have been renamed since it was made.
-        guard let path = currentMountpoint ?? mountpoint.withLock({ $0 }) else { throw .refused("", EINVAL) }
+        guard let path = currentMountpoint ?? mountpoint.withLock({ $0 }) else { throw .refused("", .invalidArgument) }
         var attributes = stat()
-        guard path.withPlatformString({ stat($0, &attributes) }) == 0 else { throw .refused(path.description, errno) }
+        guard path.withPlatformString({ stat($0, &attributes) }) == 0 else { throw .refused(path.description, Errno(rawValue: errno)) }
     }
 
     /// Whether the kernel has ended the session (the file system was unmounted from outside).
@@ -267,7 +267,7 @@ public final class FuseServer: @unchecked Sendable {
     private func report(_ result: Int32, _ action: String, _ entry: ProcEntry) {
         guard result != 0, ![ENOENT, ENODEV, ENOTCONN, EBADF].contains(-result) else { return }
         if !notifyFailureLogged.exchange(true, ordering: .relaxed) {
-            logger.warning("cannot \(action) \(entry.name) in the kernel: \(String(cString: strerror(-result))); further failures are not logged")
+            logger.warning("cannot \(action) \(entry.name) in the kernel: \(Errno(rawValue: -result)); further failures are not logged")
         }
     }
 
@@ -280,9 +280,10 @@ public final class FuseServer: @unchecked Sendable {
         ]
         while true {
             // Idle until a request, the end of the session, or stop(): each makes a descriptor ready.
-            if poll(&fds, nfds_t(fds.count), -1) < 0 {
-                if errno == EINTR { continue }
-                logger.error("poll on /dev/fuse: \(String(cString: strerror(errno)))")
+            do {
+                _ = try retryingOnInterrupt { poll(&fds, nfds_t(fds.count), -1) }
+            } catch {
+                logger.error("poll on /dev/fuse: \(error)")
                 return
             }
             if fds[1].revents != 0 { return }
@@ -290,7 +291,7 @@ public final class FuseServer: @unchecked Sendable {
             if received == -EINTR || received == -EAGAIN { continue }
             if received == 0 { return }  // ENODEV: the kernel ended the session.
             if received < 0 {
-                logger.error("reading /dev/fuse: \(String(cString: strerror(-received)))")
+                logger.error("reading /dev/fuse: \(Errno(rawValue: -received))")
                 return
             }
             fuse_session_process_buf(session, &buffer)
@@ -305,19 +306,19 @@ public enum FuseServerError: Error, CustomStringConvertible {
     /// Mounting on the path failed; what libfuse or fusermount3 said.
     case mount(String, String)
     /// A system call failed, with its errno.
-    case system(String, Int32)
+    case system(String, Errno)
     /// The mount at the path did not answer, with the errno its root's `stat` got.
-    case refused(String, Int32)
+    case refused(String, Errno)
 
     public var description: String {
         switch self {
         case .session(let said): said.isEmpty ? "libfuse refused the options" : said
         case .mount(let path, let said): said.isEmpty ? "cannot mount on \(path)" : "cannot mount on \(path): \(said)"
-        case .refused(let path, let error) where error == ECONNREFUSED:
-            "the kernel refused the connection of the mount on \(path) (\(String(cString: strerror(error)))): "
+        case .refused(let path, let error) where error == .connectionRefused:
+            "the kernel refused the connection of the mount on \(path) (\(error)): "
                 + "it could not use what libfuse answered to its INIT; an option such as max_read may be out of its range"
-        case .refused(let path, let error): "the mount on \(path) does not answer: \(String(cString: strerror(error)))"
-        case .system(let call, let error): "\(call): \(String(cString: strerror(error)))"
+        case .refused(let path, let error): "the mount on \(path) does not answer: \(error)"
+        case .system(let call, let error): "\(call): \(error)"
         }
     }
 }

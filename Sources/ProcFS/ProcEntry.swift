@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import SystemPackage
 
 /// One node of a ``ProcTree``: a file whose text is made from live state, a writable file
 /// (a *knob*, like those of `/proc/sys`), a directory, or a symbolic link.
@@ -25,7 +26,7 @@ public final class ProcEntry: Sendable {
     enum Body: Sendable {
         case file(content: @Sendable () -> String)
         /// `store` takes the bytes of one write at offset 0 and says how many it consumed.
-        case knob(content: @Sendable () -> String, store: @Sendable ([UInt8]) throws(ProcStoreError) -> Int)
+        case knob(content: @Sendable () -> String, store: @Sendable ([UInt8]) throws(Errno) -> Int)
         case directory
         case symlink(target: String)
     }
@@ -136,10 +137,10 @@ public final class ProcEntry: Sendable {
 
     /// Hands `text` to a knob as one write at offset 0, as `sysctl -w` would.
     ///
-    /// - Throws: the knob's refusal; ``ProcStoreError/permissionDenied`` for an entry that is
-    ///   not a knob, and ``ProcStoreError/ioError`` once the entry has been removed, as procfs
+    /// - Throws: the knob's refusal; `Errno.permissionDenied` for an entry that is
+    ///   not a knob, and `Errno.ioError` once the entry has been removed, as procfs
     ///   answers a write to an open file whose entry is gone.
-    public func store(_ text: String) throws(ProcStoreError) {
+    public func store(_ text: String) throws(Errno) {
         _ = try write(Array(text.utf8))
     }
 
@@ -147,9 +148,9 @@ public final class ProcEntry: Sendable {
     ///
     /// - Returns: how many of the bytes the knob consumed; the writer's `write` returns that.
     /// - Throws: as ``store(_:)``.
-    func write(_ bytes: [UInt8]) throws(ProcStoreError) -> Int {
+    func write(_ bytes: [UInt8]) throws(Errno) -> Int {
         guard case .knob(_, let store) = body else { throw .permissionDenied }
-        let consumed: Int? = try whileLive { () throws(ProcStoreError) in try store(bytes) }
+        let consumed: Int? = try whileLive { () throws(Errno) in try store(bytes) }
         guard let consumed else { throw .ioError }
         return consumed
     }
@@ -167,23 +168,4 @@ public struct ProcOwner: Sendable, Equatable {
 
     /// root:root, as for most of procfs.
     public static let root = ProcOwner(uid: 0, gid: 0)
-}
-
-/// Why a knob refused what was written to it: the errno the writer gets.
-public struct ProcStoreError: Error, Equatable, CustomStringConvertible {
-    /// The errno, for example `EINVAL`.
-    public let code: Int32
-
-    public init(code: Int32) {
-        self.code = code
-    }
-
-    /// `EINVAL`: the text is not a value the knob takes.
-    public static let invalidArgument = ProcStoreError(code: EINVAL)
-    /// `EACCES`: the entry takes no writes.
-    public static let permissionDenied = ProcStoreError(code: EACCES)
-    /// `EIO`: the entry was removed while the file was open.
-    public static let ioError = ProcStoreError(code: EIO)
-
-    public var description: String { String(cString: strerror(code)) }
 }

@@ -25,7 +25,7 @@ public enum ProcMount {
     ///     enforces each entry's mode and owner) and `auto_unmount`, for example `allow_other`.
     ///   - threads: how many threads answer requests.
     ///   - readMode: how the kernel reads files (see ``ReadMode``).
-    /// - Throws: ``FuseServerError`` or ``ShutdownEventsError`` when it cannot start.
+    /// - Throws: ``FuseServerError``, or the `Errno` of the descriptors that watch for signals, when it cannot start.
     public static func serve(
         _ tree: ProcTree, at mountpoint: FilePath, fuseOptions: [String] = [], threads: Int = 2,
         readMode: ReadMode = .directIO, logger: Logger

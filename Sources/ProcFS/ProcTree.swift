@@ -1,5 +1,6 @@
 import KernelSync
 import Synchronization
+import SystemPackage
 
 /// A /proc-like tree of live files, knobs, directories and symbolic links, changed at run
 /// time from any thread.
@@ -68,7 +69,7 @@ public final class ProcTree: Sendable {
 
     /// Adds a writable file, a *knob* like those of `/proc/sys`: `content` makes its text, and
     /// `store` takes each write at offset 0, less one trailing newline. `store` checks the text
-    /// and throws ``ProcStoreError/invalidArgument`` (or another errno) to refuse it; the writer
+    /// and throws `Errno.invalidArgument` (or another errno) to refuse it; the writer
     /// gets that errno. After a stored write the knob announces its change itself.
     ///
     /// Writes follow `/proc/sys` with `sysctl_writes_strict` (the kernel's default): an
@@ -81,9 +82,9 @@ public final class ProcTree: Sendable {
     public func registerKnob(
         _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o644, owner: ProcOwner? = nil,
         announcesChanges: Bool = false, content: @escaping @Sendable () -> String,
-        store: @escaping @Sendable (String) throws(ProcStoreError) -> Void
+        store: @escaping @Sendable (String) throws(Errno) -> Void
     ) throws(ProcTreeError) -> ProcEntry {
-        let storeText: @Sendable ([UInt8]) throws(ProcStoreError) -> Int = { bytes throws(ProcStoreError) in
+        let storeText: @Sendable ([UInt8]) throws(Errno) -> Int = { bytes throws(Errno) in
             let text = bytes.last == UInt8(ascii: "\n") ? bytes.dropLast() : bytes[...]
             guard let text = String(validating: text, as: UTF8.self) else { throw .invalidArgument }
             try store(text)
@@ -97,7 +98,7 @@ public final class ProcTree: Sendable {
     /// (`proc_dointvec`): it reads as the number and a newline; a write may have white space
     /// around the number and may be in hex (`0x10`) or octal (`010`); `+5`, `5x` and numbers
     /// beyond a C `int` are refused with `EINVAL`; `1 2` stores 1. `set` takes each parsed
-    /// value and throws ``ProcStoreError/invalidArgument`` to refuse it, as
+    /// value and throws `Errno.invalidArgument` to refuse it, as
     /// `proc_dointvec_minmax` refuses a value out of range.
     ///
     /// - Parameters: as for ``registerKnob(_:in:permissions:owner:announcesChanges:content:store:)``,
@@ -106,9 +107,9 @@ public final class ProcTree: Sendable {
     public func registerIntegerKnob(
         _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o644, owner: ProcOwner? = nil,
         announcesChanges: Bool = false, value: @escaping @Sendable () -> Int32,
-        set: @escaping @Sendable (Int32) throws(ProcStoreError) -> Void
+        set: @escaping @Sendable (Int32) throws(Errno) -> Void
     ) throws(ProcTreeError) -> ProcEntry {
-        let storeInteger: @Sendable ([UInt8]) throws(ProcStoreError) -> Int = { bytes throws(ProcStoreError) in
+        let storeInteger: @Sendable ([UInt8]) throws(Errno) -> Int = { bytes throws(Errno) in
             let (parsed, consumed) = try SysctlInteger.parse(bytes)
             try set(parsed)
             return consumed
@@ -219,11 +220,6 @@ public final class ProcTree: Sendable {
             current = next
         }
         return current
-    }
-
-    /// The live entry with inode number `inode`, if any.
-    public func entry(inode: UInt64) -> ProcEntry? {
-        state.withLock { $0.live[inode] }
     }
 
     /// The entry the kernel knows as `inode`: a live one, or a removed one it has not yet

@@ -1,4 +1,6 @@
 import CLinux
+import KernelSync
+import SystemPackage
 import Glibc
 
 /// What starts the cleanup protocol: a shutdown signal, or the end of the FUSE session.
@@ -16,11 +18,15 @@ public final class ShutdownEvents: Sendable {
         case signal(Int32)
         /// The kernel ended the FUSE session: `fusermount3 -u` or `umount`.
         case unmounted
+        /// Waiting for the events failed: the daemon can no longer tell when to stop, so it
+        /// stops now.
+        case failed(Errno)
 
         public var description: String {
             switch self {
             case .signal(let number): "signal \(String(cString: strsignal(number)).lowercased()) (\(Self.name(of: number)))"
             case .unmounted: "unmount (fusermount3 -u or umount)"
+            case .failed(let error): "a failure to wait for shutdown events (\(error))"
             }
         }
 
@@ -34,8 +40,8 @@ public final class ShutdownEvents: Sendable {
         }
     }
 
-    private let signalDescriptor: Int32
-    private let sessionEndDescriptor: Int32
+    private let signalDescriptor: FileDescriptor
+    private let sessionEndDescriptor: FileDescriptor
 
     /// Blocks the shutdown signals in the calling thread, and so in every thread it creates
     /// after this; call it before any other thread exists.
@@ -53,50 +59,54 @@ public final class ShutdownEvents: Sendable {
     }
 
     /// Opens the descriptors that carry the events; call ``blockSignals()`` first.
-    public init() throws(ShutdownEventsError) {
+    ///
+    /// - Throws: the errno of `signalfd` or `eventfd`.
+    public init() throws(Errno) {
         var set = Self.signalSet
-        signalDescriptor = signalfd(-1, &set, Int32(SFD_CLOEXEC))
-        guard signalDescriptor >= 0 else { throw ShutdownEventsError(call: "signalfd", errno: errno) }
-        sessionEndDescriptor = eventfd(0, Int32(EFD_CLOEXEC))
-        guard sessionEndDescriptor >= 0 else { throw ShutdownEventsError(call: "eventfd", errno: errno) }
+        let signals = signalfd(-1, &set, Int32(SFD_CLOEXEC))
+        guard signals >= 0 else { throw Errno(rawValue: errno) }
+        let sessionEnd = eventfd(0, Int32(EFD_CLOEXEC))
+        guard sessionEnd >= 0 else {
+            let failure = Errno(rawValue: errno)
+            close(signals)
+            throw failure
+        }
+        signalDescriptor = FileDescriptor(rawValue: signals)
+        sessionEndDescriptor = FileDescriptor(rawValue: sessionEnd)
     }
 
     deinit {
-        close(signalDescriptor)
-        close(sessionEndDescriptor)
+        try? signalDescriptor.close()
+        try? sessionEndDescriptor.close()
     }
 
     /// Records that the kernel has ended the FUSE session; safe from any thread.
     public func sessionEnded() {
         var one: UInt64 = 1
-        _ = write(sessionEndDescriptor, &one, MemoryLayout<UInt64>.size)
+        _ = withUnsafeBytes(of: &one) { try? sessionEndDescriptor.write($0) }
     }
 
     /// Sleeps until a shutdown signal arrives or the session ends. This is the daemon's idle
-    /// state, so it has no time limit: one of the two is what ends a daemon's life.
+    /// state, so it has no time limit: one of the two is what ends a daemon's life, unless
+    /// waiting itself fails (``Cause/failed(_:)``), which ends it too.
     public func next() -> Cause {
         var fds = [
-            pollfd(fd: signalDescriptor, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: sessionEndDescriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: signalDescriptor.rawValue, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: sessionEndDescriptor.rawValue, events: Int16(POLLIN), revents: 0),
         ]
         while true {
-            guard poll(&fds, nfds_t(fds.count), -1) > 0 else { continue }
-            if fds[0].revents & Int16(POLLIN) != 0 {
-                var info = signalfd_siginfo()
-                if read(signalDescriptor, &info, MemoryLayout<signalfd_siginfo>.size) == MemoryLayout<signalfd_siginfo>.size {
-                    return .signal(Int32(info.ssi_signo))
+            do {
+                _ = try retryingOnInterrupt { poll(&fds, nfds_t(fds.count), -1) }
+                if fds[0].revents & Int16(POLLIN) != 0 {
+                    var info = signalfd_siginfo()
+                    let count = try withUnsafeMutableBytes(of: &info) { try signalDescriptor.read(into: $0) }
+                    if count == MemoryLayout<signalfd_siginfo>.size { return .signal(Int32(info.ssi_signo)) }
                 }
+                if fds[1].revents != 0 { return .unmounted }
+                if fds[0].revents & Int16(POLLERR | POLLNVAL) != 0 { return .failed(.badFileDescriptor) }
+            } catch {
+                return .failed(error as? Errno ?? .ioError)
             }
-            if fds[1].revents != 0 { return .unmounted }
         }
     }
-}
-
-/// The descriptors for shutdown events could not be opened.
-public struct ShutdownEventsError: Error, CustomStringConvertible {
-    /// The system call that failed.
-    public let call: String
-    /// Its errno.
-    public let errno: Int32
-    public var description: String { "\(call): \(String(cString: strerror(errno)))" }
 }

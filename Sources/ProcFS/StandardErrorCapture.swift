@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import SystemPackage
 
 /// Catches what is written to standard error while a call runs, so that an error can say
 /// why: libfuse reports some mount failures with `perror`, and fusermount3, which it starts,
@@ -19,7 +20,7 @@ enum StandardErrorCapture {
         let saved = memory < 0 ? -1 : fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0)
         guard memory >= 0, saved >= 0 else {
             // Most likely the process is out of descriptors, which is then the call's trouble too.
-            let why = "standard error could not be caught: \(String(cString: strerror(errno)))"
+            let why = "standard error could not be caught: \(Errno(rawValue: errno))"
             if memory >= 0 { close(memory) }
             return (body(), [why])
         }

@@ -1,4 +1,5 @@
 import Glibc
+import SystemPackage
 
 /// Parses what is written to an integer knob exactly as `/proc/sys` parses it for one `int`
 /// (`proc_dointvec` in the kernel's `kernel/sysctl.c`), so that a knob of the tree takes and
@@ -22,7 +23,7 @@ enum SysctlInteger {
     private static let numberBuffer = 21
 
     /// The value written in `bytes`, and how many of the bytes the write consumed.
-    static func parse(_ bytes: some Collection<UInt8>) throws(ProcStoreError) -> (value: Int32, consumed: Int) {
+    static func parse(_ bytes: some Collection<UInt8>) throws(Errno) -> (value: Int32, consumed: Int) {
         let written = Array(bytes)
         var position = 0
         var left = min(written.count, longestWrite)
@@ -57,7 +58,7 @@ enum SysctlInteger {
     }
 
     /// `strtoul_lenient(p, &p, 0, …)`: the digits at `index` in the base their prefix says.
-    private static func parseUnsigned(_ bytes: [UInt8], _ index: inout Int) throws(ProcStoreError) -> UInt64 {
+    private static func parseUnsigned(_ bytes: [UInt8], _ index: inout Int) throws(Errno) -> UInt64 {
         func byte(_ at: Int) -> UInt8 { at < bytes.count ? bytes[at] : 0 }
         var base: UInt64 = 10
         if byte(index) == UInt8(ascii: "0") {

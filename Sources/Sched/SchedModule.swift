@@ -17,8 +17,7 @@ public final class SchedModule: Sendable {
     /// How long cleanup waits for the routine to leave the queue, and for readers to leave `sched`.
     public static let defaultCleanupTimeout: Duration = .seconds(2)
 
-    private let timerQueue: TaskQueue
-    private let ticks: TickSource
+    private let timer: TimerQueue
     private let tree: ProcTree
     private let logger: Logger
     private let routine: TickRoutine
@@ -27,19 +26,18 @@ public final class SchedModule: Sendable {
     /// Prepares the module; nothing is queued or registered until ``start()``.
     ///
     /// - Parameters:
-    ///   - timerQueue: the queue the routine runs on, which `ticks` runs.
-    ///   - ticks: the tick source, shown and set through `timer/`.
-    public init(timerQueue: TaskQueue, ticks: TickSource, tree: ProcTree, logger: Logger) {
+    ///   - timer: the timer queue the routine runs on; its ticks are shown and set through
+    ///     `timer/`.
+    public init(timer: TimerQueue, tree: ProcTree, logger: Logger) {
         let routine = TickRoutine()
-        self.timerQueue = timerQueue
-        self.ticks = ticks
+        self.timer = timer
         self.tree = tree
         self.logger = logger
         self.routine = routine
         // Weak: the queue holds the task while it is queued, and the task holds this closure.
-        self.task = QueueTask(name: "sched") { [weak timerQueue] task in
-            guard let timerQueue else { return }
-            routine.run(task, requeueOn: timerQueue)
+        self.task = QueueTask(name: "sched") { [weak tasks = timer.tasks] task in
+            guard let tasks else { return }
+            routine.run(task, requeueOn: tasks)
         }
     }
 
@@ -50,14 +48,14 @@ public final class SchedModule: Sendable {
     /// and `uptime`.
     public func start() throws(ProcTreeError) {
         let start = ContinuousClock.now
-        timerQueue.queue(task)
+        timer.tasks.queue(task)
         // The text needs only the count: capturing the routine, which holds the file, would
         // make a cycle. The routine announces each new count.
         let file = try tree.register(Self.fileName, permissions: 0o444, announcesChanges: true) {
             [calls = routine.calls] in SchedText.format(calls: calls.value)
         }
         routine.file.withLock { $0 = file }
-        try TimerFiles.register(in: tree, ticks: ticks, timerQueue: timerQueue, start: start)
+        try TimerFiles.register(in: tree, ticks: timer.ticks, timerQueue: timer.tasks, start: start)
     }
 
     /// `cleanup_module`, made race-free and bounded. Step 1 unregisters `sched`, then the rest

@@ -1,5 +1,6 @@
 import ProcFS
 import TaskQueue
+import SystemPackage
 
 /// The timer's own files: `timer/hz` (a knob), `timer/ticks`, `timer/queue`, `timer/latency`,
 /// and `uptime`. Each is made from live state on every open.
@@ -14,7 +15,7 @@ struct TimerFiles {
         in tree: ProcTree, ticks: TickSource, timerQueue: TaskQueue, start: ContinuousClock.Instant
     ) throws(ProcTreeError) {
         let timer = try tree.makeDirectory(directoryName)
-        try tree.registerIntegerKnob("hz", in: timer, value: { Int32(ticks.hz) }) { hz throws(ProcStoreError) in
+        try tree.registerIntegerKnob("hz", in: timer, value: { Int32(ticks.hz) }) { hz throws(Errno) in
             // setRate refuses a rate out of TickSource.hzRange, as proc_dointvec_minmax would.
             guard (try? ticks.setRate(Int(hz))) != nil else { throw .invalidArgument }
         }

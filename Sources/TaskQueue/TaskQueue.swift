@@ -57,9 +57,6 @@ public final class TaskQueue: Sendable {
         return count
     }
 
-    /// The names of the tasks on the queue, in order (see ``queuedTasks``).
-    public var queuedNames: [String] { queuedTasks.map(\.name) }
-
     /// The tasks on the queue, in the order they will run: during a run, the tasks of that run
     /// whose routines have not returned yet (unless they have queued themselves again), then
     /// the tasks waiting for the next run.

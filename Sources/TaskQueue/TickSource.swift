@@ -2,6 +2,7 @@ import CLinux
 import Glibc
 import KernelSync
 import Synchronization
+import SystemPackage
 
 /// The timer interrupt: calls a handler once per tick, `hz` times a second.
 ///
@@ -41,7 +42,7 @@ public final class TickSource: Sendable {
     public init(hz: Int, onTick: @escaping @Sendable () -> Void) throws(TickSourceError) {
         guard Self.hzRange.contains(hz) else { throw .badRate(hz) }
         let timer = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC))
-        guard timer >= 0 else { throw .system("timerfd_create", errno) }
+        guard timer >= 0 else { throw .system("timerfd_create", Errno(rawValue: errno)) }
         self.requestedHz = Atomic(hz)
         self.measured = Mutex((Schedule(period: Self.period(hz: hz)), TickStatistics()))
         self.onTick = onTick
@@ -64,15 +65,12 @@ public final class TickSource: Sendable {
         close(timer)
     }
 
-    /// The time between two ticks at the rate in force.
-    public var period: Duration { .nanoseconds(measured.withLock { $0.schedule.period }) }
-
     /// Arms the timer and starts the tick thread; the first tick is one period from now.
     public func start() throws {
         let hz = requestedHz.load(ordering: .relaxed)
         let period = Self.period(hz: hz)
         try arm(first: Self.monotonicNanoseconds() + period, period: period)
-        let started = try KernelThread(name: "schedfs-tick") { [self] in tickLoop(armedAt: hz) }
+        let started = try KernelThread(name: "tick") { [self] in tickLoop(armedAt: hz) }
         thread.withLock { $0 = started }
     }
 
@@ -84,7 +82,7 @@ public final class TickSource: Sendable {
             measured.schedule = Schedule(period: period, first: first, ticksBefore: measured.statistics.ticks)
         }
         guard timerfd_settime(timer, Int32(TFD_TIMER_ABSTIME), &spec, nil) == 0 else {
-            throw .system("timerfd_settime", errno)
+            throw .system("timerfd_settime", Errno(rawValue: errno))
         }
     }
 
@@ -157,12 +155,9 @@ public final class TickSource: Sendable {
         var hz = hz
         while true {
             var expirations: UInt64 = 0
-            let count = read(timer, &expirations, MemoryLayout<UInt64>.size)
+            let count = try? retryingOnInterrupt { read(timer, &expirations, MemoryLayout<UInt64>.size) }
             if stopping.load(ordering: .acquiring) { return }
-            guard count == MemoryLayout<UInt64>.size else {
-                if count < 0, errno == EINTR { continue }
-                return
-            }
+            guard count == MemoryLayout<UInt64>.size else { return }
             let woke = Self.monotonicNanoseconds()
             let latest = record(expirations, at: woke)
             for _ in 0..<expirations { onTick() }
@@ -189,14 +184,14 @@ public enum TickSourceError: Error, CustomStringConvertible {
     /// The rate is outside ``TickSource/hzRange``.
     case badRate(Int)
     /// A system call failed, with its errno.
-    case system(String, Int32)
+    case system(String, Errno)
 
     public var description: String {
         switch self {
         case .badRate(let hz):
             "tick rate \(hz) is out of range \(TickSource.hzRange.lowerBound)...\(TickSource.hzRange.upperBound)"
         case .system(let call, let error):
-            "\(call): \(String(cString: strerror(error)))"
+            "\(call): \(error)"
         }
     }
 }

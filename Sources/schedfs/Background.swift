@@ -1,4 +1,6 @@
 import Glibc
+import KernelSync
+import SystemPackage
 
 /// Puts the daemon in the background without `fork()`.
 ///
@@ -22,7 +24,7 @@ enum Background {
     /// - Returns: 0 once the daemon serves; otherwise the child's error has been printed.
     static func start() throws(BackgroundError) -> Int32 {
         var ends: [Int32] = [0, 0]
-        guard pipe(&ends) == 0 else { throw .system("pipe", errno) }
+        guard pipe(&ends) == 0 else { throw .system("pipe", Errno(rawValue: errno)) }
         for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         defer { close(ends[0]) }
         var actions = posix_spawn_file_actions_t()
@@ -41,7 +43,7 @@ enum Background {
         var child = pid_t()
         let spawned = posix_spawn(&child, executable, &actions, nil, argv, environ)
         close(ends[1])
-        guard spawned == 0 else { throw .system("posix_spawn \(executable)", spawned) }
+        guard spawned == 0 else { throw .system("posix_spawn \(executable)", Errno(rawValue: spawned)) }
 
         let report = readReport(from: ends[0])
         if report == "ready" { return 0 }
@@ -77,14 +79,13 @@ enum Background {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 512)
         while !bytes.contains(UInt8(ascii: "\n")) {
-            let left = Int32(clamping: max((deadline - ContinuousClock.now).nanoseconds / 1_000_000, 0))
             var ready = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-            let polled = poll(&ready, 1, left)
-            if polled < 0, errno == EINTR { continue }
-            guard polled > 0 else { return nil }
-            let count = read(descriptor, &chunk, chunk.count)
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else { break }
+            let polled = try? retryingOnInterrupt {
+                poll(&ready, 1, Int32(clamping: max((deadline - ContinuousClock.now).nanoseconds / 1_000_000, 0)))
+            }
+            guard let polled, polled > 0 else { return nil }
+            let count = try? chunk.withUnsafeMutableBytes { try FileDescriptor(rawValue: descriptor).read(into: $0) }
+            guard let count, count > 0 else { break }
             bytes += chunk[0..<count]
         }
         return String(decoding: bytes.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
@@ -121,12 +122,12 @@ struct Readiness {
 
 /// The daemon could not be started in the background.
 enum BackgroundError: Error, CustomStringConvertible {
-    case system(String, Int32)
+    case system(String, Errno)
     case daemon(String)
 
     var description: String {
         switch self {
-        case .system(let call, let error): "\(call): \(String(cString: strerror(error)))"
+        case .system(let call, let error): "\(call): \(error)"
         case .daemon(let message): message
         }
     }

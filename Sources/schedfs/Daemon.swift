@@ -12,8 +12,6 @@ struct Configuration {
     var source: String?
     /// The `-o` options.
     var options: MountOptions
-    /// Stay in the foreground (`-f`, implied by `-d`).
-    var foreground: Bool
     /// Set in the child that `Background` started: where to say that it is ready.
     var readiness: Readiness?
     /// Log every request (`-d`).
@@ -43,9 +41,8 @@ struct Daemon {
         let logger = Logger(label: "schedfs")
 
         let tree = ProcTree()
-        let timerQueue = TaskQueue()
-        let ticks = try TickSource(hz: configuration.options.hz) { timerQueue.run() }
-        let sched = SchedModule(timerQueue: timerQueue, ticks: ticks, tree: tree, logger: logger)
+        let timer = try TimerQueue(hz: configuration.options.hz)
+        let sched = SchedModule(timer: timer, tree: tree, logger: logger)
         try sched.start()
         let events = try ShutdownEvents()
         let server = try FuseServer(
@@ -54,20 +51,20 @@ struct Daemon {
         _ = try configuration.mountpoint.claim()
         try server.mount(at: configuration.mountpoint.path)
         do {
-            try ticks.start()
+            try timer.start()
             try server.serve(threads: configuration.threads) { [events] in events.sessionEnded() }
             try server.confirmServing()
         } catch {
             logger.error("\(error)")
             configuration.readiness?.failed("\(error)")
-            return shutDown(after: nil, sched: nil, ticks: ticks, server: server, logger: logger)
+            return shutDown(after: nil, sched: nil, timer: timer, server: server, logger: logger)
         }
         logger.info(
-            "mounted on \(configuration.mountpoint.path.description): hz=\(ticks.hz), \(configuration.threads) request thread(s), pid \(getpid())"
+            "mounted on \(configuration.mountpoint.path.description): hz=\(timer.ticks.hz), \(configuration.threads) request thread(s), pid \(getpid())"
         )
         configuration.readiness?.ready()
         let cause = events.next()
-        return shutDown(after: cause, sched: sched, ticks: ticks, server: server, logger: logger)
+        return shutDown(after: cause, sched: sched, timer: timer, server: server, logger: logger)
     }
 
     /// The cleanup protocol: unregister `sched` and wait for the routine to leave the queue
@@ -75,24 +72,30 @@ struct Daemon {
     /// mounted (detaching while the request threads still serve), stop the request threads,
     /// and return the exit status.
     private func shutDown(
-        after cause: ShutdownEvents.Cause?, sched: SchedModule?, ticks: TickSource, server: FuseServer, logger: Logger
+        after cause: ShutdownEvents.Cause?, sched: SchedModule?, timer: TimerQueue, server: FuseServer, logger: Logger
     ) -> Int32 {
         let clock = ContinuousClock()
         let start = clock.now
-        var status: Int32 = cause == nil ? 1 : 0
-        if let cause { logger.info("cleanup: started by \(cause)") }
+        var status: Int32 = 0
+        switch cause {
+        case nil: status = 1
+        case .failed?:
+            logger.error("cleanup: started by \(cause!)")
+            status = 1
+        case let cause?: logger.info("cleanup: started by \(cause)")
+        }
         do {
             try sched?.cleanup()
         } catch {
             logger.error("\(error)")
             status = 1
         }
-        let measured = ticks.statistics
-        if !ticks.stop(timeout: Self.stopTimeout) {
+        let measured = timer.ticks.statistics
+        if !timer.stop(timeout: Self.stopTimeout) {
             logger.error("cleanup: the tick thread did not stop within \(Self.stopTimeout)")
             status = 1
         }
-        logger.info("\(TickReport(statistics: measured, hz: ticks.hz))")
+        logger.info("\(TickReport(statistics: measured, hz: timer.ticks.hz))")
         let serving = server.shutDown(timeout: Self.stopTimeout)
         if !serving.detached {
             logger.warning("cleanup: could not detach the mount cleanly (files stayed open, or unmounting needs privilege); aborting the connection")

@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import Synchronization
+import SystemPackage
 
 /// Where the daemon's log lines go: a file descriptor (stderr in the foreground, or a log file),
 /// or syslog in the background when no file is given.
@@ -30,7 +31,7 @@ final class LogDescriptor: Sendable {
     /// - Throws: ``LogFileError`` when it cannot be opened.
     static func appending(to path: String) throws(LogFileError) -> LogDescriptor {
         let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { throw LogFileError(path: path, errno: errno) }
+        guard descriptor >= 0 else { throw LogFileError(path: path, errno: Errno(rawValue: errno)) }
         return LogDescriptor(descriptor)
     }
 
@@ -46,8 +47,8 @@ final class LogDescriptor: Sendable {
 /// The log file could not be opened.
 struct LogFileError: Error, CustomStringConvertible {
     let path: String
-    let errno: Int32
-    var description: String { "cannot open log file '\(path)': \(String(cString: strerror(errno)))" }
+    let errno: Errno
+    var description: String { "cannot open log file '\(path)': \(errno)" }
 }
 
 /// Writes `2026-11-24T23:59:01.123Z schedfs[1234] info: message` lines.

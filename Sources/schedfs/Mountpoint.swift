@@ -43,7 +43,7 @@ struct Mountpoint {
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
             let error = errno
             close(descriptor)
-            throw error == EWOULDBLOCK ? .busy(path.description) : .unreachable(path.description, error)
+            throw error == EWOULDBLOCK ? .busy(path.description) : .unreachable(path.description, Errno(rawValue: error))
         }
         if Self.schedfsMounts().contains(path) {
             close(descriptor)
@@ -66,7 +66,7 @@ enum MountpointError: Error, Equatable, CustomStringConvertible {
     case alreadyMounted(String)
     case busy(String)
     case deadMount(String)
-    case unreachable(String, Int32)
+    case unreachable(String, Errno)
 
     /// The error for a path that `realpath` or `stat` failed on with `errno`.
     init(_ path: String, errno: Int32) {
@@ -74,7 +74,7 @@ enum MountpointError: Error, Equatable, CustomStringConvertible {
         case ENOENT: self = .missing(path)
         case ENOTDIR: self = .notDirectory(path)
         case ENOTCONN: self = .deadMount(path)
-        default: self = .unreachable(path, errno)
+        default: self = .unreachable(path, Errno(rawValue: errno))
         }
     }
 
@@ -88,7 +88,7 @@ enum MountpointError: Error, Equatable, CustomStringConvertible {
         case .busy(let path): "mountpoint '\(path)' is already being mounted by another schedfs"
         case .deadMount(let path):
             "mountpoint '\(path)' is a FUSE mount whose daemon is gone (transport endpoint is not connected); clear it with: fusermount3 -u \(path)"
-        case .unreachable(let path, let error): "mountpoint '\(path)': \(String(cString: strerror(error)))"
+        case .unreachable(let path, let error): "mountpoint '\(path)': \(error)"
         }
     }
 }

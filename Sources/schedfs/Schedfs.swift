@@ -97,7 +97,6 @@ struct Schedfs: ParsableCommand {
                 mountpoint: mountpoint,
                 source: source,
                 options: options,
-                foreground: true,
                 readiness: readiness,
                 debug: debug,
                 threads: singleThreaded ? 1 : Daemon.defaultThreads)

@@ -87,6 +87,22 @@ import Testing
         #expect(thread.hasFinished)
     }
 
+    /// A Linux thread name holds 15 bytes. A name whose 15th byte falls inside a character
+    /// ("é" is two bytes, the 15th and 16th here) is cut before that character, not in it.
+    @Test func aNameCutInsideACharacterLosesTheWholeCharacter() throws {
+        let seen = Mutex<String?>(nil)
+        let thread = try KernelThread(name: "abcdefghijklmné-tail") {
+            let descriptor = open("/proc/thread-self/comm", O_RDONLY)
+            defer { close(descriptor) }
+            var buffer = [UInt8](repeating: 0, count: 64)
+            let count = read(descriptor, &buffer, buffer.count)
+            seen.withLock { $0 = count > 0 ? String(decoding: buffer[..<count], as: UTF8.self) : nil }
+        }
+        #expect(thread.join(timeout: .seconds(5)))
+        #expect(seen.withLock { $0 } == "abcdefghijklmn\n")
+        #expect(thread.name == "abcdefghijklmné-tail")
+    }
+
     @Test func durationConversions() {
         #expect(Duration.milliseconds(1500).nanoseconds == 1_500_000_000)
         #expect(Duration.microseconds(250).milliseconds == 0.25)

@@ -165,7 +165,7 @@ extension MountTests {
             let ipv4 = try tree.makeDirectory("ipv4", in: net)
             try tree.makeDirectory("ipv6", in: net)
             let forward = try tree.registerKnob("forward", in: ipv4, permissions: 0o600, owner: ProcOwner(uid: 0, gid: 7),
-                                                content: { "0\n" }, store: { _ throws(ProcStoreError) in })
+                                                content: { "0\n" }, store: { _ throws(Errno) in })
             try tree.makeSymlink("self", target: "net/ipv4")
             let mount = try LibraryMount(tree, directIO: directIO)
             defer { mount.cleanUp() }
@@ -221,8 +221,8 @@ extension MountTests {
         }
 
         /// procfs's removal: new opens fail with ENOENT at once, open files read and fstat EIO
-        /// and poll POLLERR|POLLHUP, and the inode number comes back only with a new generation
-        /// once the kernel forgot it.
+        /// and poll POLLERR|POLLHUP, and a new entry of that name is never the old one to the
+        /// kernel: its file handle (node id and generation) differs.
         @Test(arguments: Library.directIO)
         func removalHidesTheNameAtOnceAndOpenFilesReadEIO(directIO: Bool) throws {
             let tree = ProcTree()
@@ -249,6 +249,10 @@ extension MountTests {
             let replacement = try tree.register("gone") { "new\n" }
             #expect(try readText(mount.path("gone")) == "new\n")
             #expect(stat(mount.path("gone"), &attributes) == 0 && attributes.st_ino == replacement.inode)
+            let handle = try #require(fuseFileHandle(mount.path("gone")))
+            #expect(handle.node == replacement.inode && UInt64(handle.generation) == replacement.generation, "\(handle)")
+            #expect(handle.node != entry.inode || UInt64(handle.generation) != entry.generation,
+                    "the kernel cannot tell the new entry from the removed one: \(handle)")
         }
     }
 }

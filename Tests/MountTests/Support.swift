@@ -1,3 +1,4 @@
+import CLinux
 import Dispatch
 import Glibc
 import Synchronization
@@ -369,4 +370,18 @@ func pids(ofUser uid: uid_t) -> [pid_t] {
         if !zombie, uidLine?.split(separator: "\t").dropFirst().first == Substring("\(uid)") { found.append(pid) }
     }
     return found
+}
+
+/// The node id and generation in the file handle the kernel gives for a path on a FUSE mount
+/// (`fuse_encode_fh` in the kernel's fs/fuse/inode.c: the node id as two 32-bit words, high
+/// first, then the generation); `nil` if there is none.
+func fuseFileHandle(_ path: String) -> (node: UInt64, generation: UInt32)? {
+    var bytes = [UInt8](repeating: 0, count: 128)
+    var type: Int32 = 0
+    let count = clinux_file_handle(path, &bytes, UInt32(bytes.count), &type)
+    guard count >= 12 else { return nil }
+    let words = stride(from: 0, to: 12, by: 4).map { offset in
+        bytes[offset..<offset + 4].reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+    }
+    return (UInt64(words[0]) << 32 | UInt64(words[1]), words[2])
 }

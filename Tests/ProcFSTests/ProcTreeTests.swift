@@ -3,6 +3,7 @@ import Glibc
 @testable import ProcFS
 import Synchronization
 import Testing
+import SystemPackage
 
 @Suite struct ProcTreeTests {
     @Test func registeredEntriesAreFoundByNameInodeAndPath() throws {
@@ -14,7 +15,7 @@ import Testing
         #expect(a.inode > ProcTree.rootInode && b.inode > ProcTree.rootInode)
         #expect(a.inode != b.inode)
         #expect(tree.entry(named: "a") === a)
-        #expect(tree.entry(inode: b.inode) === b)
+        #expect(tree.kernelEntry(inode: b.inode) === b)
         #expect(tree.entry(atPath: "d/n") === nested)
         #expect(tree.entry(atPath: "") === tree.root)
         #expect(tree.entry(named: "n") == nil, "n is in d, not in the root")
@@ -64,20 +65,20 @@ import Testing
     @Test func knobsStoreWhatTheirClosureAcceptsAndRefuseTheRest() throws {
         let tree = ProcTree()
         let value = Mutex(1)
-        let knob = try tree.registerKnob("level", content: { "\(value.withLock { $0 })\n" }) { text throws(ProcStoreError) in
+        let knob = try tree.registerKnob("level", content: { "\(value.withLock { $0 })\n" }) { text throws(Errno) in
             guard let level = Int(text), (0...9).contains(level) else { throw .invalidArgument }
             value.withLock { $0 = level }
         }
         #expect(knob.kind == .knob && knob.permissions == 0o644)
         try knob.store("7")
         #expect(knob.snapshot() == Array("7\n".utf8))
-        #expect(throws: ProcStoreError.invalidArgument) { try knob.store("10") }
-        #expect(throws: ProcStoreError.invalidArgument) { try knob.store("seven") }
+        #expect(throws: Errno.invalidArgument) { try knob.store("10") }
+        #expect(throws: Errno.invalidArgument) { try knob.store("seven") }
         #expect(value.withLock { $0 } == 7)
         let file = try tree.register("file") { "" }
-        #expect(throws: ProcStoreError.permissionDenied) { try file.store("1") }
+        #expect(throws: Errno.permissionDenied) { try file.store("1") }
         try tree.remove(knob)
-        #expect(throws: ProcStoreError.ioError) { try knob.store("1") }
+        #expect(throws: Errno.ioError) { try knob.store("1") }
     }
 
     @Test func removalHidesTheEntryAndStopsItsCallbacks() throws {
@@ -85,7 +86,7 @@ import Testing
         let entry = try tree.register("a") { "A\n" }
         try tree.remove("a")
         #expect(tree.entry(named: "a") == nil)
-        #expect(tree.entry(inode: entry.inode) == nil)
+        #expect(tree.kernelEntry(inode: entry.inode) == nil)
         #expect(entry.isRemoved)
         #expect(entry.snapshot() == nil)
         #expect(throws: ProcTreeError.notFound("a")) { try tree.remove("a") }
@@ -104,7 +105,7 @@ import Testing
         try tree.remove(top)
         #expect(removed.withLock { $0 }.first == "top", "the name goes first, so new path walks fail at once")
         #expect(Set(removed.withLock { $0 }) == ["top", "middle", "leaf"])
-        #expect([top, middle, leaf].allSatisfy { $0.isRemoved && tree.entry(inode: $0.inode) == nil })
+        #expect([top, middle, leaf].allSatisfy { $0.isRemoved && tree.kernelEntry(inode: $0.inode) == nil })
         #expect(tree.children().map(\.name) == ["kept"])
         #expect(tree.children(of: middle).isEmpty)
     }

@@ -1,6 +1,7 @@
 @testable import ProcFS
 import Glibc
 import Testing
+import SystemPackage
 
 /// `proc_dointvec`'s parse, case by case. The mount test `ProcReference.Knobs` writes the same
 /// kinds of text to a real `/proc/sys` integer beside the mount's knob.
@@ -43,7 +44,7 @@ import Testing
         "50\u{0B}",
     ])
     func refusesWhatProcDointvecRefuses(_ written: String) {
-        #expect(throws: ProcStoreError.invalidArgument) { try SysctlInteger.parse(Array(written.utf8)) }
+        #expect(throws: Errno.invalidArgument) { try SysctlInteger.parse(Array(written.utf8)) }
     }
 
     /// The kernel's `isspace` also counts Latin-1's no-break space, 0xA0, which UTF-8 never
@@ -53,7 +54,7 @@ import Testing
         #expect(leading.value == 5 && leading.consumed == 2)
         let trailing = try SysctlInteger.parse([UInt8(ascii: "5"), UInt8(ascii: " "), 0xA0])
         #expect(trailing.value == 5 && trailing.consumed == 3)
-        #expect(throws: ProcStoreError.invalidArgument) { try SysctlInteger.parse([UInt8(ascii: "5"), 0xA0]) }
+        #expect(throws: Errno.invalidArgument) { try SysctlInteger.parse([UInt8(ascii: "5"), 0xA0]) }
     }
 
     /// The kernel looks at the first `PAGE_SIZE - 1` bytes only, and reports the rest consumed.
@@ -63,6 +64,6 @@ import Testing
         #expect(padded.value == 7)
         #expect(padded.consumed == 5001)
         let late = [UInt8](repeating: UInt8(ascii: " "), count: SysctlInteger.longestWrite) + Array("7".utf8)
-        #expect(throws: ProcStoreError.invalidArgument) { try SysctlInteger.parse(late) }
+        #expect(throws: Errno.invalidArgument) { try SysctlInteger.parse(late) }
     }
 }

@@ -5,6 +5,7 @@ import ProcFS
 import Sched
 import TaskQueue
 import Testing
+import SystemPackage
 
 @Suite struct SchedTextTests {
     @Test(arguments: [(UInt64(0), "Timer was called 0 times so far\n"),
@@ -21,10 +22,10 @@ import Testing
         tree.entry(named: SchedModule.fileName)?.snapshot().map { String(decoding: $0, as: UTF8.self) }
     }
 
-    /// A module over a tick source that is made but not started: the tests run the queue.
-    private func module(_ queue: TaskQueue, _ tree: ProcTree, hz: Int = 100) throws -> (SchedModule, TickSource) {
-        let ticks = try TickSource(hz: hz) { queue.run() }
-        return (SchedModule(timerQueue: queue, ticks: ticks, tree: tree, logger: Logger(label: "test")), ticks)
+    /// A module over a timer queue that is made but not started: the tests run its tasks.
+    private func module(_ tree: ProcTree, hz: Int = 100) throws -> (SchedModule, TimerQueue) {
+        let timer = try TimerQueue(hz: hz)
+        return (SchedModule(timer: timer, tree: tree, logger: Logger(label: "test")), timer)
     }
 
     private func read(_ tree: ProcTree, _ path: String) -> String? {
@@ -32,26 +33,26 @@ import Testing
     }
 
     @Test func startQueuesTheRoutineAndRegistersSched() throws {
-        let queue = TaskQueue()
         let tree = ProcTree()
-        let (sched, _) = try module(queue, tree)
+        let (sched, timer) = try module(tree)
+        let queue = timer.tasks
         try sched.start()
-        #expect(queue.queuedNames == ["sched"])
+        #expect(queue.queuedTasks.map(\.name) == ["sched"])
         #expect(tree.entry(named: "sched")?.permissions == 0o444)
         #expect(text(tree) == "Timer was called 0 times so far\n")
         for _ in 0..<7 { queue.run() }
         #expect(sched.calls == 7)
         #expect(text(tree) == "Timer was called 7 times so far\n")
-        #expect(queue.queuedNames == ["sched"], "the routine re-queues itself")
+        #expect(queue.queuedTasks.map(\.name) == ["sched"], "the routine re-queues itself")
     }
 
     @Test func cleanupUnregistersAndWaitsForTheRoutineToLeave() throws {
-        let queue = TaskQueue()
         let tree = ProcTree()
-        let (sched, ticks) = try module(queue, tree, hz: 200)
+        let (sched, timer) = try module(tree, hz: 200)
+        let queue = timer.tasks
         try sched.start()
-        try ticks.start()
-        defer { _ = ticks.stop(timeout: .seconds(1)) }
+        try timer.start()
+        defer { _ = timer.stop(timeout: .seconds(1)) }
         try sched.cleanup(timeout: .seconds(2))
         #expect(tree.children().isEmpty, "sched, timer/ and uptime are all unregistered")
         #expect(queue.isEmpty, "the routine took itself off the queue")
@@ -61,9 +62,8 @@ import Testing
     }
 
     @Test func cleanupGivesUpWhenNoTickComes() throws {
-        let queue = TaskQueue()
         let tree = ProcTree()
-        let (sched, _) = try module(queue, tree)
+        let (sched, _) = try module(tree)
         try sched.start()
         let clock = ContinuousClock()
         let start = clock.now
@@ -73,9 +73,9 @@ import Testing
     }
 
     @Test func startRegistersTheTimersOwnFiles() throws {
-        let queue = TaskQueue()
         let tree = ProcTree()
-        let (sched, ticks) = try module(queue, tree)
+        let (sched, timer) = try module(tree)
+        let (queue, ticks) = (timer.tasks, timer.ticks)
         try sched.start()
         #expect(tree.children().map(\.name) == ["sched", "timer", "uptime"])
         #expect(tree.children(of: tree.entry(named: "timer")).map(\.name) == ["hz", "latency", "queue", "ticks"])
@@ -91,20 +91,20 @@ import Testing
         #expect(lines.last?.hasPrefix("sched 3 ") == true, "\(queueText)")
         #expect(read(tree, "uptime")?.hasSuffix("\n") == true)
         #expect(read(tree, "timer/latency")?.contains("missed_ticks 0\n") == true)
-        _ = ticks
+        #expect(ticks.statistics.ticks == 0, "the tests ran the queue, not the ticks")
     }
 
     @Test func theHzKnobSetsTheRateAndRefusesAnythingElse() throws {
-        let queue = TaskQueue()
         let tree = ProcTree()
-        let (sched, ticks) = try module(queue, tree)
+        let (sched, timer) = try module(tree)
+        let ticks = timer.ticks
         try sched.start()
         let hz = try #require(tree.entry(atPath: "timer/hz"))
         try hz.store("250")
         #expect(ticks.hz == 250)
         #expect(read(tree, "timer/hz") == "250\n")
         for bad in ["0", "10001", "-5", "abc", "", "1e3", "+7", "0x"] {
-            #expect(throws: ProcStoreError.invalidArgument, "\(bad)") { try hz.store(bad) }
+            #expect(throws: Errno.invalidArgument, "\(bad)") { try hz.store(bad) }
         }
         #expect(ticks.hz == 250)
         try hz.store("10000")

@@ -13,7 +13,7 @@ import Testing
         #expect(queue.queue(task))
         #expect(task.isQueued)
         #expect(!queue.queue(task), "a queued task must not be inserted twice")
-        #expect(queue.queuedNames == ["t"])
+        #expect(queue.queuedTasks.map(\.name) == ["t"])
         #expect(queue.run() == 1)
         let runsNow = runs.load(ordering: .relaxed)
         #expect(runsNow == 1)
@@ -153,21 +153,21 @@ import Testing
         #expect(ticksNow == after)
     }
 
-    @Test func drivesATaskQueue() throws {
-        let queue = TaskQueue()
-        let (_, runs) = queueSelfRequeueingTask(on: queue)
-        let source = try TickSource(hz: 1000) { queue.run() }
-        try source.start()
+    /// The timer queue (`tq_timer`): its own ticks run its tasks.
+    @Test func aTimerQueueRunsItsTasksOnEveryTick() throws {
+        let timer = try TimerQueue(hz: 1000)
+        let (_, runs) = queueSelfRequeueingTask(on: timer.tasks)
+        try timer.start()
         usleep(200_000)
-        #expect(source.stop(timeout: .seconds(1)))
+        #expect(timer.stop(timeout: .seconds(1)))
         let runsNow = runs.value.load(ordering: .relaxed)
         #expect(runsNow > 100)
     }
 
     @Test func aRateChangeTakesEffectWhileRunningAndKeepsThePace() throws {
-        let queue = TaskQueue()
-        let (task, runs) = queueSelfRequeueingTask(on: queue)
-        let source = try TickSource(hz: 10) { queue.run() }
+        let timer = try TimerQueue(hz: 10)
+        let (task, runs) = queueSelfRequeueingTask(on: timer.tasks)
+        let source = timer.ticks
         try source.start()
         defer { _ = source.stop(timeout: .seconds(1)) }
         #expect(throws: TickSourceError.self) { try source.setRate(0) }
@@ -188,18 +188,18 @@ import Testing
         let queue = TaskQueue()
         let seen = Mutex<[[String]]>([])
         let first = QueueTask(name: "first") { [weak queue] task in
-            seen.withLock { $0.append(queue?.queuedNames ?? []) }
+            seen.withLock { $0.append(queue?.queuedTasks.map(\.name) ?? []) }
             queue?.queue(task)
-            seen.withLock { $0.append(queue?.queuedNames ?? []) }
+            seen.withLock { $0.append(queue?.queuedTasks.map(\.name) ?? []) }
         }
         let second = QueueTask(name: "second") { [weak queue] _ in
-            seen.withLock { $0.append(queue?.queuedNames ?? []) }
+            seen.withLock { $0.append(queue?.queuedTasks.map(\.name) ?? []) }
         }
         queue.queue(first)
         queue.queue(second)
         queue.run()
         #expect(seen.withLock { $0 } == [["first", "second"], ["second", "first"], ["second", "first"]])
-        #expect(queue.queuedNames == ["first"])
+        #expect(queue.queuedTasks.map(\.name) == ["first"])
     }
 
     @Test func tasksCountTheirRunsAndWhenTheyWereQueued() {

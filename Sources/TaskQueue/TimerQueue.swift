@@ -1,0 +1,37 @@
+/// The timer task queue, the userspace twin of the kernel's `tq_timer`: a ``TaskQueue`` that
+/// its own ``TickSource`` runs once per tick, `hz` times a second.
+///
+/// ```swift
+/// let timer = try TimerQueue(hz: 100)
+/// timer.tasks.queue(task)      // queue_task(&task, &tq_timer)
+/// try timer.start()
+/// ```
+///
+/// A routine that re-queues itself, as `sched.c`'s does, therefore runs once a tick.
+public final class TimerQueue: Sendable {
+    /// The tasks waiting for the next tick.
+    public let tasks: TaskQueue
+    /// The ticks that run ``tasks``: their rate, lateness and count.
+    public let ticks: TickSource
+
+    /// Makes the queue and its tick source; nothing ticks until ``start()``.
+    ///
+    /// - Throws: ``TickSourceError`` if `hz` is out of ``TickSource/hzRange`` or the system has
+    ///   no timer to give.
+    public init(hz: Int) throws(TickSourceError) {
+        let tasks = TaskQueue()
+        self.tasks = tasks
+        self.ticks = try TickSource(hz: hz) { tasks.run() }
+    }
+
+    /// Starts ticking: from one period from now, every tick runs ``tasks``.
+    public func start() throws {
+        try ticks.start()
+    }
+
+    /// Stops ticking, waiting at most `timeout` for the tick in progress (see
+    /// ``TickSource/stop(timeout:)``).
+    public func stop(timeout: Duration) -> Bool {
+        ticks.stop(timeout: timeout)
+    }
+}
