@@ -55,6 +55,7 @@ let package = Package(
         .testTarget(name: "TaskQueueTests", dependencies: ["TaskQueue", "KernelSync"]),
         .testTarget(name: "ProcFSTests", dependencies: [
             "ProcFS", .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "SchedTests", dependencies: [
             "Sched", "TaskQueue", "ProcFS", .product(name: "SystemPackage", package: "swift-system"),

@@ -23,7 +23,8 @@ public final class FuseServer: @unchecked Sendable {
     // unmount and destruction happen on the owning thread, before the workers start or after
     // ``stop(timeout:)`` has joined them.
     private let session: OpaquePointer
-    private let handler: FuseRequestHandler
+    private let replies: FuseReplies
+    private var fileSystem: ProcFileSystem { replies.fileSystem }
     private let logger: Logger
     private let stopEvent: Int32
     private let workers = Mutex<[KernelThread]>([])
@@ -50,21 +51,22 @@ public final class FuseServer: @unchecked Sendable {
     public init(
         tree: ProcTree, arguments: [String], readMode: ReadMode = .directIO, logger: Logger
     ) throws(FuseServerError) {
-        let handler = FuseRequestHandler(tree: tree, requestedMode: readMode, logger: logger)
+        let replies = FuseReplies(
+            fileSystem: ProcFileSystem(tree: tree, requestedMode: readMode, logger: logger), logger: logger)
         let created = try Self.newSession(
             arguments: arguments, operations: FuseOperations.table,
-            userData: Unmanaged.passUnretained(handler).toOpaque(), logger: logger)
+            userData: Unmanaged.passUnretained(replies).toOpaque(), logger: logger)
         let stopEvent = eventfd(0, Int32(EFD_CLOEXEC))
         guard stopEvent >= 0 else {
             fuse_session_destroy(created)
             throw .system("eventfd", Errno(rawValue: errno))
         }
         self.session = created
-        self.handler = handler
+        self.replies = replies
         self.logger = logger
         self.stopEvent = stopEvent
         tree.observe(
-            added: { [weak self] entry in self?.refreshLinkCount(ofParentOf: entry) },
+            added: { [weak self] entry in self?.added(entry) },
             changed: { [weak self] entry in self?.announce(entry) },
             removed: { [weak self] entry in self?.forget(entry) })
     }
@@ -95,8 +97,8 @@ public final class FuseServer: @unchecked Sendable {
     }
 
     deinit {
-        handler.tree.observe(added: nil, changed: nil, removed: nil)
-        handler.pollers.forgetAll().forEach { $0.release() }
+        fileSystem.tree.observe(added: nil, changed: nil, removed: nil)
+        fileSystem.pollers.forgetAll().forEach { $0.release() }
         fuse_session_destroy(session)
         close(stopEvent)
     }
@@ -226,40 +228,44 @@ public final class FuseServer: @unchecked Sendable {
         fuse_session_unmount(session)
     }
 
-    /// Tells the kernel and the pollers of a change: in page-cache mode the kernel must ask for
-    /// the file's attributes again before its next read (which then drops the stale pages),
-    /// unless it holds nothing of the file or its copy is stale already; then the pollers wake,
-    /// and a re-read finds the new text.
+    /// Tells the kernel and the pollers of a change (see
+    /// ``ProcFileSystem/noticesOfChange(to:)``); then the pollers wake, and a re-read finds the
+    /// new text.
     private func announce(_ entry: ProcEntry) {
         guard notifying.enter() else { return }
         defer { notifying.leave() }
-        if handler.readMode == .pageCache, entry.kernelCopy.invalidate(), handler.tree.kernelLookups(of: entry.inode) > 0 {
-            report(fuse_lowlevel_notify_inval_inode(session, entry.inode, -1, 0), "invalidate", entry)
-        }
-        handler.notifyPollers(of: entry)
+        send(fileSystem.noticesOfChange(to: entry), about: entry)
+        fileSystem.notifyPollers(of: entry)
     }
 
-    /// A directory added or removed changes its parent's link count, which the kernel caches.
-    private func refreshLinkCount(ofParentOf entry: ProcEntry) {
-        guard entry.kind == .directory, notifying.enter() else { return }
+    /// A directory added changes its parent's link count, which the kernel caches.
+    private func added(_ entry: ProcEntry) {
+        guard notifying.enter() else { return }
         defer { notifying.leave() }
-        report(fuse_lowlevel_notify_inval_inode(session, entry.parentInode, 0, 0), "refresh parent of", entry)
+        send(fileSystem.noticesOfAddition(of: entry), about: entry)
     }
 
-    /// Has the kernel forget a removed entry's name (and, for a directory, its parent's link
-    /// count) and ask for the attributes of the entry before using it again, which then fails
-    /// with `EIO`; pollers wake to `POLLERR|POLLHUP`.
+    /// Has the kernel forget a removed entry (see ``ProcFileSystem/noticesOfRemoval(of:)``);
+    /// pollers wake to `POLLERR|POLLHUP`.
     private func forget(_ entry: ProcEntry) {
         guard notifying.enter() else { return }
         defer { notifying.leave() }
-        report(
-            fuse_lowlevel_notify_inval_entry(session, entry.parentInode, entry.name, entry.name.utf8.count),
-            "forget name of", entry)
-        refreshLinkCount(ofParentOf: entry)
-        if handler.tree.kernelLookups(of: entry.inode) > 0 {
-            report(fuse_lowlevel_notify_inval_inode(session, entry.inode, -1, 0), "invalidate", entry)
+        send(fileSystem.noticesOfRemoval(of: entry), about: entry)
+        fileSystem.notifyPollers(of: entry)
+    }
+
+    /// Writes `notices` to the kernel, logging a failure once.
+    private func send(_ notices: [ProcFileSystem.KernelNotice], about entry: ProcEntry) {
+        for notice in notices {
+            switch notice {
+            case .attributes(let inode):
+                report(fuse_lowlevel_notify_inval_inode(session, inode, -1, 0), "invalidate", entry)
+            case .attributesAndContents(let inode):
+                report(fuse_lowlevel_notify_inval_inode(session, inode, 0, 0), "refresh parent of", entry)
+            case .name(let parent, let name):
+                report(fuse_lowlevel_notify_inval_entry(session, parent, name, name.utf8.count), "forget name of", entry)
+            }
         }
-        handler.notifyPollers(of: entry)
     }
 
     /// Logs a failed notification once. `ENOENT` (the kernel holds nothing to drop) is normal,

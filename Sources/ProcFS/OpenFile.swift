@@ -69,16 +69,9 @@ extension Array where Element == UInt8 {
 /// What one open of a directory holds: its listing as it was at the last `readdir` from
 /// offset 0, so that `readdir` is consistent at every offset while entries come and go.
 final class OpenDirectory: Sendable {
-    struct Item: Sendable {
-        let name: String
-        let inode: UInt64
-        /// The file type bits of `st_mode`, for example `S_IFDIR`.
-        let type: mode_t
-    }
-
     let directory: ProcEntry
     /// `nil` until the first `readdir`.
-    private let items = Mutex<[Item]?>(nil)
+    private let items = Mutex<[ProcFileSystem.DirectoryItem]?>(nil)
 
     init(directory: ProcEntry) {
         self.directory = directory
@@ -88,7 +81,9 @@ final class OpenDirectory: Sendable {
     /// `rewinddir`) takes the listing anew from `current`, as procfs shows entries added since;
     /// any other offset reads the listing kept, so that offsets stay true while entries come
     /// and go.
-    func items(from offset: Int, current: () -> [Item]) -> ArraySlice<Item> {
+    func items(
+        from offset: Int, current: () -> [ProcFileSystem.DirectoryItem]
+    ) -> ArraySlice<ProcFileSystem.DirectoryItem> {
         let items = self.items.withLock { kept in
             if offset == 0 || kept == nil { kept = current() }
             return kept!

@@ -1,7 +1,7 @@
 import CFuse3
 
 /// libfuse's handle of a poll that sleeps until it is notified (`struct fuse_pollhandle`).
-struct PollHandle: @unchecked Sendable {
+struct PollHandle: KernelPollHandle, @unchecked Sendable {
     // @unchecked: the pointer is a small heap object that libfuse hands to the poll callback to
     // own. ``PollWaiters`` keeps each handle under its lock and hands it out once, so exactly
     // one thread notifies or releases it, and libfuse's notify is safe from any thread.

@@ -197,8 +197,8 @@ import SystemPackage
 }
 
 @Suite struct DirectoryListingTests {
-    private func item(_ name: String, _ inode: UInt64) -> OpenDirectory.Item {
-        OpenDirectory.Item(name: name, inode: inode, type: S_IFREG)
+    private func item(_ name: String, _ inode: UInt64) -> ProcFileSystem.DirectoryItem {
+        ProcFileSystem.DirectoryItem(name: name, inode: inode, type: S_IFREG, nextOffset: 0)
     }
 
     @Test func offsetsStayTrueWhileEntriesComeAndGoAndRewindSeesNewOnes() throws {

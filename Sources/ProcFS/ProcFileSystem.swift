@@ -1,0 +1,398 @@
+import Glibc
+import Logging
+import Synchronization
+import SystemPackage
+
+/// The answer to each FUSE operation on a ``ProcTree``, decided in Swift: each method returns
+/// the reply as a value or throws the `Errno` the caller gets. `FuseOperations` turns libfuse's
+/// requests into these calls and sends what they return; no C type of libfuse's appears here,
+/// so every rule below is tested without a mount.
+///
+/// The kernel knows every entry by its inode number for the entry's whole life, and its
+/// lookups of them are counted (``ProcTree/kernelLooksUp(_:)``); a name is dropped from the
+/// kernel only when its entry is removed, so an open file never looks deleted. How files read
+/// depends on the ``ReadMode``: in direct_io mode each open is an ``OpenFile``; in page-cache
+/// mode the kernel opens files itself and each entry's ``KernelCopy`` keeps its cache true.
+///
+/// What procfs does not allow is refused with the errno that Linux procfs gives a caller
+/// without privilege, as measured on Linux 6.18 on `/proc/uptime` (mode 0444):
+///
+/// | operation                                  | errno     |
+/// |--------------------------------------------|-----------|
+/// | open a read-only file for writing or with `O_TRUNC`, truncate it | `EACCES` |
+/// | write to a read-only file (page-cache mode, where the kernel opens files itself) | `EACCES` |
+/// | unlink, rmdir, setxattr, removexattr       | `EACCES`  |
+/// | chmod, chown, utimes                       | `EPERM`   |
+/// | create, mknod, mkdir, symlink, link, rename | `ENOENT` |
+/// | getxattr                                   | `ENOTSUP` |
+/// | listxattr                                  | empty list |
+///
+/// A knob (a writable file) takes writes as `/proc/sys` does (see
+/// ``write(node:bytes:offset:flags:)``). Once an entry is removed, as in procfs, new lookups
+/// fail with `ENOENT`, and files still open read, write and `fstat` `EIO` and poll
+/// `POLLERR|POLLHUP`.
+final class ProcFileSystem: Sendable {
+    let tree: ProcTree
+    let openFiles = HandleTable<OpenFile>()
+    let openDirectories = HandleTable<OpenDirectory>()
+    let pollers = PollWaiters<any KernelPollHandle>()
+    /// The user who mounted, who owns every entry registered without an owner.
+    let mounter: ProcOwner
+    let createdAt: timespec
+    let logger: Logger
+    let requestedMode: ReadMode
+    private let servesFromPageCache = Atomic<Bool>(false)
+
+    /// How long the kernel may cache a name; a removal drops it explicitly.
+    static let entryTimeout = 1.0
+    /// How long the kernel may cache attributes that change only when the server says so: a
+    /// directory's, a link's, and in page-cache mode those of a file that announces its
+    /// changes. With `default_permissions` the kernel checks them on every path walk, so an
+    /// expired root costs every open a `GETATTR` round trip.
+    static let unchangingAttributeTimeout = 86_400.0
+
+    init(tree: ProcTree, requestedMode: ReadMode, logger: Logger, mounter: ProcOwner = ProcOwner(uid: getuid(), gid: getgid())) {
+        self.tree = tree
+        self.requestedMode = requestedMode
+        self.mounter = mounter
+        self.createdAt = Self.now
+        self.logger = logger
+    }
+
+    /// How the kernel reads files; decided when the kernel says what it offers (`FUSE_INIT`).
+    var readMode: ReadMode { servesFromPageCache.load(ordering: .acquiring) ? .pageCache : .directIO }
+
+    static var now: timespec {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return now
+    }
+
+    // MARK: Replies
+
+    /// A node's attributes as the kernel is told them (FUSE's `fuse_attr`), with how long it may
+    /// cache them.
+    struct Attributes {
+        var inode: UInt64
+        /// The file type and permission bits (`st_mode`).
+        var mode: mode_t
+        var linkCount: Int
+        var owner: ProcOwner
+        var size: Int
+        var created: timespec
+        var modified: timespec
+        /// Seconds the kernel may keep these.
+        var timeout: Double
+    }
+
+    /// The reply to a `LOOKUP`.
+    struct Entry {
+        var attributes: Attributes
+        var generation: UInt64
+        var entryTimeout: Double
+    }
+
+    /// The reply to an `OPEN` or `OPENDIR`.
+    struct Opened {
+        var handle: UInt64
+        /// Whether every read of this open comes to the server.
+        var directIO: Bool
+    }
+
+    /// One name of a directory listing, and the offset at which the listing goes on after it.
+    struct DirectoryItem: Equatable {
+        var name: String
+        var inode: UInt64
+        /// The file type bits of `st_mode`, for example `S_IFDIR`.
+        var type: mode_t
+        var nextOffset: Int
+    }
+
+    /// The reply to a `WRITE`, and the entry to announce as changed once it is sent.
+    struct Written {
+        var result: Result<Int, Errno>
+        var changed: ProcEntry?
+    }
+
+    /// The reply to a `POLL`: the events, or an error; the handles to release before it is
+    /// sent, and those to notify after.
+    struct Polled {
+        var result: Result<Int32, Errno>
+        var release: [any KernelPollHandle] = []
+        var notify: [any KernelPollHandle] = []
+    }
+
+    /// What the kernel must be told of a change in the tree
+    /// (`fuse_lowlevel_notify_inval_inode` and `_inval_entry`).
+    enum KernelNotice: Equatable {
+        /// Ask again for the attributes of `inode` before using them; keep its pages.
+        case attributes(UInt64)
+        /// Ask again for the attributes and the contents of `inode` (for a directory: its
+        /// link count and its listing).
+        case attributesAndContents(UInt64)
+        /// Forget the name `name` in the directory `parent`.
+        case name(parent: UInt64, name: String)
+    }
+
+    /// The operations that always fail, as procfs fails them.
+    enum RefusedOperation: CaseIterable {
+        case getxattr, setxattr, removexattr, unlink, rmdir, create, mknod, mkdir, symlink, link, rename
+    }
+
+    /// The errno a refused operation gets (see the table above).
+    static func refusal(of operation: RefusedOperation) -> Errno {
+        switch operation {
+        case .getxattr: .notSupported
+        case .setxattr, .removexattr, .unlink, .rmdir: .permissionDenied
+        case .create, .mknod, .mkdir, .symlink, .link, .rename: .noSuchFileOrDirectory
+        }
+    }
+
+    // MARK: Operations
+
+    /// `FUSE_INIT`: picks the read mode from what the kernel offers.
+    ///
+    /// - Returns: whether the server wants `FUSE_CAP_AUTO_INVAL_DATA`.
+    func initialize(kernelOffersNoOpen: Bool, kernelOffersAutoInvalidation: Bool) -> Bool {
+        let mode = ReadMode.choose(
+            kernelOffersPageCache: kernelOffersNoOpen && kernelOffersAutoInvalidation, requested: requestedMode)
+        servesFromPageCache.store(mode == .pageCache, ordering: .releasing)
+        let lacking = requestedMode == .pageCache && mode != .pageCache
+            ? " (the kernel lacks FUSE_CAP_NO_OPEN_SUPPORT or FUSE_CAP_AUTO_INVAL_DATA)" : ""
+        logger.info("serving reads through the \(mode.rawValue)\(lacking)")
+        return mode == .pageCache
+    }
+
+    /// `LOOKUP`: counts one more lookup of the entry found, which the kernel forgets later; call
+    /// ``lookupNotDelivered(_:)`` if the reply cannot be sent.
+    func lookup(parent: UInt64, name: String) throws(Errno) -> Entry {
+        guard let directory = tree.kernelEntry(inode: parent), !directory.isRemoved else { throw .noSuchFileOrDirectory }
+        guard directory.kind == .directory else { throw .notDirectory }
+        guard let entry = tree.entry(named: name, in: directory), tree.kernelLooksUp(entry) else {
+            throw .noSuchFileOrDirectory
+        }
+        guard let attributes = attributes(of: entry, open: nil) else {
+            tree.kernelForgot(entry.inode, count: 1)
+            throw .noSuchFileOrDirectory
+        }
+        return Entry(attributes: attributes, generation: entry.generation, entryTimeout: Self.entryTimeout)
+    }
+
+    /// The reply to a lookup did not reach the kernel (the caller was interrupted): it will not
+    /// forget what it never got.
+    func lookupNotDelivered(_ entry: Entry) {
+        tree.kernelForgot(entry.attributes.inode, count: 1)
+    }
+
+    /// `FORGET`.
+    func forget(node: UInt64, lookups: UInt64) {
+        tree.kernelForgot(node, count: lookups)
+    }
+
+    /// `GETATTR`; `handle` is the open file's `fh` when the kernel sends one (`lseek` to
+    /// `SEEK_END`; an `fstat` sends none).
+    func attributes(node: UInt64, handle: UInt64?) throws(Errno) -> Attributes {
+        guard let entry = tree.kernelEntry(inode: node) else { throw .noSuchFileOrDirectory }
+        let open = handle.flatMap { openFiles.object($0) }
+        guard let found = attributes(of: entry, open: open, lasting: true) else {
+            throw entry.kind == .directory ? .noSuchFileOrDirectory : .ioError
+        }
+        return found
+    }
+
+    /// `SETATTR`. Truncating a knob is allowed and changes nothing, as for `/proc/sys` (it is
+    /// how `echo 1 > knob` opens it); any other change is refused as procfs refuses it.
+    func setAttributes(node: UInt64, truncates: Bool) throws(Errno) -> Attributes {
+        guard let entry = tree.kernelEntry(inode: node) else { throw .noSuchFileOrDirectory }
+        guard truncates else { throw .notPermitted }
+        guard entry.kind == .knob else { throw entry.kind == .directory ? .isDirectory : .permissionDenied }
+        guard let found = attributes(of: entry, open: nil) else { throw .ioError }
+        return found
+    }
+
+    /// `READLINK`.
+    func readlink(node: UInt64) throws(Errno) -> String {
+        guard let entry = tree.kernelEntry(inode: node), !entry.isRemoved else { throw .noSuchFileOrDirectory }
+        guard let target = entry.symlinkTarget else { throw .invalidArgument }
+        return target
+    }
+
+    /// `OPEN`: in direct_io mode a new ``OpenFile``; call ``release(handle:)`` if the reply
+    /// cannot be sent. In page-cache mode `ENOSYS`, which tells the kernel to open files itself
+    /// from now on, keeping their cached pages.
+    func open(node: UInt64, flags: Int32) throws(Errno) -> Opened {
+        guard let entry = tree.kernelEntry(inode: node), !entry.isRemoved else { throw .noSuchFileOrDirectory }
+        if readMode == .pageCache { throw .noFunction }
+        let writes = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
+        guard !writes || entry.kind == .knob else { throw .permissionDenied }
+        // Every read comes here, to be read as a seq_file.
+        return Opened(handle: openFiles.insert(OpenFile(entry: entry)), directIO: true)
+    }
+
+    /// `READ` from the open file `handle` (direct_io), or, to fill the kernel's cache in
+    /// page-cache mode (where the kernel opens files itself and `handle` is 0), from the text
+    /// given to the kernel with the size it holds.
+    func read(node: UInt64, handle: UInt64, offset: Int, size: Int) throws(Errno) -> ArraySlice<UInt8> {
+        let bytes: ArraySlice<UInt8>?
+        if handle == 0 {
+            bytes = tree.kernelEntry(inode: node).flatMap { entry in
+                entry.kernelCopy.published(entry, now: Self.now)?.text.bytes(at: offset, count: size)
+            }
+        } else {
+            bytes = openFiles.object(handle)?.read(at: offset, size: size)
+        }
+        guard let bytes else { throw .ioError }
+        return bytes
+    }
+
+    /// `WRITE` to a knob. Like `/proc/sys` with `sysctl_writes_strict` (the kernel's default),
+    /// an appending write (`>>`) goes to offset 0, since a `/proc/sys` file's size is 0, and a
+    /// write past offset 0 is reported written and changes nothing. The writer is told how many
+    /// bytes the knob consumed (`1 2` to an integer knob consumes 2).
+    ///
+    /// After every write to a knob, the knob announces a change once the reply is sent
+    /// (``Written/changed``): in page-cache mode the kernel has copied the written bytes into
+    /// its cache, and must drop them even when the knob took nothing.
+    func write(node: UInt64, bytes: [UInt8], offset: Int, flags: Int32) -> Written {
+        guard let entry = tree.kernelEntry(inode: node), !entry.isRemoved else {
+            return Written(result: .failure(.ioError), changed: nil)
+        }
+        guard entry.kind == .knob else { return Written(result: .failure(.permissionDenied), changed: nil) }
+        guard flags & O_APPEND != 0 || offset == 0 else { return Written(result: .success(bytes.count), changed: entry) }
+        do {
+            let consumed = try entry.write(bytes)
+            return Written(result: .success(min(consumed, bytes.count)), changed: entry)
+        } catch {
+            return Written(result: .failure(error), changed: entry)
+        }
+    }
+
+    /// `POLL`, answered as a sysctl answers it (see ``PollWaiters``); `handle` is notified when
+    /// the entry changes, if the caller will sleep.
+    func poll(node: UInt64, fileHandle: UInt64, handle: (any KernelPollHandle)?) -> Polled {
+        let open = openFiles.object(fileHandle)
+        guard let entry = open?.entry ?? tree.kernelEntry(inode: node) else {
+            return Polled(result: .failure(.noSuchFileOrDirectory), release: [handle].compactMap { $0 })
+        }
+        // An open is its fh in direct_io mode, and the kernel's own handle in page-cache mode.
+        guard let key = open == nil ? handle?.kernelFileHandle : fileHandle else {
+            // A page-cache poll that will not sleep does not say which open it is.
+            return Polled(result: .success(entry.isRemoved ? PollWaiters<any KernelPollHandle>.removed : PollWaiters<any KernelPollHandle>.readable))
+        }
+        let answer = pollers.poll(entry, key: key, since: open?.openedVersion ?? entry.version, handle: handle)
+        return Polled(result: .success(answer.events), release: answer.release, notify: answer.notify)
+    }
+
+    /// `RELEASE`: forgets the open and its poller; the poll handle to release, if any.
+    func release(handle: UInt64) -> (any KernelPollHandle)? {
+        guard let open = openFiles.remove(handle) else { return nil }
+        return pollers.closed(inode: open.entry.inode, key: handle)
+    }
+
+    /// `OPENDIR`; call ``releaseDirectory(handle:)`` if the reply cannot be sent.
+    func openDirectory(node: UInt64) throws(Errno) -> Opened {
+        guard let directory = tree.kernelEntry(inode: node), !directory.isRemoved else { throw .noSuchFileOrDirectory }
+        guard directory.kind == .directory else { throw .notDirectory }
+        return Opened(handle: openDirectories.insert(OpenDirectory(directory: directory)), directIO: false)
+    }
+
+    /// `READDIR` from `offset` on (see ``OpenDirectory/items(from:current:)``): `.`, `..`, then
+    /// the entries by name, each with the offset that follows it.
+    func readDirectory(handle: UInt64, offset: Int) throws(Errno) -> ArraySlice<DirectoryItem> {
+        guard let open = openDirectories.object(handle) else { throw .badFileDescriptor }
+        return open.items(from: offset) { listing(of: open.directory) }
+    }
+
+    /// `RELEASEDIR`.
+    func releaseDirectory(handle: UInt64) {
+        openDirectories.remove(handle)
+    }
+
+    // MARK: Notices to the kernel
+
+    /// What the kernel must be told when `entry` announces a change: in page-cache mode it must
+    /// ask for the file's attributes again before its next read (which then drops the stale
+    /// pages), unless it holds nothing of the file or its copy is stale already.
+    func noticesOfChange(to entry: ProcEntry) -> [KernelNotice] {
+        guard readMode == .pageCache, entry.kernelCopy.invalidate(), tree.kernelLookups(of: entry.inode) > 0 else { return [] }
+        return [.attributes(entry.inode)]
+    }
+
+    /// What the kernel must be told when `entry` is added: a directory changes its parent's
+    /// link count.
+    func noticesOfAddition(of entry: ProcEntry) -> [KernelNotice] {
+        entry.kind == .directory ? [.attributesAndContents(entry.parentInode)] : []
+    }
+
+    /// What the kernel must be told when `entry` is removed: forget its name (and, for a
+    /// directory, its parent's link count), and ask for the attributes of the entry before
+    /// using it again, which then fails with `EIO`.
+    func noticesOfRemoval(of entry: ProcEntry) -> [KernelNotice] {
+        var notices: [KernelNotice] = [.name(parent: entry.parentInode, name: entry.name)] + noticesOfAddition(of: entry)
+        if tree.kernelLookups(of: entry.inode) > 0 { notices.append(.attributes(entry.inode)) }
+        return notices
+    }
+
+    /// Wakes the pollers of `entry` after a change or its removal.
+    func notifyPollers(of entry: ProcEntry) {
+        for handle in pollers.wake(entry) { handle.notify() }
+    }
+
+    // MARK: Attributes
+
+    /// An entry's attributes and how long the kernel may cache them; `nil` once it is removed.
+    ///
+    /// A file's size is that of its current text, which a read from offset 0 gets (the kernel
+    /// sends no handle with an `fstat`); with an open file's handle (`lseek` to `SEEK_END`) in
+    /// direct_io mode, that of the text the open is reading. In page-cache mode it is the text
+    /// given to the kernel, with a modification time that moves when that text changes, and
+    /// only a file that announces its changes, whose text settled, from a `GETATTR`
+    /// (`lasting`), may be cached until the next change: a `LOOKUP` or `SETATTR` reply may
+    /// arrive after a change the kernel could not yet be told of.
+    private func attributes(of entry: ProcEntry, open: OpenFile?, lasting: Bool = false) -> Attributes? {
+        guard !entry.isRemoved else { return nil }
+        var attributes = Attributes(
+            inode: entry.inode, mode: mode_t(entry.permissions) | entry.fileType, linkCount: 1,
+            owner: entry.owner ?? mounter, size: 0, created: createdAt, modified: createdAt,
+            timeout: Self.unchangingAttributeTimeout)
+        switch entry.kind {
+        case .directory:
+            attributes.linkCount = 2 + tree.subdirectoryCount(of: entry)
+        case .symlink:
+            guard let target = entry.symlinkTarget else { return nil }
+            attributes.size = target.utf8.count
+        case .file, .knob:
+            if readMode == .pageCache {
+                guard let copy = entry.kernelCopy.publish(entry, now: Self.now) else { return nil }
+                attributes.size = copy.text.count
+                attributes.modified = copy.modified
+                let cached = lasting && entry.announcesChanges && copy.settled
+                attributes.timeout = cached ? Self.unchangingAttributeTimeout : 0
+            } else {
+                guard let size = open?.size ?? entry.snapshot()?.count else { return nil }
+                attributes.size = size
+                attributes.timeout = 0
+            }
+        }
+        return attributes
+    }
+
+    /// A directory's listing as it is now: `.`, `..`, then the entries by name.
+    private func listing(of directory: ProcEntry) -> [DirectoryItem] {
+        let items = [(".", directory.inode, S_IFDIR), ("..", directory.parentInode, S_IFDIR)]
+            + tree.children(of: directory).map { ($0.name, $0.inode, $0.fileType) }
+        return items.enumerated().map { index, item in
+            DirectoryItem(name: item.0, inode: item.1, type: item.2, nextOffset: index + 1)
+        }
+    }
+}
+
+/// A poll that sleeps until it is notified: libfuse's `fuse_pollhandle` on a mount.
+protocol KernelPollHandle: Sendable {
+    /// The kernel's handle of the polled file (`kh`), unique to one open.
+    var kernelFileHandle: UInt64 { get }
+    /// Wakes the poller, which then polls again, and frees the handle.
+    func notify()
+    /// Frees the handle without waking the poller.
+    func release()
+}

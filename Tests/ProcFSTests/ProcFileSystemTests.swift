@@ -1,0 +1,240 @@
+@testable import ProcFS
+import Glibc
+import Logging
+import Synchronization
+import SystemPackage
+import Testing
+
+/// Each FUSE operation's decision, without a mount: what the kernel would be told.
+@Suite struct ProcFileSystemTests {
+    /// A tree of one of each kind, served in `mode` as the kernel would settle it at INIT.
+    final class Served: Sendable {
+        let tree = ProcTree()
+        let fileSystem: ProcFileSystem
+        let file: ProcEntry
+        let knob: ProcEntry
+        let directory: ProcEntry
+        let link: ProcEntry
+        let knobBox = KnobValue()
+        /// The value the knob holds now.
+        var value: Int { knobBox.value.withLock { $0 } }
+
+        init(_ mode: ReadMode) throws {
+            fileSystem = ProcFileSystem(tree: tree, requestedMode: mode, logger: Logger(label: "test"), mounter: .root)
+            _ = fileSystem.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true)
+            file = try tree.register("file", announcesChanges: true) { "text\n" }
+            let box = knobBox
+            knob = try tree.registerIntegerKnob("knob", value: { Int32(box.value.withLock { $0 }) }) { new throws(Errno) in
+                guard new >= 0 else { throw .invalidArgument }
+                box.value.withLock { $0 = Int(new) }
+            }
+            directory = try tree.makeDirectory("directory")
+            link = try tree.makeSymlink("link", target: "file")
+        }
+
+        /// Looks `name` up in the root as the kernel does, which then holds it.
+        func lookUp(_ name: String) throws(Errno) -> ProcFileSystem.Entry {
+            try fileSystem.lookup(parent: ProcTree.rootInode, name: name)
+        }
+    }
+
+    /// The value behind the knob.
+    final class KnobValue: Sendable {
+        let value = Mutex(7)
+    }
+
+    static let modes: [ReadMode] = [.directIO, .pageCache]
+
+    @Test func theKernelOffersDecideTheReadMode() {
+        let fileSystem = ProcFileSystem(tree: ProcTree(), requestedMode: .pageCache, logger: Logger(label: "test"))
+        #expect(!fileSystem.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: false))
+        #expect(fileSystem.readMode == .directIO)
+        #expect(fileSystem.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true))
+        #expect(fileSystem.readMode == .pageCache)
+    }
+
+    /// The errno table of the type's documentation, which procfs gives on /proc/uptime.
+    @Test func refusedOperationsGetProcfsErrnos() {
+        let expected: [ProcFileSystem.RefusedOperation: Errno] = [
+            .getxattr: .notSupported, .setxattr: .permissionDenied, .removexattr: .permissionDenied,
+            .unlink: .permissionDenied, .rmdir: .permissionDenied, .create: .noSuchFileOrDirectory,
+            .mknod: .noSuchFileOrDirectory, .mkdir: .noSuchFileOrDirectory, .symlink: .noSuchFileOrDirectory,
+            .link: .noSuchFileOrDirectory, .rename: .noSuchFileOrDirectory,
+        ]
+        #expect(expected.count == ProcFileSystem.RefusedOperation.allCases.count)
+        for operation in ProcFileSystem.RefusedOperation.allCases {
+            #expect(ProcFileSystem.refusal(of: operation) == expected[operation], "\(operation)")
+        }
+    }
+
+    @Test(arguments: modes)
+    func lookupsFindWhatIsThereAndCountTheKernelsHold(mode: ReadMode) throws {
+        let served = try Served(mode)
+        #expect(throws: Errno.noSuchFileOrDirectory) { try served.lookUp("missing") }
+        #expect(throws: Errno.notDirectory) { try served.fileSystem.lookup(parent: served.file.inode, name: "x") }
+        #expect(throws: Errno.noSuchFileOrDirectory) { try served.fileSystem.lookup(parent: 999, name: "file") }
+        let found = try served.lookUp("file")
+        #expect(found.attributes.inode == served.file.inode && found.generation == served.file.generation)
+        #expect(found.attributes.mode == S_IFREG | 0o444 && found.attributes.size == 5)
+        #expect(found.entryTimeout == ProcFileSystem.entryTimeout)
+        #expect(served.tree.kernelLookups(of: served.file.inode) == 1)
+        served.fileSystem.lookupNotDelivered(found)
+        #expect(served.tree.kernelLookups(of: served.file.inode) == 0, "an undelivered lookup is not held")
+        _ = try served.lookUp("file")
+        _ = try served.lookUp("file")
+        served.fileSystem.forget(node: served.file.inode, lookups: 2)
+        #expect(served.tree.kernelLookups(of: served.file.inode) == 0)
+    }
+
+    /// How long the kernel may keep attributes: directories and links until told; files not at
+    /// all, except in page-cache mode a file that announces its changes, from a GETATTR.
+    @Test(arguments: modes)
+    func attributeTimeoutsFollowWhoAnnouncesChanges(mode: ReadMode) throws {
+        let served = try Served(mode)
+        let lasting = ProcFileSystem.unchangingAttributeTimeout
+        #expect(try served.lookUp("directory").attributes.timeout == lasting)
+        #expect(try served.lookUp("link").attributes.timeout == lasting)
+        #expect(try served.lookUp("file").attributes.timeout == 0, "a LOOKUP reply may race a change")
+        let fileTimeout = try served.fileSystem.attributes(node: served.file.inode, handle: nil).timeout
+        #expect(fileTimeout == (mode == .pageCache ? lasting : 0))
+        #expect(try served.fileSystem.attributes(node: served.knob.inode, handle: nil).timeout == 0, "the knob does not announce")
+        let root = try served.fileSystem.attributes(node: ProcTree.rootInode, handle: nil)
+        #expect(root.linkCount == 3 && root.mode == S_IFDIR | 0o555 && root.owner == .root)
+        #expect(try served.lookUp("link").attributes.size == 4)
+    }
+
+    @Test(arguments: modes)
+    func attributeChangesAreRefusedButAKnobMayBeTruncated(mode: ReadMode) throws {
+        let served = try Served(mode)
+        let fs = served.fileSystem
+        #expect(throws: Errno.notPermitted) { try fs.setAttributes(node: served.file.inode, truncates: false) }
+        #expect(throws: Errno.notPermitted) { try fs.setAttributes(node: served.knob.inode, truncates: false) }
+        #expect(throws: Errno.permissionDenied) { try fs.setAttributes(node: served.file.inode, truncates: true) }
+        #expect(throws: Errno.isDirectory) { try fs.setAttributes(node: served.directory.inode, truncates: true) }
+        #expect(try fs.setAttributes(node: served.knob.inode, truncates: true).size == 2, "truncating changes nothing")
+        #expect(throws: Errno.noSuchFileOrDirectory) { try fs.setAttributes(node: 999, truncates: true) }
+    }
+
+    @Test func opensFollowTheModeAndTheFilesKind() throws {
+        let direct = try Served(.directIO)
+        #expect(throws: Errno.permissionDenied) { try direct.fileSystem.open(node: direct.file.inode, flags: O_WRONLY) }
+        #expect(throws: Errno.permissionDenied) { try direct.fileSystem.open(node: direct.file.inode, flags: O_RDONLY | O_TRUNC) }
+        let opened = try direct.fileSystem.open(node: direct.knob.inode, flags: O_WRONLY | O_TRUNC)
+        #expect(opened.directIO && opened.handle != 0)
+        #expect(direct.fileSystem.release(handle: opened.handle) == nil)
+        #expect(throws: Errno.ioError, "a released handle reads nothing") {
+            try direct.fileSystem.read(node: direct.knob.inode, handle: opened.handle, offset: 0, size: 10)
+        }
+
+        let cached = try Served(.pageCache)
+        #expect(throws: Errno.noFunction, "ENOSYS: the kernel opens files itself from now on") {
+            try cached.fileSystem.open(node: cached.file.inode, flags: O_RDONLY)
+        }
+        #expect(throws: Errno.notDirectory) { try cached.fileSystem.openDirectory(node: cached.file.inode) }
+    }
+
+    @Test func readsAreSeqFileReadsOfTheOpenOrTheKernelsCopy() throws {
+        let direct = try Served(.directIO)
+        let opened = try direct.fileSystem.open(node: direct.file.inode, flags: O_RDONLY)
+        let first = try direct.fileSystem.read(node: direct.file.inode, handle: opened.handle, offset: 0, size: 2)
+        let rest = try direct.fileSystem.read(node: direct.file.inode, handle: opened.handle, offset: 2, size: 100)
+        #expect(String(decoding: first + rest, as: UTF8.self) == "text\n")
+
+        let cached = try Served(.pageCache)
+        let size = try cached.lookUp("file").attributes.size
+        let page = try cached.fileSystem.read(node: cached.file.inode, handle: 0, offset: 0, size: 4096)
+        #expect(page.count == size, "READ fills the pages from the text whose size the kernel was given")
+    }
+
+    /// A knob takes writes as /proc/sys does, and every write to it is announced after the reply.
+    @Test(arguments: modes)
+    func writesFollowSysctlWritesStrict(mode: ReadMode) throws {
+        let served = try Served(mode)
+        let fs = served.fileSystem
+        func write(_ text: String, offset: Int = 0, flags: Int32 = O_WRONLY) -> ProcFileSystem.Written {
+            fs.write(node: served.knob.inode, bytes: Array(text.utf8), offset: offset, flags: flags)
+        }
+        let stored = write("12\n")
+        #expect(try stored.result.get() == 3 && stored.changed === served.knob)
+        #expect(served.value == 12)
+        let pastZero = write("99\n", offset: 3)
+        #expect(try pastZero.result.get() == 3 && served.value == 12, "reported written, nothing changed")
+        #expect(pastZero.changed === served.knob)
+        let appended = write("5\n", offset: 3, flags: O_WRONLY | O_APPEND)
+        #expect(try appended.result.get() == 2 && served.value == 5, ">> writes at offset 0")
+        let partial = write("1 2")
+        #expect(try partial.result.get() == 2 && served.value == 1, "1 2 stores 1 and consumes 2")
+        let refused = write("-3\n")
+        #expect(refused.result == .failure(.invalidArgument) && refused.changed === served.knob)
+
+        let toFile = fs.write(node: served.file.inode, bytes: [49], offset: 0, flags: O_WRONLY)
+        #expect(toFile.result == .failure(.permissionDenied) && toFile.changed == nil)
+        try served.tree.remove(served.knob)
+        #expect(write("1\n").result == .failure(.ioError), "a removed knob's open file writes EIO")
+    }
+
+    @Test(arguments: modes)
+    func readdirOffsetsResumeWhereTheLastReplyEnded(mode: ReadMode) throws {
+        let served = try Served(mode)
+        let fs = served.fileSystem
+        let opened = try fs.openDirectory(node: ProcTree.rootInode)
+        let all = try fs.readDirectory(handle: opened.handle, offset: 0)
+        #expect(all.map(\.name) == [".", "..", "directory", "file", "knob", "link"])
+        #expect(all.map(\.nextOffset) == Array(1...6))
+        #expect(all.first { $0.name == "directory" }?.type == S_IFDIR)
+        try served.tree.register("another") { "" }
+        let rest = try fs.readDirectory(handle: opened.handle, offset: 3)
+        #expect(rest.map(\.name) == ["file", "knob", "link"], "an open listing keeps its offsets")
+        #expect(try fs.readDirectory(handle: opened.handle, offset: 0).count == 7, "rewinddir lists anew")
+        fs.releaseDirectory(handle: opened.handle)
+        #expect(throws: Errno.badFileDescriptor) { try fs.readDirectory(handle: opened.handle, offset: 0) }
+    }
+
+    /// What the kernel is told of changes: in page-cache mode an announced change of a file it
+    /// holds, once until it asks again; nothing for a file it does not hold, or in direct_io.
+    @Test func changesAreNoticedOnlyWhereTheKernelHoldsACurrentCopy() throws {
+        let cached = try Served(.pageCache)
+        #expect(cached.fileSystem.noticesOfChange(to: cached.file).isEmpty, "the kernel holds nothing yet")
+        _ = try cached.lookUp("file")
+        #expect(cached.fileSystem.noticesOfChange(to: cached.file) == [.attributes(cached.file.inode)])
+        #expect(cached.fileSystem.noticesOfChange(to: cached.file).isEmpty, "its copy is stale already")
+        _ = try cached.fileSystem.attributes(node: cached.file.inode, handle: nil)
+        #expect(cached.fileSystem.noticesOfChange(to: cached.file) == [.attributes(cached.file.inode)])
+
+        let direct = try Served(.directIO)
+        _ = try direct.lookUp("file")
+        _ = try direct.fileSystem.attributes(node: direct.file.inode, handle: nil)
+        #expect(direct.fileSystem.noticesOfChange(to: direct.file).isEmpty)
+    }
+
+    @Test func additionsAndRemovalsAreNoticedAsTheKernelNeeds() throws {
+        let served = try Served(.directIO)
+        let fs = served.fileSystem
+        #expect(fs.noticesOfAddition(of: served.file).isEmpty)
+        #expect(fs.noticesOfAddition(of: served.directory) == [.attributesAndContents(ProcTree.rootInode)])
+        #expect(fs.noticesOfRemoval(of: served.file) == [.name(parent: ProcTree.rootInode, name: "file")])
+        _ = try served.lookUp("directory")
+        #expect(fs.noticesOfRemoval(of: served.directory) == [
+            .name(parent: ProcTree.rootInode, name: "directory"), .attributesAndContents(ProcTree.rootInode),
+            .attributes(served.directory.inode),
+        ])
+    }
+
+    /// A removed entry the kernel still holds answers as procfs does.
+    @Test(arguments: modes)
+    func aRemovedEntryAnswersAsProcfsDoes(mode: ReadMode) throws {
+        let served = try Served(mode)
+        let fs = served.fileSystem
+        _ = try served.lookUp("file")
+        _ = try served.lookUp("directory")
+        try served.tree.remove(served.file)
+        try served.tree.remove(served.directory)
+        #expect(throws: Errno.noSuchFileOrDirectory) { try served.lookUp("file") }
+        #expect(throws: Errno.ioError) { try fs.attributes(node: served.file.inode, handle: nil) }
+        #expect(throws: Errno.noSuchFileOrDirectory) { try fs.attributes(node: served.directory.inode, handle: nil) }
+        #expect(throws: Errno.noSuchFileOrDirectory) { try fs.lookup(parent: served.directory.inode, name: "x") }
+        #expect(throws: Errno.noSuchFileOrDirectory) { try fs.open(node: served.file.inode, flags: O_RDONLY) }
+        let polled = fs.poll(node: served.file.inode, fileHandle: 0, handle: nil)
+        #expect(polled.result == .success(Int32(POLLERR | POLLHUP)))
+    }
+}
