@@ -26,7 +26,6 @@ enum FuseOperations {
                 let found = try replies.fileSystem.lookup(parent: parent, name: String(cString: name!))
                 var parameters = fuse_entry_param()
                 parameters.ino = found.attributes.inode
-                parameters.generation = found.generation
                 parameters.entry_timeout = found.entryTimeout
                 parameters.attr = stat(found.attributes)
                 parameters.attr_timeout = found.attributes.timeout

@@ -33,12 +33,9 @@ public final class ProcEntry: Sendable {
 
     /// The entry's name in its directory; empty for the root.
     public let name: String
-    /// The inode number, stable for the entry's life. After the entry is removed, the number
-    /// goes to a new entry only once the kernel has forgotten it, and then with a new
-    /// ``generation``.
+    /// The inode number, stable for the entry's life and never given to another entry of the
+    /// tree.
     public let inode: UInt64
-    /// Tells apart the entries that have had this inode number over the tree's life.
-    public let generation: UInt64
     /// The inode number of the directory the entry is in; the root's is its own.
     public let parentInode: UInt64
     /// The permission bits, for example `0o444`.
@@ -51,18 +48,14 @@ public final class ProcEntry: Sendable {
     let body: Body
     private let observers: ProcTreeObservers
     let gate = RundownGate()
-    /// What the kernel caches of the text in page-cache mode, kept here so a change costs no
-    /// lookup.
-    let kernelCopy = KernelCopy()
     private let changes = Atomic<UInt64>(0)
 
     init(
-        name: String, inode: UInt64, generation: UInt64, parentInode: UInt64, permissions: UInt16,
+        name: String, inode: UInt64, parentInode: UInt64, permissions: UInt16,
         owner: ProcOwner?, announcesChanges: Bool, body: Body, observers: ProcTreeObservers
     ) {
         self.name = name
         self.inode = inode
-        self.generation = generation
         self.parentInode = parentInode
         self.permissions = permissions
         self.owner = owner

@@ -8,11 +8,11 @@ import SystemPackage
 /// requests into these calls and sends what they return; no C type of libfuse's appears here,
 /// so every rule below is tested without a mount.
 ///
-/// The kernel knows every entry by its inode number for the entry's whole life, and its
-/// lookups of them are counted (``ProcTree/kernelLooksUp(_:)``); a name is dropped from the
-/// kernel only when its entry is removed, so an open file never looks deleted. How files read
-/// depends on the ``ReadMode``: in direct_io mode each open is an ``OpenFile``; in page-cache
-/// mode the kernel opens files itself and each entry's ``KernelCopy`` keeps its cache true.
+/// The kernel knows every entry by its inode number for the entry's whole life, and the
+/// ``NodeTable`` counts its lookups of them; a name is dropped from the kernel only when its
+/// entry is removed, so an open file never looks deleted. How files read depends on the
+/// ``ReadMode``: in direct_io mode each open is an ``OpenFile``; in page-cache mode the kernel
+/// opens files itself and each file's ``KernelCopy``, in its node, keeps its cache true.
 ///
 /// What procfs does not allow is refused with the errno that Linux procfs gives a caller
 /// without privilege, as measured on Linux 6.18 on `/proc/uptime` (mode 0444):
@@ -33,6 +33,8 @@ import SystemPackage
 /// `POLLERR|POLLHUP`.
 final class ProcFileSystem: Sendable {
     let tree: ProcTree
+    /// The entries the kernel holds.
+    let nodes: NodeTable
     let openFiles = HandleTable<OpenFile>()
     let openDirectories = HandleTable<OpenDirectory>()
     let pollers = PollWaiters<any KernelPollHandle>()
@@ -53,6 +55,7 @@ final class ProcFileSystem: Sendable {
 
     init(tree: ProcTree, requestedMode: ReadMode, logger: Logger, mounter: ProcOwner = ProcOwner(uid: getuid(), gid: getgid())) {
         self.tree = tree
+        self.nodes = NodeTable(root: tree.root)
         self.requestedMode = requestedMode
         self.mounter = mounter
         self.createdAt = Self.now
@@ -85,10 +88,10 @@ final class ProcFileSystem: Sendable {
         var timeout: Double
     }
 
-    /// The reply to a `LOOKUP`.
+    /// The reply to a `LOOKUP`. Its generation is always 0: a tree never gives an inode
+    /// number twice.
     struct Entry {
         var attributes: Attributes
-        var generation: UInt64
         var entryTimeout: Double
     }
 
@@ -166,33 +169,35 @@ final class ProcFileSystem: Sendable {
     /// `LOOKUP`: counts one more lookup of the entry found, which the kernel forgets later; call
     /// ``lookupNotDelivered(_:)`` if the reply cannot be sent.
     func lookup(parent: UInt64, name: String) throws(Errno) -> Entry {
-        guard let directory = tree.kernelEntry(inode: parent), !directory.isRemoved else { throw .noSuchFileOrDirectory }
+        guard let directory = nodes.entry(parent), !directory.isRemoved else { throw .noSuchFileOrDirectory }
         guard directory.kind == .directory else { throw .notDirectory }
-        guard let entry = tree.entry(named: name, in: directory), tree.kernelLooksUp(entry) else {
+        guard let entry = tree.entry(named: name, in: directory),
+            nodes.lookedUp(entry, keepingCopy: readMode == .pageCache)
+        else {
             throw .noSuchFileOrDirectory
         }
         guard let attributes = attributes(of: entry, open: nil) else {
-            tree.kernelForgot(entry.inode, count: 1)
+            nodes.forget(entry.inode, count: 1)
             throw .noSuchFileOrDirectory
         }
-        return Entry(attributes: attributes, generation: entry.generation, entryTimeout: Self.entryTimeout)
+        return Entry(attributes: attributes, entryTimeout: Self.entryTimeout)
     }
 
     /// The reply to a lookup did not reach the kernel (the caller was interrupted): it will not
     /// forget what it never got.
     func lookupNotDelivered(_ entry: Entry) {
-        tree.kernelForgot(entry.attributes.inode, count: 1)
+        nodes.forget(entry.attributes.inode, count: 1)
     }
 
     /// `FORGET`.
     func forget(node: UInt64, lookups: UInt64) {
-        tree.kernelForgot(node, count: lookups)
+        nodes.forget(node, count: lookups)
     }
 
     /// `GETATTR`; `handle` is the open file's `fh` when the kernel sends one (`lseek` to
     /// `SEEK_END`; an `fstat` sends none).
     func attributes(node: UInt64, handle: UInt64?) throws(Errno) -> Attributes {
-        guard let entry = tree.kernelEntry(inode: node) else { throw .noSuchFileOrDirectory }
+        guard let entry = nodes.entry(node) else { throw .noSuchFileOrDirectory }
         let open = handle.flatMap { openFiles.object($0) }
         guard let found = attributes(of: entry, open: open, lasting: true) else {
             throw entry.kind == .directory ? .noSuchFileOrDirectory : .ioError
@@ -203,7 +208,7 @@ final class ProcFileSystem: Sendable {
     /// `SETATTR`. Truncating a knob is allowed and changes nothing, as for `/proc/sys` (it is
     /// how `echo 1 > knob` opens it); any other change is refused as procfs refuses it.
     func setAttributes(node: UInt64, truncates: Bool) throws(Errno) -> Attributes {
-        guard let entry = tree.kernelEntry(inode: node) else { throw .noSuchFileOrDirectory }
+        guard let entry = nodes.entry(node) else { throw .noSuchFileOrDirectory }
         guard truncates else { throw .notPermitted }
         guard entry.kind == .knob else { throw entry.kind == .directory ? .isDirectory : .permissionDenied }
         guard let found = attributes(of: entry, open: nil) else { throw .ioError }
@@ -212,7 +217,7 @@ final class ProcFileSystem: Sendable {
 
     /// `READLINK`.
     func readlink(node: UInt64) throws(Errno) -> String {
-        guard let entry = tree.kernelEntry(inode: node), !entry.isRemoved else { throw .noSuchFileOrDirectory }
+        guard let entry = nodes.entry(node), !entry.isRemoved else { throw .noSuchFileOrDirectory }
         guard let target = entry.symlinkTarget else { throw .invalidArgument }
         return target
     }
@@ -221,7 +226,7 @@ final class ProcFileSystem: Sendable {
     /// cannot be sent. In page-cache mode `ENOSYS`, which tells the kernel to open files itself
     /// from now on, keeping their cached pages.
     func open(node: UInt64, flags: Int32) throws(Errno) -> Opened {
-        guard let entry = tree.kernelEntry(inode: node), !entry.isRemoved else { throw .noSuchFileOrDirectory }
+        guard let entry = nodes.entry(node), !entry.isRemoved else { throw .noSuchFileOrDirectory }
         if readMode == .pageCache { throw .noFunction }
         let writes = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
         guard !writes || entry.kind == .knob else { throw .permissionDenied }
@@ -235,8 +240,8 @@ final class ProcFileSystem: Sendable {
     func read(node: UInt64, handle: UInt64, offset: Int, size: Int) throws(Errno) -> ArraySlice<UInt8> {
         let bytes: ArraySlice<UInt8>?
         if handle == 0 {
-            bytes = tree.kernelEntry(inode: node).flatMap { entry in
-                entry.kernelCopy.published(entry, now: Self.now)?.text.bytes(at: offset, count: size)
+            bytes = nodes.entry(node).flatMap { entry in
+                nodes.copy(of: node)?.published(entry, now: Self.now)?.text.bytes(at: offset, count: size)
             }
         } else {
             bytes = openFiles.object(handle)?.read(at: offset, size: size)
@@ -254,7 +259,7 @@ final class ProcFileSystem: Sendable {
     /// (``Written/changed``): in page-cache mode the kernel has copied the written bytes into
     /// its cache, and must drop them even when the knob took nothing.
     func write(node: UInt64, bytes: [UInt8], offset: Int, flags: Int32) -> Written {
-        guard let entry = tree.kernelEntry(inode: node), !entry.isRemoved else {
+        guard let entry = nodes.entry(node), !entry.isRemoved else {
             return Written(result: .failure(.ioError), changed: nil)
         }
         guard entry.kind == .knob else { return Written(result: .failure(.permissionDenied), changed: nil) }
@@ -271,7 +276,7 @@ final class ProcFileSystem: Sendable {
     /// the entry changes, if the caller will sleep.
     func poll(node: UInt64, fileHandle: UInt64, handle: (any KernelPollHandle)?) -> Polled {
         let open = openFiles.object(fileHandle)
-        guard let entry = open?.entry ?? tree.kernelEntry(inode: node) else {
+        guard let entry = open?.entry ?? nodes.entry(node) else {
             return Polled(result: .failure(.noSuchFileOrDirectory), release: [handle].compactMap { $0 })
         }
         // An open is its fh in direct_io mode, and the kernel's own handle in page-cache mode.
@@ -291,7 +296,7 @@ final class ProcFileSystem: Sendable {
 
     /// `OPENDIR`; call ``releaseDirectory(handle:)`` if the reply cannot be sent.
     func openDirectory(node: UInt64) throws(Errno) -> Opened {
-        guard let directory = tree.kernelEntry(inode: node), !directory.isRemoved else { throw .noSuchFileOrDirectory }
+        guard let directory = nodes.entry(node), !directory.isRemoved else { throw .noSuchFileOrDirectory }
         guard directory.kind == .directory else { throw .notDirectory }
         return Opened(handle: openDirectories.insert(OpenDirectory(directory: directory)), directIO: false)
     }
@@ -314,7 +319,7 @@ final class ProcFileSystem: Sendable {
     /// ask for the file's attributes again before its next read (which then drops the stale
     /// pages), unless it holds nothing of the file or its copy is stale already.
     func noticesOfChange(to entry: ProcEntry) -> [KernelNotice] {
-        guard readMode == .pageCache, entry.kernelCopy.invalidate(), tree.kernelLookups(of: entry.inode) > 0 else { return [] }
+        guard readMode == .pageCache, let copy = nodes.copy(of: entry.inode), copy.invalidate() else { return [] }
         return [.attributes(entry.inode)]
     }
 
@@ -329,7 +334,7 @@ final class ProcFileSystem: Sendable {
     /// using it again, which then fails with `EIO`.
     func noticesOfRemoval(of entry: ProcEntry) -> [KernelNotice] {
         var notices: [KernelNotice] = [.name(parent: entry.parentInode, name: entry.name)] + noticesOfAddition(of: entry)
-        if tree.kernelLookups(of: entry.inode) > 0 { notices.append(.attributes(entry.inode)) }
+        if nodes.lookups(of: entry.inode) > 0 { notices.append(.attributes(entry.inode)) }
         return notices
     }
 
@@ -363,7 +368,7 @@ final class ProcFileSystem: Sendable {
             attributes.size = target.utf8.count
         case .file, .knob:
             if readMode == .pageCache {
-                guard let copy = entry.kernelCopy.publish(entry, now: Self.now) else { return nil }
+                guard let copy = nodes.copy(of: entry.inode)?.publish(entry, now: Self.now) else { return nil }
                 attributes.size = copy.text.count
                 attributes.modified = copy.modified
                 let cached = lasting && entry.announcesChanges && copy.settled

@@ -22,13 +22,12 @@ public final class ProcTree: Sendable {
     public static let defaultRundownTimeout: Duration = .seconds(2)
 
     private struct State {
-        var live: [UInt64: ProcEntry] = [:]
         /// Each live directory's entries by name.
         var children: [UInt64: [String: ProcEntry]] = [ProcTree.rootInode: [:]]
-        var inodes = InodeNumbers(first: ProcTree.rootInode + 1)
-        /// Removed entries the kernel still holds, until it forgets them: their open files
-        /// read `EIO`, as in procfs.
-        var retired: [UInt64: ProcEntry] = [:]
+        /// The next inode number. A number is given once in a tree's life, so it never names
+        /// two entries, even for a holder outside the kernel (64 bits last 500 years at a
+        /// billion entries a second).
+        var nextInode = ProcTree.rootInode + 1
     }
 
     /// The root directory.
@@ -39,10 +38,9 @@ public final class ProcTree: Sendable {
     /// Makes an empty tree whose root directory has the mode `rootPermissions`.
     public init(rootPermissions: UInt16 = 0o555) {
         root = ProcEntry(
-            name: "", inode: Self.rootInode, generation: 0, parentInode: Self.rootInode,
+            name: "", inode: Self.rootInode, parentInode: Self.rootInode,
             permissions: rootPermissions, owner: nil, announcesChanges: false, body: .directory,
             observers: observers)
-        state.withLock { $0.live[Self.rootInode] = root }
     }
 
     // MARK: Adding entries
@@ -147,12 +145,12 @@ public final class ProcTree: Sendable {
         let entry = try state.withLock { (state) throws(ProcTreeError) -> ProcEntry in
             guard state.children[parent.inode] != nil else { throw .notFound(parent.name) }
             guard state.children[parent.inode]?[name] == nil else { throw .exists(name) }
-            let (inode, generation) = state.inodes.allocate()
+            let inode = state.nextInode
+            state.nextInode += 1
             let entry = ProcEntry(
-                name: name, inode: inode, generation: generation, parentInode: parent.inode,
+                name: name, inode: inode, parentInode: parent.inode,
                 permissions: permissions, owner: owner, announcesChanges: announcesChanges, body: body,
                 observers: observers)
-            state.live[inode] = entry
             state.children[parent.inode]?[name] = entry
             if case .directory = body { state.children[inode] = [:] }
             return entry
@@ -180,16 +178,13 @@ public final class ProcTree: Sendable {
     public func remove(_ entry: ProcEntry, timeout: Duration = ProcTree.defaultRundownTimeout) throws(ProcTreeError) {
         guard entry !== root else { throw .invalidName(entry.name) }
         let removed = state.withLock { state -> [ProcEntry] in
-            guard state.live[entry.inode] === entry else { return [] }
+            guard state.children[entry.parentInode]?[entry.name] === entry else { return [] }
             state.children[entry.parentInode]?[entry.name] = nil
             var removed: [ProcEntry] = []
             var pending = [entry]
             while let next = pending.popLast() {
                 removed.append(next)
                 if let below = state.children.removeValue(forKey: next.inode) { pending += below.values }
-                state.live[next.inode] = nil
-                if state.inodes.lookups(of: next.inode) > 0 { state.retired[next.inode] = next }
-                state.inodes.release(next.inode)
                 // Marked removed before anyone is told, so that what they ask next fails.
                 next.gate.close()
             }
@@ -222,12 +217,6 @@ public final class ProcTree: Sendable {
         return current
     }
 
-    /// The entry the kernel knows as `inode`: a live one, or a removed one it has not yet
-    /// forgotten.
-    func kernelEntry(inode: UInt64) -> ProcEntry? {
-        state.withLock { $0.live[inode] ?? $0.retired[inode] }
-    }
-
     /// The live entries of `directory` (the root when `nil`), sorted by name as procfs lists
     /// them; empty once the directory is removed.
     public func children(of directory: ProcEntry? = nil) -> [ProcEntry] {
@@ -239,33 +228,6 @@ public final class ProcTree: Sendable {
         state.withLock { state in
             state.children[directory.inode]?.values.count { $0.kind == .directory } ?? 0
         }
-    }
-
-    // MARK: The kernel's references
-
-    /// Counts one more lookup of `entry` by the kernel, which is about to be told of it in a
-    /// `LOOKUP` reply; refuses once the entry is removed, whose number may be reused.
-    ///
-    /// - Returns: whether the lookup was counted.
-    func kernelLooksUp(_ entry: ProcEntry) -> Bool {
-        state.withLock { state in
-            guard state.live[entry.inode] === entry else { return false }
-            state.inodes.lookedUp(entry.inode)
-            return true
-        }
-    }
-
-    /// The kernel forgets `count` lookups of `inode` (`FORGET`).
-    func kernelForgot(_ inode: UInt64, count: UInt64) {
-        state.withLock { state in
-            state.inodes.forget(inode, count: count)
-            if state.inodes.lookups(of: inode) == 0 { state.retired[inode] = nil }
-        }
-    }
-
-    /// How many lookups of `inode` the kernel holds.
-    func kernelLookups(of inode: UInt64) -> UInt64 {
-        state.withLock { $0.inodes.lookups(of: inode) }
     }
 
     /// Sets what runs when an entry is added, when one changes (``ProcEntry/changed()``) and

@@ -36,6 +36,11 @@ import Testing
         func lookUp(_ name: String) throws(Errno) -> ProcFileSystem.Entry {
             try fileSystem.lookup(parent: ProcTree.rootInode, name: name)
         }
+
+        /// Looks up every entry, as the kernel does before it asks anything of one.
+        func lookUpAll() throws(Errno) {
+            for name in ["file", "knob", "directory", "link"] { _ = try lookUp(name) }
+        }
     }
 
     /// The value behind the knob.
@@ -71,19 +76,21 @@ import Testing
     func lookupsFindWhatIsThereAndCountTheKernelsHold(mode: ReadMode) throws {
         let served = try Served(mode)
         #expect(throws: Errno.noSuchFileOrDirectory) { try served.lookUp("missing") }
-        #expect(throws: Errno.notDirectory) { try served.fileSystem.lookup(parent: served.file.inode, name: "x") }
-        #expect(throws: Errno.noSuchFileOrDirectory) { try served.fileSystem.lookup(parent: 999, name: "file") }
+        #expect(throws: Errno.noSuchFileOrDirectory, "the kernel holds no such parent") {
+            try served.fileSystem.lookup(parent: served.directory.inode, name: "x")
+        }
         let found = try served.lookUp("file")
-        #expect(found.attributes.inode == served.file.inode && found.generation == served.file.generation)
+        #expect(found.attributes.inode == served.file.inode)
         #expect(found.attributes.mode == S_IFREG | 0o444 && found.attributes.size == 5)
         #expect(found.entryTimeout == ProcFileSystem.entryTimeout)
-        #expect(served.tree.kernelLookups(of: served.file.inode) == 1)
+        #expect(served.fileSystem.nodes.lookups(of: served.file.inode) == 1)
+        #expect(throws: Errno.notDirectory) { try served.fileSystem.lookup(parent: served.file.inode, name: "x") }
         served.fileSystem.lookupNotDelivered(found)
-        #expect(served.tree.kernelLookups(of: served.file.inode) == 0, "an undelivered lookup is not held")
+        #expect(served.fileSystem.nodes.lookups(of: served.file.inode) == 0, "an undelivered lookup is not held")
         _ = try served.lookUp("file")
         _ = try served.lookUp("file")
         served.fileSystem.forget(node: served.file.inode, lookups: 2)
-        #expect(served.tree.kernelLookups(of: served.file.inode) == 0)
+        #expect(served.fileSystem.nodes.lookups(of: served.file.inode) == 0)
     }
 
     /// How long the kernel may keep attributes: directories and links until told; files not at
@@ -91,6 +98,7 @@ import Testing
     @Test(arguments: modes)
     func attributeTimeoutsFollowWhoAnnouncesChanges(mode: ReadMode) throws {
         let served = try Served(mode)
+        try served.lookUpAll()
         let lasting = ProcFileSystem.unchangingAttributeTimeout
         #expect(try served.lookUp("directory").attributes.timeout == lasting)
         #expect(try served.lookUp("link").attributes.timeout == lasting)
@@ -106,6 +114,7 @@ import Testing
     @Test(arguments: modes)
     func attributeChangesAreRefusedButAKnobMayBeTruncated(mode: ReadMode) throws {
         let served = try Served(mode)
+        try served.lookUpAll()
         let fs = served.fileSystem
         #expect(throws: Errno.notPermitted) { try fs.setAttributes(node: served.file.inode, truncates: false) }
         #expect(throws: Errno.notPermitted) { try fs.setAttributes(node: served.knob.inode, truncates: false) }
@@ -117,6 +126,7 @@ import Testing
 
     @Test func opensFollowTheModeAndTheFilesKind() throws {
         let direct = try Served(.directIO)
+        try direct.lookUpAll()
         #expect(throws: Errno.permissionDenied) { try direct.fileSystem.open(node: direct.file.inode, flags: O_WRONLY) }
         #expect(throws: Errno.permissionDenied) { try direct.fileSystem.open(node: direct.file.inode, flags: O_RDONLY | O_TRUNC) }
         let opened = try direct.fileSystem.open(node: direct.knob.inode, flags: O_WRONLY | O_TRUNC)
@@ -127,6 +137,7 @@ import Testing
         }
 
         let cached = try Served(.pageCache)
+        try cached.lookUpAll()
         #expect(throws: Errno.noFunction, "ENOSYS: the kernel opens files itself from now on") {
             try cached.fileSystem.open(node: cached.file.inode, flags: O_RDONLY)
         }
@@ -135,6 +146,7 @@ import Testing
 
     @Test func readsAreSeqFileReadsOfTheOpenOrTheKernelsCopy() throws {
         let direct = try Served(.directIO)
+        try direct.lookUpAll()
         let opened = try direct.fileSystem.open(node: direct.file.inode, flags: O_RDONLY)
         let first = try direct.fileSystem.read(node: direct.file.inode, handle: opened.handle, offset: 0, size: 2)
         let rest = try direct.fileSystem.read(node: direct.file.inode, handle: opened.handle, offset: 2, size: 100)
@@ -150,6 +162,7 @@ import Testing
     @Test(arguments: modes)
     func writesFollowSysctlWritesStrict(mode: ReadMode) throws {
         let served = try Served(mode)
+        try served.lookUpAll()
         let fs = served.fileSystem
         func write(_ text: String, offset: Int = 0, flags: Int32 = O_WRONLY) -> ProcFileSystem.Written {
             fs.write(node: served.knob.inode, bytes: Array(text.utf8), offset: offset, flags: flags)
@@ -236,5 +249,52 @@ import Testing
         #expect(throws: Errno.noSuchFileOrDirectory) { try fs.open(node: served.file.inode, flags: O_RDONLY) }
         let polled = fs.poll(node: served.file.inode, fileHandle: 0, handle: nil)
         #expect(polled.result == .success(Int32(POLLERR | POLLHUP)))
+    }
+}
+
+/// The kernel's lookups, one node per entry it holds (libfuse's passthrough_ll.c).
+@Suite struct NodeTableTests {
+    @Test func aNodeLastsFromTheFirstLookupToTheLastForget() throws {
+        let tree = ProcTree()
+        let nodes = NodeTable(root: tree.root)
+        let file = try tree.register("file") { "" }
+        #expect(nodes.entry(ProcTree.rootInode) === tree.root, "the kernel holds the root without a lookup")
+        #expect(nodes.entry(file.inode) == nil)
+        #expect(nodes.lookedUp(file, keepingCopy: false) && nodes.lookedUp(file, keepingCopy: false))
+        #expect(nodes.lookups(of: file.inode) == 2 && nodes.entry(file.inode) === file)
+        nodes.forget(file.inode, count: 1)
+        #expect(nodes.entry(file.inode) === file)
+        nodes.forget(file.inode, count: 1)
+        #expect(nodes.entry(file.inode) == nil && nodes.lookups(of: file.inode) == 0)
+        nodes.forget(ProcTree.rootInode, count: 5)
+        #expect(nodes.entry(ProcTree.rootInode) === tree.root, "FORGET of the root keeps it")
+    }
+
+    /// A removed entry is not handed to the kernel again, but stays while the kernel holds it,
+    /// so its open files answer EIO, as in procfs.
+    @Test func aRemovedEntryStaysUntilForgottenAndIsNotLookedUpAgain() throws {
+        let tree = ProcTree()
+        let nodes = NodeTable(root: tree.root)
+        let held = try tree.makeDirectory("held")
+        #expect(nodes.lookedUp(held, keepingCopy: false))
+        try tree.remove(held)
+        #expect(!nodes.lookedUp(held, keepingCopy: false))
+        #expect(nodes.entry(held.inode) === held && nodes.lookups(of: held.inode) == 1)
+        nodes.forget(held.inode, count: 1)
+        #expect(nodes.entry(held.inode) == nil)
+    }
+
+    @Test func onlyFilesInPageCacheModeKeepACopy() throws {
+        let tree = ProcTree()
+        let nodes = NodeTable(root: tree.root)
+        let file = try tree.register("file") { "" }
+        let knob = try tree.registerKnob("knob", content: { "" }) { _ throws(Errno) in }
+        let directory = try tree.makeDirectory("directory")
+        let direct = try tree.register("direct") { "" }
+        for entry in [file, knob, directory] { #expect(nodes.lookedUp(entry, keepingCopy: true)) }
+        #expect(nodes.lookedUp(direct, keepingCopy: false))
+        #expect(nodes.copy(of: file.inode) != nil && nodes.copy(of: knob.inode) != nil)
+        #expect(nodes.copy(of: directory.inode) == nil && nodes.copy(of: direct.inode) == nil)
+        #expect(nodes.copy(of: 999) == nil)
     }
 }

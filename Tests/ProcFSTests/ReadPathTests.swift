@@ -93,7 +93,7 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 
     @Test func theModificationTimeMovesOnlyWhenTheTextIsNew() throws {
         let file = try Changing(announcesChanges: false)
-        let copy = file.entry.kernelCopy
+        let copy = KernelCopy()
         let first = try #require(copy.publish(file.entry, now: time(10)))
         let same = try #require(copy.publish(file.entry, now: time(11)))
         #expect(same.modified.tv_sec == 10, "the same text keeps its time")
@@ -105,7 +105,7 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 
     @Test func anAnnouncedChangeMovesTheTimeEvenForTheSameText() throws {
         let file = try Changing()
-        let copy = file.entry.kernelCopy
+        let copy = KernelCopy()
         #expect(copy.publish(file.entry, now: time(10))?.settled == true)
         file.set("first text\n")
         #expect(copy.invalidate(), "the kernel holds a current copy: tell it")
@@ -125,14 +125,14 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
         announcer.entry.withLock { $0 = entry }
         // The entry's closure holds the box, which holds the entry: break the cycle at the end.
         defer { announcer.entry.withLock { $0 = nil } }
-        let copy = entry.kernelCopy
+        let copy = KernelCopy()
         #expect(copy.publish(entry, now: time(10))?.settled == false, "the kernel must not keep these attributes")
         #expect(!copy.invalidate(), "not current: the next read asks again anyway")
     }
 
     @Test func aReadGetsTheTextLastPublishedWhateverChangedSince() throws {
         let file = try Changing()
-        let copy = file.entry.kernelCopy
+        let copy = KernelCopy()
         _ = copy.publish(file.entry, now: time(10))
         file.set("second\n")
         let read = try #require(copy.published(file.entry, now: time(11)))

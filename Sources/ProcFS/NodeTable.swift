@@ -1,0 +1,66 @@
+import Synchronization
+
+/// The entries the kernel holds, by inode number, as libfuse's `passthrough_ll.c` keeps its
+/// inodes: one node per entry the kernel was told of in a `LOOKUP` reply, with how many lookups
+/// of it the kernel holds, until `FORGET` takes the last. In page-cache mode each file's node
+/// also keeps what the kernel's cache holds of its text (``KernelCopy``).
+///
+/// A removed entry stays here while the kernel holds it, so its open files answer `EIO`, as
+/// in procfs; the tree gives inode numbers once, so a number here never names another entry.
+final class NodeTable: Sendable {
+    private struct Node {
+        let entry: ProcEntry
+        var lookups: UInt64
+        /// What the kernel caches of a file's text, in page-cache mode.
+        let copy: KernelCopy?
+    }
+
+    private let nodes: Mutex<[UInt64: Node]>
+
+    /// A table that holds the root, which the kernel holds for the whole mount without a
+    /// lookup.
+    init(root: ProcEntry) {
+        nodes = Mutex([root.inode: Node(entry: root, lookups: 1, copy: nil)])
+    }
+
+    /// The entry the kernel knows as `inode`: live, or removed and not yet forgotten.
+    func entry(_ inode: UInt64) -> ProcEntry? {
+        nodes.withLock { $0[inode]?.entry }
+    }
+
+    /// Counts one more lookup of `entry`, which the kernel is about to be told of in a
+    /// `LOOKUP` reply; refuses once the entry is removed. A file's first lookup in page-cache
+    /// mode (`keepingCopy`) starts its ``KernelCopy``.
+    ///
+    /// - Returns: whether the lookup was counted.
+    func lookedUp(_ entry: ProcEntry, keepingCopy: Bool) -> Bool {
+        nodes.withLock { nodes in
+            guard !entry.isRemoved else { return false }
+            if nodes[entry.inode] != nil {
+                nodes[entry.inode]!.lookups += 1
+            } else {
+                let copy = keepingCopy && (entry.kind == .file || entry.kind == .knob) ? KernelCopy() : nil
+                nodes[entry.inode] = Node(entry: entry, lookups: 1, copy: copy)
+            }
+            return true
+        }
+    }
+
+    /// The kernel forgets `count` lookups of `inode` (`FORGET`); the node goes with the last.
+    func forget(_ inode: UInt64, count: UInt64) {
+        nodes.withLock { nodes in
+            guard let held = nodes[inode]?.lookups, inode != ProcTree.rootInode else { return }
+            if held > count { nodes[inode]!.lookups = held - count } else { nodes[inode] = nil }
+        }
+    }
+
+    /// How many lookups of `inode` the kernel holds.
+    func lookups(of inode: UInt64) -> UInt64 {
+        nodes.withLock { $0[inode]?.lookups ?? 0 }
+    }
+
+    /// What the kernel's cache holds of `inode`'s text, if it holds the file in page-cache mode.
+    func copy(of inode: UInt64) -> KernelCopy? {
+        nodes.withLock { $0[inode]?.copy }
+    }
+}
