@@ -25,9 +25,13 @@ let package = Package(
         ]),
         // The kernel's timer model: tasks, task queues, the tick source.
         .target(name: "TaskQueue", dependencies: ["KernelSync", "CLinux"]),
-        // The /proc-like tree and the libfuse server that serves it.
+        // The /proc-like tree: entries, knobs, removal with rundown. No FUSE here.
+        .target(name: "ProcFSCore", dependencies: [
+            "KernelSync", .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        // The libfuse server that serves a tree; it re-exports ProcFSCore.
         .target(name: "ProcFS", dependencies: [
-            "CFuse3", "CLinux", "KernelSync",
+            "ProcFSCore", "CFuse3", "CLinux", "KernelSync",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
@@ -54,7 +58,7 @@ let package = Package(
         .testTarget(name: "KernelSyncTests", dependencies: ["KernelSync"]),
         .testTarget(name: "TaskQueueTests", dependencies: ["TaskQueue", "KernelSync"]),
         .testTarget(name: "ProcFSTests", dependencies: [
-            "ProcFS", .product(name: "SystemPackage", package: "swift-system"),
+            "ProcFS", "ProcFSCore", .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "SchedTests", dependencies: [

@@ -1,4 +1,5 @@
 @testable import ProcFS
+@testable import ProcFSCore
 import Glibc
 import Logging
 import Synchronization

@@ -1,6 +1,7 @@
 import Dispatch
 import Glibc
 @testable import ProcFS
+@testable import ProcFSCore
 import Synchronization
 import Testing
 import SystemPackage

@@ -1,4 +1,4 @@
-@testable import ProcFS
+@testable import ProcFSCore
 import Glibc
 import Testing
 import SystemPackage

@@ -224,7 +224,7 @@ public final class ProcTree: Sendable {
     }
 
     /// How many directories `directory` holds, for its link count.
-    func subdirectoryCount(of directory: ProcEntry) -> Int {
+    package func subdirectoryCount(of directory: ProcEntry) -> Int {
         state.withLock { state in
             state.children[directory.inode]?.values.count { $0.kind == .directory } ?? 0
         }
@@ -233,7 +233,7 @@ public final class ProcTree: Sendable {
     /// Sets what runs when an entry is added, when one changes (``ProcEntry/changed()``) and
     /// when one is removed (before its rundown); the server uses them to keep the kernel's
     /// caches true. `nil` clears them.
-    func observe(
+    package func observe(
         added: (@Sendable (ProcEntry) -> Void)?, changed: (@Sendable (ProcEntry) -> Void)?,
         removed: (@Sendable (ProcEntry) -> Void)?
     ) {

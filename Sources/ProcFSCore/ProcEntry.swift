@@ -75,7 +75,7 @@ public final class ProcEntry: Sendable {
     }
 
     /// The file type bits of the entry's `st_mode`.
-    var fileType: mode_t {
+    package var fileType: mode_t {
         switch kind {
         case .file, .knob: S_IFREG
         case .directory: S_IFDIR
@@ -90,7 +90,7 @@ public final class ProcEntry: Sendable {
     }
 
     /// How many changes the entry has announced.
-    var version: UInt64 { changes.load(ordering: .acquiring) }
+    package var version: UInt64 { changes.load(ordering: .acquiring) }
 
     /// Says that the text has changed: pollers of the file wake, and a copy cached by the
     /// kernel is dropped. Cheap enough to call on every timer tick; does nothing once the
@@ -141,7 +141,7 @@ public final class ProcEntry: Sendable {
     ///
     /// - Returns: how many of the bytes the knob consumed; the writer's `write` returns that.
     /// - Throws: as ``store(_:)``.
-    func write(_ bytes: [UInt8]) throws(Errno) -> Int {
+    package func write(_ bytes: [UInt8]) throws(Errno) -> Int {
         guard case .knob(_, let store) = body else { throw .permissionDenied }
         let consumed: Int? = try whileLive { () throws(Errno) in try store(bytes) }
         guard let consumed else { throw .ioError }

@@ -5,7 +5,7 @@ import Synchronization
 ///
 /// This is procfs's `use_pde`/`unuse_pde` and `proc_entry_rundown`: once the gate is closed no
 /// caller can enter, and ``drain(timeout:)`` returns when the last one already inside has left.
-final class RundownGate: Sendable {
+package final class RundownGate: Sendable {
     private struct State {
         var users = 0
         var closed = false
@@ -14,10 +14,12 @@ final class RundownGate: Sendable {
     private let state = Mutex(State())
     private let drained = WaitQueue()
 
+    package init() {}
+
     /// Enters the gate, unless it is closed.
     ///
     /// - Returns: whether the caller is inside and must call ``leave()``.
-    func enter() -> Bool {
+    package func enter() -> Bool {
         state.withLock { state in
             guard !state.closed else { return false }
             state.users += 1
@@ -26,7 +28,7 @@ final class RundownGate: Sendable {
     }
 
     /// Leaves the gate; the last caller out of a closed gate wakes its remover.
-    func leave() {
+    package func leave() {
         let lastOut = state.withLock { state in
             state.users -= 1
             return state.closed && state.users == 0
@@ -35,17 +37,17 @@ final class RundownGate: Sendable {
     }
 
     /// Whether the gate has been closed.
-    var isClosed: Bool { state.withLock { $0.closed } }
+    package var isClosed: Bool { state.withLock { $0.closed } }
 
     /// Closes the gate: no caller enters from now on.
-    func close() {
+    package func close() {
         state.withLock { $0.closed = true }
     }
 
     /// Waits at most `timeout` for the callers inside a closed gate to leave.
     ///
     /// - Returns: how many callers are still inside: 0 once the entry is drained.
-    func drain(timeout: Duration) -> Int {
+    package func drain(timeout: Duration) -> Int {
         _ = drained.wait(timeout: timeout) { state.withLock { $0.users == 0 } }
         return state.withLock { $0.users }
     }
