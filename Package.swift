@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .executable(name: "schedfs", targets: ["schedfs"]),
         .executable(name: "counterfs", targets: ["CounterFS"]),
+        .executable(name: "statusfs", targets: ["StatusService"]),
         .library(name: "ProcFS", targets: ["ProcFS"]),
         .library(name: "TaskQueue", targets: ["TaskQueue"]),
     ],
@@ -13,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C: libfuse3's low-level API, and the Linux headers Glibc does not import (timerfd).
@@ -34,6 +36,7 @@ let package = Package(
             "ProcFSCore", "CFuse3", "CLinux", "KernelSync",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // The seed's kernel module: init and the cleanup protocol.
         .target(name: "Sched", dependencies: [
@@ -55,6 +58,13 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ], path: "Examples/CounterFS"),
 
+        // A server on ServiceGroup that serves its own live state through ProcFSService.
+        .executableTarget(name: "StatusService", dependencies: [
+            "ProcFS", .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], path: "Examples/StatusService"),
+
         .testTarget(name: "KernelSyncTests", dependencies: ["KernelSync"]),
         .testTarget(name: "TaskQueueTests", dependencies: ["TaskQueue", "KernelSync"]),
         .testTarget(name: "ProcFSTests", dependencies: [
@@ -67,7 +77,7 @@ let package = Package(
         // Drives the built `schedfs` and `counterfs` binaries against real mounts, and mounts
         // ProcFS trees of its own in-process.
         .testTarget(name: "MountTests", dependencies: [
-            "schedfs", "CounterFS", "CLinux", "KernelSync", "ProcFS",
+            "schedfs", "CounterFS", "StatusService", "CLinux", "KernelSync", "ProcFS",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

@@ -165,10 +165,20 @@ func parseSched(_ text: String) -> UInt64? {
 
 /// Whether a schedfs file system is mounted at `path`, from /proc/self/mountinfo.
 func isSchedfsMounted(_ path: String) -> Bool {
+    isMounted(path) { $0 == "fuse.schedfs" }
+}
+
+/// Whether a FUSE file system of any type is mounted at `path`.
+func isMounted(_ path: String) -> Bool {
+    isMounted(path) { $0 == "fuse" || $0.hasPrefix("fuse.") }
+}
+
+/// Whether a file system whose type `matches` is mounted at `path`, from /proc/self/mountinfo.
+private func isMounted(_ path: String, type matches: (Substring) -> Bool) -> Bool {
     (readWhole("/proc/self/mountinfo") ?? "").split(separator: "\n").contains { line in
         let fields = line.split(separator: " ")
         guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { return false }
-        return fields[4] == path && fields[dash + 1] == "fuse.schedfs"
+        return fields[4] == path && matches(fields[dash + 1])
     }
 }
 
@@ -384,4 +394,48 @@ func fuseFileHandle(_ path: String) -> (node: UInt64, generation: UInt32)? {
         bytes[offset..<offset + 4].reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
     }
     return (UInt64(words[0]) << 32 | UInt64(words[1]), words[2])
+}
+
+/// `fusermount3 -u mountpoint`, tried again for up to `timeout` while the kernel answers
+/// `EBUSY`: a process may hold something in a mount for a moment, as on any file system. Who
+/// held it is recorded, so that a mount that stays busy says why.
+func unmountWhenFree(_ mountpoint: String, timeout: Duration = .seconds(3)) throws -> (status: Int32, stderr: String) {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        let result = try runCommand("/usr/bin/fusermount3", ["-u", mountpoint])
+        guard result.status != 0, result.stderr.contains("busy") else { return (result.status, result.stderr) }
+        let holders = processesUsing(mountpoint)
+        guard ContinuousClock.now < deadline else {
+            return (result.status, result.stderr + " (held by: \(holders))")
+        }
+        usleep(50_000)
+    }
+}
+
+/// The processes (pid and command) whose working directory or open files are in `path`.
+func processesUsing(_ path: String) -> [String] {
+    guard let directory = opendir("/proc") else { return [] }
+    defer { closedir(directory) }
+    var found: [String] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        guard pid_t(name) != nil else { continue }
+        var links = ["/proc/\(name)/cwd"]
+        if let fds = opendir("/proc/\(name)/fd") {
+            while let fd = readdir(fds) {
+                let number = withUnsafeBytes(of: fd.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+                if Int(number) != nil { links.append("/proc/\(name)/fd/\(number)") }
+            }
+            closedir(fds)
+        }
+        let uses = links.contains { link in
+            var target = [CChar](repeating: 0, count: Int(PATH_MAX))
+            let length = readlink(link, &target, target.count - 1)
+            guard length > 0 else { return false }
+            let resolved = String(decoding: target[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return resolved == path || resolved.hasPrefix(path + "/")
+        }
+        if uses { found.append("\(name) \((readWhole("/proc/\(name)/comm") ?? "").dropLast())") }
+    }
+    return found
 }

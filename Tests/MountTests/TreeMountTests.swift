@@ -176,9 +176,53 @@ extension MountTests {
             #expect(throws: SystemError(errno: EACCES)) { try writeText(mountpoint + "/changes", "9") }
             #expect(try readText(mountpoint + "/changes") == "2\n")
 
-            let unmount = try runCommand("/usr/bin/fusermount3", ["-u", mountpoint])
+            let unmount = try unmountWhenFree(mountpoint)
             #expect(unmount.status == 0, "\(unmount.stderr)")
             #expect(daemon.wait(timeout: .seconds(5)) == 0, "log:\n\(log())")
+        }
+
+        /// The service example, `statusfs`: ProcFSService on a ServiceGroup beside the work it
+        /// shows. Its files live, its knob refuses what procfs would, and it stops with status 0
+        /// and nothing left, on SIGTERM (graceful shutdown) and on an unmount from outside.
+        @Test(arguments: ["SIGTERM", "fusermount3 -u"])
+        func statusfsServesOnAServiceGroupAndStops(stop: String) throws {
+            try requireFuse()
+            let binary = try builtBinary("statusfs")
+            let root = try TemporaryDirectory()
+            defer { root.remove() }
+            let mountpoint = root.path + "/mnt"
+            mkdir(mountpoint, 0o755)
+            let daemon = try ChildProcess(binary, [mountpoint], stderr: root.path + "/log")
+            defer {
+                if daemon.wait(timeout: .zero) == nil {
+                    daemon.send(SIGKILL)
+                    _ = daemon.wait(timeout: .seconds(5))
+                }
+                if isMounted(mountpoint) { _ = try? runCommand("/usr/bin/fusermount3", ["-u", "-z", mountpoint]) }
+            }
+            let log = { readWhole(root.path + "/log") ?? "" }
+            try #require(eventually(timeout: .seconds(10)) { (try? readText(mountpoint + "/requests")) != nil },
+                         "statusfs did not serve; log:\n\(log())")
+
+            #expect(try listing(mountpoint) == [".", "..", "clients", "rate", "requests"])
+            let first = Int(try readText(mountpoint + "/requests").dropLast()) ?? -1
+            #expect(eventually(timeout: .seconds(3)) { (Int((try? readText(mountpoint + "/requests"))?.dropLast() ?? "") ?? 0) > first })
+            try writeText(mountpoint + "/rate", "1000\n")
+            #expect(try readText(mountpoint + "/rate") == "1000\n")
+            #expect(throws: SystemError(errno: EINVAL)) { try writeText(mountpoint + "/rate", "0\n") }
+            #expect(eventually(timeout: .seconds(5)) { ((try? listing(mountpoint + "/clients")) ?? []).count > 2 },
+                    "a client appears every 50 requests")
+
+            if stop == "SIGTERM" {
+                daemon.send(SIGTERM)
+            } else {
+                let unmount = try unmountWhenFree(mountpoint)
+                #expect(unmount.status == 0, "\(unmount.stderr)")
+            }
+            #expect(daemon.wait(timeout: .seconds(5)) == 0, "log:\n\(log())")
+            #expect(!isMounted(mountpoint))
+            #expect(log().contains("stopped serving on \(mountpoint)"), "log:\n\(log())")
+            #expect(eventually(timeout: .seconds(3)) { livePIDs(mentioning: root.path).isEmpty })
         }
     }
 }

@@ -1,0 +1,111 @@
+import Dispatch
+import Logging
+import ServiceLifecycle
+import SystemPackage
+
+/// Serves a ``ProcTree`` on a FUSE mount as a swift-service-lifecycle `Service`, so a Swift
+/// server runs it beside its other services, and the `ServiceGroup` owns the signals:
+///
+/// ```swift
+/// let tree = ProcTree()
+/// try tree.register("requests") { "\(requests.load(ordering: .relaxed))\n" }
+/// let procfs = ProcFSService(tree: tree, mountpoint: "/run/myserver", logger: logger)
+/// let group = ServiceGroup(
+///     services: [procfs, server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+/// try await group.run()
+/// ```
+///
+/// ``run()`` mounts, serves, and returns when the file system is unmounted from outside
+/// (`fusermount3 -u`, `umount`), or on graceful shutdown. On graceful shutdown it removes the
+/// tree's entries, each waiting for the callbacks already inside it (procfs's rundown), then
+/// detaches the mount while it still serves, stops serving and unmounts: readers racing it get
+/// whole texts, `ENOENT` or `EIO`, never a hang.
+public struct ProcFSService: Service {
+    /// How long stopping waits for the callbacks inside the entries, for files to close, and
+    /// for the request threads.
+    public static let stopTimeout: Duration = .seconds(1)
+
+    private let tree: ProcTree
+    private let mountpoint: FilePath
+    private let options: Set<MountOption>
+    private let readMode: ReadMode
+    private let threads: Int
+    private let logger: Logger
+
+    /// Prepares the service; nothing is mounted until ``run()``.
+    ///
+    /// - Parameters:
+    ///   - mountpoint: an existing directory; its bytes need not be UTF-8.
+    ///   - options: mount options beside `default_permissions`, which is always on.
+    ///   - readMode: how the kernel reads files (see ``ReadMode``).
+    ///   - threads: how many threads answer requests.
+    public init(
+        tree: ProcTree, mountpoint: FilePath, options: Set<MountOption> = [.autoUnmount, .fsName("procfs")],
+        readMode: ReadMode = .directIO, threads: Int = 2, logger: Logger
+    ) {
+        self.tree = tree
+        self.mountpoint = mountpoint
+        self.options = options
+        self.readMode = readMode
+        self.threads = threads
+        self.logger = logger
+    }
+
+    /// Mounts and serves until the file system is unmounted or the service group shuts down
+    /// gracefully (or the task is cancelled), then stops as the type's documentation says.
+    ///
+    /// - Throws: ``FuseServerError`` when it cannot mount, or when the kernel refuses the
+    ///   connection; nothing is left mounted then.
+    public func run() async throws {
+        let (ended, end) = AsyncStream<Void>.makeStream()
+        // Mounting and stopping wait on the kernel and on fusermount3: off the tasks' threads.
+        let server = try await Self.blocking { [tree, mountpoint, options, readMode, threads, logger] in
+            let server = try FuseServer(
+                tree: tree, arguments: MountOption.arguments(for: options), readMode: readMode, logger: logger)
+            try server.mount(at: mountpoint)
+            do {
+                try server.serve(threads: threads) { end.finish() }
+                try server.confirmServing()
+            } catch {
+                _ = server.shutDown(timeout: Self.stopTimeout)
+                throw error
+            }
+            return server
+        }
+        logger.info("serving on \(mountpoint)")
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                for await _ in ended {}
+            } onGracefulShutdown: {
+                end.finish()
+            }
+        } onCancel: {
+            end.finish()
+        }
+        try await Self.blocking { [tree, logger] in
+            if !server.hasSessionEnded {
+                for entry in tree.children() {
+                    do {
+                        try tree.remove(entry, timeout: Self.stopTimeout)
+                    } catch {
+                        logger.warning("stopping: \(error)")
+                    }
+                }
+            }
+            let stopped = server.shutDown(timeout: Self.stopTimeout)
+            if !stopped.detached { logger.warning("stopping: files stayed open; aborting the connection") }
+            if !stopped.stopped { logger.error("stopping: a request thread was still busy after \(Self.stopTimeout)") }
+        }
+        logger.info("stopped serving on \(mountpoint)")
+    }
+
+    /// Runs `body`, which blocks for a bounded time, on a Dispatch thread, so that it holds
+    /// none of the few threads that run tasks.
+    private static func blocking<Result: Sendable>(
+        _ body: @escaping @Sendable () throws -> Result
+    ) async throws -> Result {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Swift.Result { try body() }) }
+        }
+    }
+}
