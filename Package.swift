@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "counterfs", targets: ["CounterFS"]),
         .executable(name: "statusfs", targets: ["StatusService"]),
         .library(name: "ProcFS", targets: ["ProcFS"]),
+        .library(name: "ProcFSCore", targets: ["ProcFSCore"]),
         .library(name: "TaskQueue", targets: ["TaskQueue"]),
     ],
     dependencies: [
@@ -74,10 +75,12 @@ let package = Package(
         .testTarget(name: "SchedTests", dependencies: [
             "Sched", "TaskQueue", "ProcFS", .product(name: "SystemPackage", package: "swift-system"),
         ]),
+        // What the mount tests ask of Linux that Glibc does not import (file handles).
+        .target(name: "CTestSupport", path: "Tests/CTestSupport"),
         // Drives the built `schedfs` and `counterfs` binaries against real mounts, and mounts
         // ProcFS trees of its own in-process.
         .testTarget(name: "MountTests", dependencies: [
-            "schedfs", "CounterFS", "StatusService", "CLinux", "KernelSync", "ProcFS",
+            "schedfs", "CounterFS", "StatusService", "CLinux", "CTestSupport", "KernelSync", "ProcFS",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

@@ -23,17 +23,4 @@ static inline int clinux_memfd_cloexec(const char *name) {
     return (int)syscall(SYS_memfd_create, name, 1u /* MFD_CLOEXEC */);
 }
 
-/* The file handle the kernel gives for `path` (name_to_handle_at(2), which glibc declares only
- * under _GNU_SOURCE): its bytes into `bytes` (at most `capacity`), its type into `type`.
- * Returns the number of bytes, or -1 with errno set. */
-static inline int clinux_file_handle(const char *path, unsigned char *bytes, unsigned int capacity, int *type) {
-    struct { unsigned int handle_bytes; int handle_type; unsigned char f_handle[128]; } handle;
-    int mount_id;
-    handle.handle_bytes = capacity < 128 ? capacity : 128;
-    if (syscall(SYS_name_to_handle_at, -100 /* AT_FDCWD */, path, &handle, &mount_id, 0) != 0) return -1;
-    for (unsigned int i = 0; i < handle.handle_bytes; i++) bytes[i] = handle.f_handle[i];
-    *type = handle.handle_type;
-    return (int)handle.handle_bytes;
-}
-
 #endif

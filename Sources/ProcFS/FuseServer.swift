@@ -65,10 +65,13 @@ public final class FuseServer: @unchecked Sendable {
         self.replies = replies
         self.logger = logger
         self.stopEvent = stopEvent
-        tree.observe(
+        let observing = tree.observe(
+            as: ObjectIdentifier(self),
             added: { [weak self] entry in self?.added(entry) },
             changed: { [weak self] entry in self?.announce(entry) },
             removed: { [weak self] entry in self?.forget(entry) })
+        // One server per tree: a second one would take the first one's notices.
+        guard observing else { throw .treeServedAlready }
     }
 
     /// Checks that libfuse takes `arguments`, as ``init(tree:arguments:readMode:logger:)``
@@ -97,20 +100,26 @@ public final class FuseServer: @unchecked Sendable {
     }
 
     deinit {
-        fileSystem.tree.observe(added: nil, changed: nil, removed: nil)
+        fileSystem.tree.stopObserving(as: ObjectIdentifier(self))
         fileSystem.pollers.forgetAll().forEach { $0.release() }
         fuse_session_destroy(session)
         close(stopEvent)
     }
 
-    /// Mounts the file system at `mountpoint`, an absolute path; its bytes need not be UTF-8.
+    /// Mounts the file system at `mountpoint`; its bytes need not be UTF-8. A relative path, or
+    /// one through a symbolic link, is resolved first, so that the mount is found where the
+    /// kernel lists it.
     ///
     /// - Throws: ``FuseServerError/mount(_:_:)`` with what libfuse or fusermount3 said.
-    public func mount(at mountpoint: FilePath) throws(FuseServerError) {
+    public func mount(at given: FilePath) throws(FuseServerError) {
+        let mountpoint = given.withPlatformString { realpath($0, nil) }.map { resolved in
+            defer { free(resolved) }
+            return FilePath(platformString: resolved)
+        } ?? given
         let ((result, said), written) = StandardErrorCapture.capturing {
             LibfuseLog.collecting(restoring: logger) { mountpoint.withPlatformString { fuse_session_mount(session, $0) } }
         }
-        guard result == 0 else { throw .mount(mountpoint.description, (said + written).joined(separator: "; ")) }
+        guard result == 0 else { throw .mount(given.description, (said + written).joined(separator: "; ")) }
         // Nothing written meanwhile is lost: pass it on where it was going.
         if !written.isEmpty {
             let text = Array((written.joined(separator: "\n") + "\n").utf8)
@@ -161,13 +170,17 @@ public final class FuseServer: @unchecked Sendable {
     /// files already open finish. Stopping the workers first instead would abort the requests
     /// in flight, and their callers would get `ECONNABORTED`.
     ///
-    /// - Returns: whether the session has ended; `false` if a file stayed open, or if the
-    ///   caller may not unmount (`umount2` needs privilege), in which case ``unmount()`` ends it.
+    /// A user without the privilege that `umount2` needs detaches through fusermount3
+    /// (`fusermount3 -u -z`), as for any FUSE mount of theirs.
+    ///
+    /// - Returns: whether the session has ended; `false` if a file stayed open, or if the mount
+    ///   could not be detached, in which case ``unmount()`` ends it.
     public func detach(timeout: Duration) -> Bool {
         if hasSessionEnded { return true }
-        guard let path = currentMountpoint, path.withPlatformString({ umount2($0, Int32(MNT_DETACH)) }) == 0 else {
-            return false
-        }
+        guard let path = currentMountpoint else { return false }
+        let detached = path.withPlatformString { umount2($0, Int32(MNT_DETACH)) } == 0
+            || (errno == EPERM && Fusermount.detach(path))
+        guard detached else { return false }
         return sessionEnd.wait(timeout: timeout) { hasSessionEnded }
     }
 
@@ -315,6 +328,8 @@ public enum FuseServerError: Error, CustomStringConvertible {
     case system(String, Errno)
     /// The mount at the path did not answer, with the errno its root's `stat` got.
     case refused(String, Errno)
+    /// Another server serves the tree already; a tree is served by one server at a time.
+    case treeServedAlready
 
     public var description: String {
         switch self {
@@ -325,6 +340,7 @@ public enum FuseServerError: Error, CustomStringConvertible {
                 + "it could not use what libfuse answered to its INIT; an option such as max_read may be out of its range"
         case .refused(let path, let error): "the mount on \(path) does not answer: \(error)"
         case .system(let call, let error): "\(call): \(error)"
+        case .treeServedAlready: "the tree is served already: a tree is served by one server at a time"
         }
     }
 }

@@ -17,9 +17,13 @@ import SystemPackage
 ///
 /// ``run()`` mounts, serves, and returns when the file system is unmounted from outside
 /// (`fusermount3 -u`, `umount`), or on graceful shutdown. On graceful shutdown it removes the
-/// tree's entries, each waiting for the callbacks already inside it (procfs's rundown), then
-/// detaches the mount while it still serves, stops serving and unmounts: readers racing it get
-/// whole texts, `ENOENT` or `EIO`, never a hang.
+/// tree's entries, waiting for the callbacks already inside them (procfs's rundown), then
+/// detaches the mount while it still serves (through fusermount3 for an ordinary user), stops
+/// serving and unmounts: readers racing it get whole texts, `ENOENT` or `EIO`, never a hang.
+///
+/// A `ServiceGroup` shuts its services down in the reverse of their order, so list this
+/// service before the services that add to the tree: they stop first, and it empties the tree
+/// after them. A tree is served by one server at a time.
 public struct ProcFSService: Service {
     /// How long stopping waits for the callbacks inside the entries, for files to close, and
     /// for the request threads.
@@ -54,8 +58,9 @@ public struct ProcFSService: Service {
     /// Mounts and serves until the file system is unmounted or the service group shuts down
     /// gracefully (or the task is cancelled), then stops as the type's documentation says.
     ///
-    /// - Throws: ``FuseServerError`` when it cannot mount, or when the kernel refuses the
-    ///   connection; nothing is left mounted then.
+    /// - Throws: ``FuseServerError`` when it cannot mount, when the kernel refuses the
+    ///   connection, or when another server serves the tree; `KernelThreadError` when a request
+    ///   thread cannot start. Nothing is left mounted then.
     public func run() async throws {
         let (ended, end) = AsyncStream<Void>.makeStream()
         // Mounting and stopping wait on the kernel and on fusermount3: off the tasks' threads.
@@ -84,9 +89,11 @@ public struct ProcFSService: Service {
         }
         try await Self.blocking { [tree, logger] in
             if !server.hasSessionEnded {
+                // One bound for them all: each removal waits only for what is left of it.
+                let deadline = ContinuousClock.now + Self.stopTimeout
                 for entry in tree.children() {
                     do {
-                        try tree.remove(entry, timeout: Self.stopTimeout)
+                        try tree.remove(entry, timeout: max(deadline - ContinuousClock.now, .zero))
                     } catch {
                         logger.warning("stopping: \(error)")
                     }

@@ -232,12 +232,20 @@ public final class ProcTree: Sendable {
 
     /// Sets what runs when an entry is added, when one changes (``ProcEntry/changed()``) and
     /// when one is removed (before its rundown); the server uses them to keep the kernel's
-    /// caches true. `nil` clears them.
+    /// caches true. A tree has one observer at a time, so one server: this refuses while
+    /// another `owner` observes.
+    ///
+    /// - Returns: whether `owner` observes the tree now.
     package func observe(
-        added: (@Sendable (ProcEntry) -> Void)?, changed: (@Sendable (ProcEntry) -> Void)?,
-        removed: (@Sendable (ProcEntry) -> Void)?
-    ) {
-        observers.set(ProcTreeObservers.Handlers(added: added, changed: changed, removed: removed))
+        as owner: ObjectIdentifier, added: @escaping @Sendable (ProcEntry) -> Void,
+        changed: @escaping @Sendable (ProcEntry) -> Void, removed: @escaping @Sendable (ProcEntry) -> Void
+    ) -> Bool {
+        observers.set(owner: owner, ProcTreeObservers.Handlers(added: added, changed: changed, removed: removed))
+    }
+
+    /// Stops `owner`'s observing, if it observes the tree.
+    package func stopObserving(as owner: ObjectIdentifier) {
+        observers.clear(owner: owner)
     }
 }
 
@@ -249,15 +257,29 @@ final class ProcTreeObservers: Sendable {
         var removed: (@Sendable (ProcEntry) -> Void)?
     }
 
-    private let handlers = Mutex(Handlers())
+    private let handlers = Mutex((owner: ObjectIdentifier?.none, handlers: Handlers()))
 
-    func set(_ new: Handlers) { handlers.withLock { $0 = new } }
+    /// Sets `owner`'s handlers, unless another owner's are set.
+    func set(owner: ObjectIdentifier, _ new: Handlers) -> Bool {
+        handlers.withLock { current in
+            guard current.owner == nil || current.owner == owner else { return false }
+            current = (owner, new)
+            return true
+        }
+    }
 
-    func added(_ entry: ProcEntry) { handlers.withLock { $0.added }?(entry) }
+    /// Clears the handlers, if they are `owner`'s.
+    func clear(owner: ObjectIdentifier) {
+        handlers.withLock { current in
+            if current.owner == owner { current = (nil, Handlers()) }
+        }
+    }
 
-    func changed(_ entry: ProcEntry) { handlers.withLock { $0.changed }?(entry) }
+    func added(_ entry: ProcEntry) { handlers.withLock { $0.handlers.added }?(entry) }
 
-    func removed(_ entry: ProcEntry) { handlers.withLock { $0.removed }?(entry) }
+    func changed(_ entry: ProcEntry) { handlers.withLock { $0.handlers.changed }?(entry) }
+
+    func removed(_ entry: ProcEntry) { handlers.withLock { $0.handlers.removed }?(entry) }
 }
 
 /// Why a change to a ``ProcTree`` was refused.

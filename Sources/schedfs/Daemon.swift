@@ -98,7 +98,7 @@ struct Daemon {
         logger.info("\(TickReport(statistics: measured, hz: timer.ticks.hz))")
         let serving = server.shutDown(timeout: Self.stopTimeout)
         if !serving.detached {
-            logger.warning("cleanup: could not detach the mount cleanly (files stayed open, or unmounting needs privilege); aborting the connection")
+            logger.warning("cleanup: could not detach the mount cleanly (files stayed open); aborting the connection")
         }
         if !serving.stopped {
             logger.error("cleanup: a request thread was still busy after \(Self.stopTimeout)")

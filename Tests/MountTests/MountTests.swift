@@ -569,6 +569,21 @@ import Testing
                 #expect(hz.status == 0 && hz.stdout == "50\n", "the mount's owner writes its knobs: \(hz)")
                 let unmounted = try user.run("/usr/bin/fusermount3", ["-u", mountpoint])
                 #expect(unmounted.status == 0, "\(unmounted)")
+                #expect(eventually(timeout: .seconds(3)) { livePIDs(mentioning: root.path).isEmpty })
+
+                // A signal: the daemon, without the privilege umount2 needs, detaches through
+                // fusermount3 and exits 0.
+                let logs = root.path + "/logs"
+                mkdir(logs, 0o755)
+                try #require(try runCommand("/bin/chown", [user.name, logs]).status == 0)
+                let again = try user.run(binary, [mountpoint, "-o", "log=\(logs)/log"])
+                try #require(again.status == 0, "\(again)")
+                let daemon = try #require(livePIDs(mentioning: mountpoint, named: "schedfs").first)
+                kill(daemon, SIGTERM)
+                #expect(eventually(timeout: .seconds(5)) { livePIDs(mentioning: root.path).isEmpty })
+                let log = readWhole(logs + "/log") ?? ""
+                #expect(log.contains("cleanup 3/3: exiting with status 0"), "log:\n\(log)")
+                #expect(!log.contains("could not detach"), "log:\n\(log)")
             }
             #expect(!isSchedfsMounted(mountpoint))
             #expect(eventually(timeout: .seconds(3)) { livePIDs(mentioning: root.path).isEmpty })

@@ -1,4 +1,4 @@
-import CLinux
+import CTestSupport
 import Dispatch
 import Glibc
 import Synchronization
@@ -388,7 +388,7 @@ func pids(ofUser uid: uid_t) -> [pid_t] {
 func fuseFileHandle(_ path: String) -> (node: UInt64, generation: UInt32)? {
     var bytes = [UInt8](repeating: 0, count: 128)
     var type: Int32 = 0
-    let count = clinux_file_handle(path, &bytes, UInt32(bytes.count), &type)
+    let count = ctestsupport_file_handle(path, &bytes, UInt32(bytes.count), &type)
     guard count >= 12 else { return nil }
     let words = stride(from: 0, to: 12, by: 4).map { offset in
         bytes[offset..<offset + 4].reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }

@@ -299,3 +299,24 @@ import Testing
         #expect(nodes.copy(of: 999) == nil)
     }
 }
+
+@Suite struct FuseServerTests {
+    /// A tree has one observer, so one server: a second is refused while the first lives, and
+    /// its refusal leaves the first one's notices alone.
+    @Test func aTreeIsServedByOneServerAtATime() throws {
+        let tree = ProcTree()
+        let logger = Logger(label: "test")
+        var first: FuseServer? = try FuseServer(tree: tree, arguments: [], logger: logger)
+        #expect {
+            _ = try FuseServer(tree: tree, arguments: [], logger: logger)
+        } throws: { error in
+            guard case .treeServedAlready = error as? FuseServerError else { return false }
+            return true
+        }
+        let another = tree.observe(as: ObjectIdentifier(tree), added: { _ in }, changed: { _ in }, removed: { _ in })
+        #expect(!another, "the first server still observes the tree")
+        withExtendedLifetime(first) {}
+        first = nil
+        _ = try FuseServer(tree: tree, arguments: [], logger: logger)
+    }
+}

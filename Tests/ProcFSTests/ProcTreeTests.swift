@@ -96,7 +96,10 @@ import SystemPackage
     @Test func removingADirectoryRemovesItsSubtree() throws {
         let tree = ProcTree()
         let removed = Mutex<[String]>([])
-        tree.observe(added: nil, changed: nil, removed: { entry in removed.withLock { $0.append(entry.name) } })
+        let observing = tree.observe(
+            as: ObjectIdentifier(tree), added: { _ in }, changed: { _ in },
+            removed: { entry in removed.withLock { $0.append(entry.name) } })
+        #expect(observing)
         let top = try tree.makeDirectory("top")
         let middle = try tree.makeDirectory("middle", in: top)
         let leaf = try tree.register("leaf", in: middle) { "x\n" }
