@@ -7,6 +7,8 @@ import Synchronization
 ///
 /// A removed entry stays here while the kernel holds it, so its open files answer `EIO`, as
 /// in procfs; the tree gives inode numbers once, so a number here never names another entry.
+/// An entry is watched (``ProcEntry/setWatched(_:)``) while it has a node, so that a change
+/// of an entry the kernel does not hold costs the server nothing.
 final class NodeTable: Sendable {
     private struct Node {
         let entry: ProcEntry
@@ -21,6 +23,7 @@ final class NodeTable: Sendable {
     /// lookup.
     init(root: ProcEntry) {
         nodes = Mutex([root.inode: Node(entry: root, lookups: 1, copy: nil)])
+        root.setWatched(true)
     }
 
     /// The entry the kernel knows as `inode`: live, or removed and not yet forgotten.
@@ -41,6 +44,8 @@ final class NodeTable: Sendable {
             } else {
                 let copy = keepingCopy && (entry.kind == .file || entry.kind == .knob) ? KernelCopy() : nil
                 nodes[entry.inode] = Node(entry: entry, lookups: 1, copy: copy)
+                // Before the kernel gets anything of the entry: its changes are told from now on.
+                entry.setWatched(true)
             }
             return true
         }
@@ -50,7 +55,11 @@ final class NodeTable: Sendable {
     func forget(_ inode: UInt64, count: UInt64) {
         nodes.withLock { nodes in
             guard let held = nodes[inode]?.lookups, inode != ProcTree.rootInode else { return }
-            if held > count { nodes[inode]!.lookups = held - count } else { nodes[inode] = nil }
+            if held > count {
+                nodes[inode]!.lookups = held - count
+            } else {
+                nodes.removeValue(forKey: inode)?.entry.setWatched(false)
+            }
         }
     }
 

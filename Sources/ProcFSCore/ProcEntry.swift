@@ -47,7 +47,11 @@ public final class ProcEntry: Sendable {
     public let announcesChanges: Bool
     let body: Body
     private let observers: ProcTreeObservers
-    let gate = RundownGate()
+    /// The callers inside the entry (procfs's `use_pde`), with ``removedFlag`` once it is
+    /// removed: kept in the entry itself, as procfs keeps `in_use` in the `proc_dir_entry`, so an
+    /// entry costs no lock of its own. Its removal waits on the tree's one wait queue.
+    private let users = Atomic<Int>(0)
+    private static let removedFlag = Int.min
     private let changes = Atomic<UInt64>(0)
 
     init(
@@ -90,31 +94,70 @@ public final class ProcEntry: Sendable {
     }
 
     /// How many changes the entry has announced.
-    package var version: UInt64 { changes.load(ordering: .acquiring) }
+    package var version: UInt64 { changes.load(ordering: .acquiring) >> 1 }
 
     /// Says that the text has changed: pollers of the file wake, and a copy cached by the
-    /// kernel is dropped. Cheap enough to call on every timer tick; does nothing once the
-    /// entry is removed.
+    /// kernel is dropped. Cheap enough to call on every timer tick for many files: for an entry
+    /// the kernel does not hold, it is one atomic operation. It does nothing once the entry is
+    /// removed.
     ///
     /// A knob's store closure must not call this on its own knob: the kernel holds the file
     /// locked until the write is answered, and the library announces a stored value itself
     /// once it has answered.
     public func changed() {
-        guard !isRemoved else { return }
-        changes.add(1, ordering: .releasing)
+        // The count is kept above the low bit, which says whether a server watches the entry.
+        let before = changes.add(2, ordering: .acquiringAndReleasing).oldValue
+        guard before & 1 != 0, !isRemoved else { return }
         observers.changed(self)
     }
 
+    /// Says whether a server watches the entry (the kernel holds it): only then does
+    /// ``changed()`` tell the server. Set it before the kernel is given anything of the entry,
+    /// so that no change after that goes untold.
+    package func setWatched(_ watched: Bool) {
+        if watched {
+            changes.bitwiseOr(1, ordering: .acquiringAndReleasing)
+        } else {
+            changes.bitwiseAnd(~1, ordering: .acquiringAndReleasing)
+        }
+    }
+
     /// Whether the entry has been removed from its tree.
-    public var isRemoved: Bool { gate.isClosed }
+    public var isRemoved: Bool { users.load(ordering: .acquiring) & Self.removedFlag != 0 }
 
     /// Runs `body` as a user of the entry, so that removal waits for it to return.
     ///
     /// - Returns: `nil`, without running `body`, once the entry has been removed.
     func whileLive<Result, Failure: Error>(_ body: () throws(Failure) -> Result) throws(Failure) -> Result? {
-        guard gate.enter() else { return nil }
-        defer { gate.leave() }
+        var current = users.load(ordering: .relaxed)
+        while true {
+            guard current & Self.removedFlag == 0 else { return nil }
+            let (exchanged, found) = users.compareExchange(
+                expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
+            if exchanged { break }
+            current = found
+        }
+        defer {
+            // The last caller out of a removed entry wakes its remover.
+            if users.subtract(1, ordering: .acquiringAndReleasing).newValue == Self.removedFlag {
+                observers.rundown.wakeUp()
+            }
+        }
         return try body()
+    }
+
+    /// Marks the entry removed: no caller enters it from now on (`proc_entry_rundown`'s start).
+    func markRemoved() {
+        users.bitwiseOr(Self.removedFlag, ordering: .acquiringAndReleasing)
+    }
+
+    /// Waits at most `timeout` for the callers inside a removed entry to leave.
+    ///
+    /// - Returns: how many callers are still inside: 0 once the entry is drained.
+    func drain(timeout: Duration) -> Int {
+        let inside = { self.users.load(ordering: .acquiring) & ~Self.removedFlag }
+        _ = observers.rundown.wait(timeout: timeout) { inside() == 0 }
+        return inside()
     }
 
     /// A snapshot of a file's text as bytes; `nil` once the entry has been removed, and for

@@ -186,7 +186,7 @@ public final class ProcTree: Sendable {
                 removed.append(next)
                 if let below = state.children.removeValue(forKey: next.inode) { pending += below.values }
                 // Marked removed before anyone is told, so that what they ask next fails.
-                next.gate.close()
+                next.markRemoved()
             }
             return removed
         }
@@ -195,7 +195,7 @@ public final class ProcTree: Sendable {
         for gone in removed { observers.removed(gone) }
         let deadline = ContinuousClock.now + timeout
         let users = removed.reduce(0) { users, gone in
-            users + gone.gate.drain(timeout: max(deadline - ContinuousClock.now, .zero))
+            users + gone.drain(timeout: max(deadline - ContinuousClock.now, .zero))
         }
         if users > 0 { throw .busy(entry.name, users: users) }
     }
@@ -249,8 +249,11 @@ public final class ProcTree: Sendable {
     }
 }
 
-/// The observers of one tree, shared with its entries.
+/// The observers of one tree, shared with its entries, and the wait queue on which the tree's
+/// removals wait for the callers inside the entries they remove.
 final class ProcTreeObservers: Sendable {
+    let rundown = WaitQueue()
+
     struct Handlers {
         var added: (@Sendable (ProcEntry) -> Void)?
         var changed: (@Sendable (ProcEntry) -> Void)?

@@ -152,6 +152,31 @@ import SystemPackage
     }
 }
 
+@Suite struct ChangeTests {
+    /// A change reaches the server only while it watches the entry (the kernel holds it); the
+    /// version moves either way, so a text made later still sees it.
+    @Test func aChangeReachesTheServerOnlyWhileTheEntryIsWatched() throws {
+        let tree = ProcTree()
+        let told = Mutex(0)
+        let observing = tree.observe(
+            as: ObjectIdentifier(tree), added: { _ in }, changed: { _ in told.withLock { $0 += 1 } }, removed: { _ in })
+        #expect(observing)
+        let entry = try tree.register("file", announcesChanges: true) { "" }
+        entry.changed()
+        #expect(told.withLock { $0 } == 0 && entry.version == 1)
+        entry.setWatched(true)
+        entry.changed()
+        #expect(told.withLock { $0 } == 1 && entry.version == 2)
+        entry.setWatched(false)
+        entry.changed()
+        #expect(told.withLock { $0 } == 1 && entry.version == 3)
+        entry.setWatched(true)
+        try tree.remove(entry)
+        entry.changed()
+        #expect(told.withLock { $0 } == 1, "a removed entry tells nobody")
+    }
+}
+
 @Suite struct InodeNumberTests {
     /// A number names one entry in a tree's whole life: a removed entry's number is never
     /// given again, so nothing that still holds it (the kernel, an NFS file handle) can take a
