@@ -45,12 +45,14 @@ final class ProcFileSystem: Sendable {
     let requestedMode: ReadMode
     private let servesFromPageCache = Atomic<Bool>(false)
 
-    /// How long the kernel may cache a name; a removal drops it explicitly.
-    static let entryTimeout = 1.0
+    /// How long the kernel may cache a name: until the entry is removed, which drops the name
+    /// explicitly. (A name not found is not cached, so a new entry is seen at once.)
+    static let entryTimeout = unchangingAttributeTimeout
     /// How long the kernel may cache attributes that change only when the server says so: a
-    /// directory's, a link's, and in page-cache mode those of a file that announces its
-    /// changes. With `default_permissions` the kernel checks them on every path walk, so an
-    /// expired root costs every open a `GETATTR` round trip.
+    /// directory's, a link's, in page-cache mode those of a file that announces its changes,
+    /// and in direct_io mode those of a file that does not. With `default_permissions` the
+    /// kernel checks them on every path walk, so an expired root costs every open a `GETATTR`
+    /// round trip.
     static let unchangingAttributeTimeout = 86_400.0
 
     init(tree: ProcTree, requestedMode: ReadMode, logger: Logger, mounter: ProcOwner = ProcOwner(uid: getuid(), gid: getgid())) {
@@ -347,13 +349,16 @@ final class ProcFileSystem: Sendable {
 
     /// An entry's attributes and how long the kernel may cache them; `nil` once it is removed.
     ///
-    /// A file's size is that of its current text, which a read from offset 0 gets (the kernel
-    /// sends no handle with an `fstat`); with an open file's handle (`lseek` to `SEEK_END`) in
-    /// direct_io mode, that of the text the open is reading. In page-cache mode it is the text
-    /// given to the kernel, with a modification time that moves when that text changes, and
-    /// only a file that announces its changes, whose text settled, from a `GETATTR`
-    /// (`lasting`), may be cached until the next change: a `LOOKUP` or `SETATTR` reply may
-    /// arrive after a change the kernel could not yet be told of.
+    /// In direct_io mode, a file that announces its changes has the size of its current text,
+    /// which a read from offset 0 gets (the kernel sends no handle with an `fstat`), or with an
+    /// open file's handle (`lseek` to `SEEK_END`) that of the text the open is reading. A file
+    /// that does not announce its changes has size 0, as in procfs: its size is known only by
+    /// making its text, and so its attributes never change and the kernel keeps them (which is
+    /// what makes `ls -l` and `find` of a large tree cheap). In page-cache mode the size is that
+    /// of the text given to the kernel, with a modification time that moves when that text
+    /// changes, and only a file that announces its changes, whose text settled, from a
+    /// `GETATTR` (`lasting`), may be cached until the next change: a `LOOKUP` or `SETATTR` reply
+    /// may arrive after a change the kernel could not yet be told of.
     private func attributes(of entry: ProcEntry, open: OpenFile?, lasting: Bool = false) -> Attributes? {
         guard !entry.isRemoved else { return nil }
         var attributes = Attributes(
@@ -373,7 +378,7 @@ final class ProcFileSystem: Sendable {
                 attributes.modified = copy.modified
                 let cached = lasting && entry.announcesChanges && copy.settled
                 attributes.timeout = cached ? Self.unchangingAttributeTimeout : 0
-            } else {
+            } else if entry.announcesChanges {
                 guard let size = open?.size ?? entry.snapshot()?.count else { return nil }
                 attributes.size = size
                 attributes.timeout = 0

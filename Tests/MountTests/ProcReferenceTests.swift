@@ -140,6 +140,7 @@ extension MountTests.ProcReference {
     func aHeldReaderSeesEveryTick(mode: [String]) throws {
         let mount = try MountedSchedfs(options: ["-o", "hz=20"] + mode)
         defer { mount.cleanUp() }
+        // sched announces its changes: fstat gives the size of what it reads, unlike /proc.
         let descriptor = open(mount.path("sched"), O_RDONLY)
         try #require(descriptor >= 0)
         defer { close(descriptor) }
@@ -202,8 +203,10 @@ extension MountTests.ProcReference {
         }
     }
 
-    /// `fstat` on an open file gives the size of the text that file reads. /proc says 0, which
-    /// tools that trust the size read as empty; schedfs differs on purpose (see the README).
+    /// `fstat` on an open file of a file that announces its changes (`sched`) gives the size of
+    /// the text that file reads. /proc says 0, which tools that trust the size read as empty;
+    /// schedfs differs on purpose there (see the README). A file that does not announce its
+    /// changes reports 0, as /proc does, in direct_io mode.
     @Test(arguments: MountTests.readModes)
     func fstatGivesTheSizeOfWhatTheFileReads(mode: [String]) throws {
         let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
@@ -212,6 +215,12 @@ extension MountTests.ProcReference {
         let reference = open("/proc/uptime", O_RDONLY)
         defer { close(reference) }
         #expect(fstat(reference, &attributes) == 0 && attributes.st_size == 0, "/proc reports size 0")
+        // A file that does not announce its changes reports 0 as /proc does, in direct_io mode;
+        // the page cache needs the true size.
+        let uptime = open(mount.path("uptime"), O_RDONLY)
+        defer { close(uptime) }
+        #expect(fstat(uptime, &attributes) == 0)
+        #expect(mode.isEmpty ? attributes.st_size == 0 : attributes.st_size > 0, "uptime's size: \(attributes.st_size)")
 
         let descriptor = open(mount.path("sched"), O_RDONLY)
         try #require(descriptor >= 0)
