@@ -108,7 +108,8 @@ bench: release
 	cc -O2 -Wall $$(pkg-config --cflags fuse3) -o $(BENCH)/refserver Benchmarks/refserver.c $$(pkg-config --libs fuse3)
 	cc -O2 -Wall -o $(BENCH)/idletick Benchmarks/idletick.c
 	cc -O2 -Wall -o $(BENCH)/pollwake Benchmarks/pollwake.c
-	python3 Benchmarks/bench.py $(RELEASE) $(BENCH)/loadgen $(BENCH)/refserver $(BENCH)/idletick $(BENCH)/pollwake BENCHMARKS.md
+	python3 Benchmarks/bench.py $(RELEASE) $(BENCH)/loadgen $(BENCH)/refserver $(BENCH)/idletick $(BENCH)/pollwake \
+		.build/release/procfs-scale BENCHMARKS.md
 
 # The whole suite under AddressSanitizer and LeakSanitizer, the daemon under test included:
 # a memory error or a leak at the daemon's exit fails the run.

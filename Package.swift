@@ -7,6 +7,7 @@ let package = Package(
         .executable(name: "schedfs", targets: ["schedfs"]),
         .executable(name: "counterfs", targets: ["CounterFS"]),
         .executable(name: "statusfs", targets: ["StatusService"]),
+        .executable(name: "procfs-scale", targets: ["ProcFSScale"]),
         .library(name: "ProcFS", targets: ["ProcFS"]),
         .library(name: "ProcFSCore", targets: ["ProcFSCore"]),
         .library(name: "TaskQueue", targets: ["TaskQueue"]),
@@ -65,6 +66,12 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Examples/StatusService"),
+
+        // make bench's tree of 100,000 files.
+        .executableTarget(name: "ProcFSScale", dependencies: [
+            "ProcFS", "KernelSync", .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], path: "Benchmarks/Scale"),
 
         .testTarget(name: "KernelSyncTests", dependencies: ["KernelSync"]),
         .testTarget(name: "TaskQueueTests", dependencies: ["TaskQueue", "KernelSync"]),

@@ -36,7 +36,8 @@ def readable(path):
 class Daemon:
     """A file server in the foreground on a fresh directory; unmounted and reaped on exit."""
 
-    def __init__(self, command, log=None):
+    def __init__(self, command, log=None, ready="sched"):
+        self.ready = ready
         self.root = tempfile.mkdtemp(prefix="schedfs-bench.")
         self.mountpoint = os.path.join(self.root, "mnt")
         os.mkdir(self.mountpoint)
@@ -47,7 +48,7 @@ class Daemon:
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         wait_for(lambda: mounted(self.mountpoint), 10, f"{self.command[0]} to mount")
-        wait_for(lambda: readable(self.path("sched")), 10, "sched to answer")
+        wait_for(lambda: readable(self.path(self.ready)), 60, f"{self.ready} to answer")
         return self
 
     def path(self, name):
