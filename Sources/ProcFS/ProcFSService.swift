@@ -1,5 +1,6 @@
 import Dispatch
 import Logging
+import Synchronization
 import ServiceLifecycle
 import SystemPackage
 
@@ -107,12 +108,29 @@ public struct ProcFSService: Service {
     }
 
     /// Runs `body`, which blocks for a bounded time, on a Dispatch thread, so that it holds
-    /// none of the few threads that run tasks.
+    /// none of the few threads that run tasks. What `body` captures is released before the
+    /// caller resumes, not when Dispatch gets round to freeing its block: the server is gone
+    /// when ``run()`` returns, even if the process exits at once.
     private static func blocking<Result: Sendable>(
         _ body: @escaping @Sendable () throws -> Result
     ) async throws -> Result {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Swift.Result { try body() }) }
+        let work = OneShot(body)
+        return try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: work.run()) }
         }
+    }
+}
+
+/// A closure that runs once and is dropped as it returns.
+private final class OneShot<Value: Sendable>: Sendable {
+    private let body: Mutex<(@Sendable () throws -> Value)?>
+
+    init(_ body: @escaping @Sendable () throws -> Value) {
+        self.body = Mutex(body)
+    }
+
+    func run() -> Result<Value, any Error> {
+        guard let body = body.withLock({ $0.take() }) else { fatalError("OneShot ran twice") }
+        return Result { try body() }
     }
 }

@@ -117,7 +117,10 @@ import Testing
 
         /// A reader polling as fast as it can sees every count, each read one whole line, and
         /// never a count lower than one it saw before. 20 Hz leaves 50 ms a tick, so the reader
-        /// cannot miss one by being descheduled for a moment on a busy machine.
+        /// cannot miss one by being descheduled for a moment on a busy machine; but when the
+        /// tick thread itself runs late (a sanitizer build on a loaded machine), it runs the
+        /// ticks it missed in a burst, as the kernel's timer would, and no reader can see the
+        /// counts between: those the timer reports in `missed_ticks` may be missed.
         @Test(arguments: MountTests.readModes)
         func aPollingReaderSeesEveryTick(mode: [String]) throws {
             let mount = try MountedSchedfs(options: ["-o", "hz=20"] + mode)
@@ -137,7 +140,10 @@ import Testing
             }
             let first = try #require(seen.min())
             let missed = (first...last).filter { !seen.contains($0) }
-            #expect(missed.isEmpty, "\(reads) reads missed counts \(missed)")
+            let latency = try readOnce(mount.path("timer/latency"))
+            let burst = try #require(latency.split(separator: "\n").first { $0.hasPrefix("missed_ticks ") }
+                .flatMap { Int($0.dropFirst("missed_ticks ".count)) }, "\(latency)")
+            #expect(missed.count <= burst, "\(reads) reads missed counts \(missed); the timer ran \(burst) late in a burst")
             #expect(last - first >= 30, "2 s at 20 Hz")
         }
     }
