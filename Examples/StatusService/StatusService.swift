@@ -11,7 +11,8 @@ import SystemPackage
 ///
 ///     requests          requests handled so far (announces each change: poll it)
 ///     rate              a knob: requests a second, 1 to 1000
-///     clients/          one file per client connected now, holding its requests
+///     clients/          one file per client connected now, holding its requests: a
+///                       directory computed each time it is looked in
 @main
 struct StatusService {
     static func main() async throws {
@@ -45,16 +46,15 @@ struct SimulatedWork: Service {
     final class State: Sendable {
         let requests = Atomic<Int>(0)
         let rate = Atomic<Int32>(100)
+        /// The clients connected now, by name, each with the requests handled when it connected.
+        let clients = Mutex<[String: Int]>([:])
     }
 
     let state = State()
-    let tree: ProcTree
     let requestsFile: ProcEntry
-    let clients: ProcEntry
 
     init(tree: ProcTree) throws {
         let state = self.state
-        self.tree = tree
         requestsFile = try tree.register("requests", announcesChanges: true) {
             "\(state.requests.load(ordering: .relaxed))\n"
         }
@@ -62,7 +62,12 @@ struct SimulatedWork: Service {
             guard (1...1000).contains(rate) else { throw .invalidArgument }
             state.rate.store(rate, ordering: .relaxed)
         }
-        clients = try tree.makeDirectory("clients")
+        // Computed when looked in, as /proc/<pid> is: the work only keeps its own list.
+        try tree.makeDynamicDirectory("clients", names: { state.clients.withLock { Array($0.keys) } }) {
+            tree, name, directory throws(ProcTreeError) in
+            guard let since = state.clients.withLock({ $0[name] }) else { return }
+            try tree.register(name, in: directory) { "\(state.requests.load(ordering: .relaxed) - since)\n" }
+        }
     }
 
     /// Handles requests until graceful shutdown. A client connects every 50 requests and
@@ -78,12 +83,10 @@ struct SimulatedWork: Service {
                     requestsFile.changed()
                     guard handled % 50 == 0 else { continue }
                     client += 1
-                    try tree.register("client-\(client)", in: clients) {
-                        "\(state.requests.load(ordering: .relaxed) - handled)\n"
+                    state.clients.withLock { clients in
+                        clients["client-\(client)"] = handled
+                        clients["client-\(client - 4)"] = nil
                     }
-                    // A client's file has a trivial closure: its rundown is at once. (A slow one
-                    // would hold this task's thread for up to the timeout.)
-                    if client > 4 { try tree.remove("client-\(client - 4)", in: clients, timeout: .milliseconds(100)) }
                 }
             }
         } catch is CancellationError {}

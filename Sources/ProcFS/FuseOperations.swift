@@ -68,7 +68,7 @@ enum FuseOperations {
         operations.open = { request, node, info in
             let replies = replies(request)
             do throws(Errno) {
-                let opened = try replies.fileSystem.open(node: node, flags: info!.pointee.flags)
+                let opened = try replies.fileSystem.open(node: node, flags: info!.pointee.flags, caller: caller(request))
                 info!.pointee.fh = opened.handle
                 info!.pointee.direct_io = opened.directIO ? 1 : 0
                 // An interrupted open: no release will come for this handle.
@@ -236,6 +236,12 @@ private func replies(_ request: fuse_req_t?) -> FuseReplies {
 
 private func replies(_ userdata: UnsafeMutableRawPointer?) -> FuseReplies {
     Unmanaged<FuseReplies>.fromOpaque(userdata!).takeUnretainedValue()
+}
+
+/// Who sent `request`, as the kernel names them.
+private func caller(_ request: fuse_req_t?) -> ProcCaller {
+    let context = fuse_req_ctx(request)!.pointee
+    return ProcCaller(uid: context.uid, gid: context.gid, pid: context.pid)
 }
 
 private func refuse(_ request: fuse_req_t?, _ operation: ProcFileSystem.RefusedOperation) {

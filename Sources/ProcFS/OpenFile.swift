@@ -26,8 +26,13 @@ final class OpenFile: Sendable {
 
     private let position = Mutex(Position())
 
-    init(entry: ProcEntry) {
+    /// Who opened the file: a file whose text depends on who opens it reads as them, as a
+    /// procfs file reads with the opener's credentials (`file->f_cred`).
+    let caller: ProcCaller
+
+    init(entry: ProcEntry, caller: ProcCaller) {
         self.entry = entry
+        self.caller = caller
         self.openedVersion = entry.version
     }
 
@@ -36,7 +41,7 @@ final class OpenFile: Sendable {
     func read(at offset: Int, size: Int) -> ArraySlice<UInt8>? {
         position.withLock { position in
             if offset == 0 || offset != position.next || position.text == nil {
-                position.text = entry.snapshot()
+                position.text = entry.snapshot(for: caller)
             }
             guard let text = position.text, !entry.isRemoved else { return nil }
             let bytes = text.bytes(at: offset, count: size)
@@ -51,7 +56,7 @@ final class OpenFile: Sendable {
     /// entry is removed.
     var size: Int? {
         position.withLock { position in
-            if position.text == nil { position.text = entry.snapshot() }
+            if position.text == nil { position.text = entry.snapshot(for: caller) }
             guard let text = position.text, !entry.isRemoved else { return nil }
             return text.count
         }

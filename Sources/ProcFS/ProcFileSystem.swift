@@ -159,11 +159,15 @@ final class ProcFileSystem: Sendable {
     ///
     /// - Returns: whether the server wants `FUSE_CAP_AUTO_INVAL_DATA`.
     func initialize(kernelOffersNoOpen: Bool, kernelOffersAutoInvalidation: Bool) -> Bool {
-        let mode = ReadMode.choose(
-            kernelOffersPageCache: kernelOffersNoOpen && kernelOffersAutoInvalidation, requested: requestedMode)
+        let kernelOffersPageCache = kernelOffersNoOpen && kernelOffersAutoInvalidation
+        let perCaller = tree.holdsPerCallerFiles
+        let mode = ReadMode.choose(kernelOffersPageCache: kernelOffersPageCache && !perCaller, requested: requestedMode)
         servesFromPageCache.store(mode == .pageCache, ordering: .releasing)
         let lacking = requestedMode == .pageCache && mode != .pageCache
-            ? " (the kernel lacks FUSE_CAP_NO_OPEN_SUPPORT or FUSE_CAP_AUTO_INVAL_DATA)" : ""
+            ? perCaller && kernelOffersPageCache
+                ? " (the tree holds files whose text depends on who opens them, which the page cache would share)"
+                : " (the kernel lacks FUSE_CAP_NO_OPEN_SUPPORT or FUSE_CAP_AUTO_INVAL_DATA)"
+            : ""
         logger.info("serving reads through the \(mode.rawValue)\(lacking)")
         return mode == .pageCache
     }
@@ -173,8 +177,10 @@ final class ProcFileSystem: Sendable {
     func lookup(parent: UInt64, name: String) throws(Errno) -> Entry {
         guard let directory = nodes.entry(parent), !directory.isRemoved else { throw .noSuchFileOrDirectory }
         guard directory.kind == .directory else { throw .notDirectory }
+        tree.refresh(directory)
         guard let entry = tree.entry(named: name, in: directory),
-            nodes.lookedUp(entry, keepingCopy: readMode == .pageCache)
+            // The kernel's cache cannot keep a text per caller: such a file reads EIO there.
+            nodes.lookedUp(entry, keepingCopy: readMode == .pageCache && !entry.isPerCaller)
         else {
             throw .noSuchFileOrDirectory
         }
@@ -182,7 +188,8 @@ final class ProcFileSystem: Sendable {
             nodes.forget(entry.inode, count: 1)
             throw .noSuchFileOrDirectory
         }
-        return Entry(attributes: attributes, entryTimeout: Self.entryTimeout)
+        // The kernel keeps no name in a dynamic directory, which is told of no change.
+        return Entry(attributes: attributes, entryTimeout: directory.isDynamicDirectory ? 0 : Self.entryTimeout)
     }
 
     /// The reply to a lookup did not reach the kernel (the caller was interrupted): it will not
@@ -200,6 +207,7 @@ final class ProcFileSystem: Sendable {
     /// `SEEK_END`; an `fstat` sends none).
     func attributes(node: UInt64, handle: UInt64?) throws(Errno) -> Attributes {
         guard let entry = nodes.entry(node) else { throw .noSuchFileOrDirectory }
+        tree.refresh(entry)
         let open = handle.flatMap { openFiles.object($0) }
         guard let found = attributes(of: entry, open: open, lasting: true) else {
             throw entry.kind == .directory ? .noSuchFileOrDirectory : .ioError
@@ -224,16 +232,16 @@ final class ProcFileSystem: Sendable {
         return target
     }
 
-    /// `OPEN`: in direct_io mode a new ``OpenFile``; call ``release(handle:)`` if the reply
+    /// `OPEN`: in direct_io mode a new ``OpenFile``, which reads as `caller`; call ``release(handle:)`` if the reply
     /// cannot be sent. In page-cache mode `ENOSYS`, which tells the kernel to open files itself
     /// from now on, keeping their cached pages.
-    func open(node: UInt64, flags: Int32) throws(Errno) -> Opened {
+    func open(node: UInt64, flags: Int32, caller: ProcCaller) throws(Errno) -> Opened {
         guard let entry = nodes.entry(node), !entry.isRemoved else { throw .noSuchFileOrDirectory }
         if readMode == .pageCache { throw .noFunction }
         let writes = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
         guard !writes || entry.kind == .knob else { throw .permissionDenied }
         // Every read comes here, to be read as a seq_file.
-        return Opened(handle: openFiles.insert(OpenFile(entry: entry)), directIO: true)
+        return Opened(handle: openFiles.insert(OpenFile(entry: entry, caller: caller)), directIO: true)
     }
 
     /// `READ` from the open file `handle` (direct_io), or, to fill the kernel's cache in
@@ -307,7 +315,10 @@ final class ProcFileSystem: Sendable {
     /// the entries by name, each with the offset that follows it.
     func readDirectory(handle: UInt64, offset: Int) throws(Errno) -> ArraySlice<DirectoryItem> {
         guard let open = openDirectories.object(handle) else { throw .badFileDescriptor }
-        return open.items(from: offset) { listing(of: open.directory) }
+        return open.items(from: offset) {
+            tree.refresh(open.directory)
+            return listing(of: open.directory)
+        }
     }
 
     /// `RELEASEDIR`.
@@ -328,16 +339,24 @@ final class ProcFileSystem: Sendable {
     /// What the kernel must be told when `entry` is added: a directory changes its parent's
     /// link count.
     func noticesOfAddition(of entry: ProcEntry) -> [KernelNotice] {
-        entry.kind == .directory ? [.attributesAndContents(entry.parentInode)] : []
+        entry.kind == .directory && !inDynamicDirectory(entry) ? [.attributesAndContents(entry.parentInode)] : []
     }
 
     /// What the kernel must be told when `entry` is removed: forget its name (and, for a
     /// directory, its parent's link count), and ask for the attributes of the entry before
     /// using it again, which then fails with `EIO`.
     func noticesOfRemoval(of entry: ProcEntry) -> [KernelNotice] {
-        var notices: [KernelNotice] = [.name(parent: entry.parentInode, name: entry.name)] + noticesOfAddition(of: entry)
+        var notices = noticesOfAddition(of: entry)
+        if !inDynamicDirectory(entry) { notices.insert(.name(parent: entry.parentInode, name: entry.name), at: 0) }
         if nodes.lookups(of: entry.inode) > 0 { notices.append(.attributes(entry.inode)) }
         return notices
+    }
+
+    /// Whether `entry` is in a dynamic directory, whose names and attributes the kernel does not
+    /// keep, and which is changed while the kernel looks in it: it holds the directory locked
+    /// for the lookup, and dropping a name there would wait on that lock for ever.
+    private func inDynamicDirectory(_ entry: ProcEntry) -> Bool {
+        nodes.entry(entry.parentInode)?.isDynamicDirectory ?? false
     }
 
     /// Wakes the pollers of `entry` after a change or its removal.
@@ -368,11 +387,15 @@ final class ProcFileSystem: Sendable {
         switch entry.kind {
         case .directory:
             attributes.linkCount = 2 + tree.subdirectoryCount(of: entry)
+            // A dynamic directory's link count changes with no notice to the kernel.
+            if entry.isDynamicDirectory { attributes.timeout = 0 }
         case .symlink:
             guard let target = entry.symlinkTarget else { return nil }
             attributes.size = target.utf8.count
         case .file, .knob:
-            if readMode == .pageCache {
+            if entry.isPerCaller {
+                // Its size depends on who asks, and the kernel keeps one size: 0, as in procfs.
+            } else if readMode == .pageCache {
                 guard let copy = nodes.copy(of: entry.inode)?.publish(entry, now: Self.now) else { return nil }
                 attributes.size = copy.text.count
                 attributes.modified = copy.modified

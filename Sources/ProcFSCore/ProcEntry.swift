@@ -23,11 +23,18 @@ public final class ProcEntry: Sendable {
         case symlink
     }
 
+    /// What makes a file's bytes: the same for every caller, or for the caller who opens it.
+    enum Content: Sendable {
+        case shared(@Sendable () -> [UInt8])
+        case perCaller(@Sendable (ProcCaller) -> [UInt8])
+    }
+
     enum Body: Sendable {
-        case file(content: @Sendable () -> String)
+        case file(content: Content)
         /// `store` takes the bytes of one write at offset 0 and says how many it consumed.
-        case knob(content: @Sendable () -> String, store: @Sendable ([UInt8]) throws(Errno) -> Int)
-        case directory
+        case knob(content: Content, store: @Sendable ([UInt8]) throws(Errno) -> Int)
+        /// `dynamic` computes the entries of a `/proc/<pid>`-style directory when it is looked in.
+        case directory(dynamic: DynamicChildren?)
         case symlink(target: String)
     }
 
@@ -86,6 +93,16 @@ public final class ProcEntry: Sendable {
         case .symlink: S_IFLNK
         }
     }
+
+    /// What computes the entries of a dynamic directory; `nil` for every other entry.
+    var dynamicChildren: DynamicChildren? {
+        if case .directory(let dynamic) = body { return dynamic }
+        return nil
+    }
+
+    /// Whether the entry is a directory whose entries are computed when it is looked in (see
+    /// ``ProcTree/makeDynamicDirectory(_:in:permissions:owner:names:makeEntry:)``).
+    public var isDynamicDirectory: Bool { dynamicChildren != nil }
 
     /// The link's target, for a symbolic link.
     public var symlinkTarget: String? {
@@ -160,15 +177,29 @@ public final class ProcEntry: Sendable {
         return inside()
     }
 
-    /// A snapshot of a file's text as bytes; `nil` once the entry has been removed, and for
-    /// directories and symbolic links.
-    public func snapshot() -> [UInt8]? {
-        let content: @Sendable () -> String
+    /// Whether the file's text depends on who opens it (see
+    /// ``ProcTree/registerPerCaller(_:in:permissions:owner:content:)``).
+    public var isPerCaller: Bool {
+        switch body {
+        case .file(.perCaller), .knob(.perCaller, _): true
+        default: false
+        }
+    }
+
+    /// A snapshot of a file's bytes, as `caller` reads them; `nil` once the entry has been
+    /// removed, and for directories and symbolic links.
+    public func snapshot(for caller: ProcCaller = .current) -> [UInt8]? {
+        let content: Content
         switch body {
         case .file(let made), .knob(let made, _): content = made
         case .directory, .symlink: return nil
         }
-        return whileLive { Array(content().utf8) }
+        return whileLive {
+            switch content {
+            case .shared(let make): make()
+            case .perCaller(let make): make(caller)
+            }
+        }
     }
 
     /// Hands `text` to a knob as one write at offset 0, as `sysctl -w` would.
@@ -190,6 +221,27 @@ public final class ProcEntry: Sendable {
         guard let consumed else { throw .ioError }
         return consumed
     }
+}
+
+/// Who asks: the process that the kernel names in a request (`fuse_req_ctx`), as procfs's
+/// files see `current`.
+public struct ProcCaller: Sendable, Equatable {
+    /// The caller's user id (its file-system uid).
+    public var uid: uid_t
+    /// The caller's group id (its file-system gid).
+    public var gid: gid_t
+    /// The id of the calling thread, as the kernel gives it (`in.h.pid`): the process id for
+    /// a process's main thread, in the pid namespace of the mount.
+    public var pid: pid_t
+
+    public init(uid: uid_t, gid: gid_t, pid: pid_t) {
+        self.uid = uid
+        self.gid = gid
+        self.pid = pid
+    }
+
+    /// This process, for a snapshot taken outside a request.
+    public static var current: ProcCaller { ProcCaller(uid: geteuid(), gid: getegid(), pid: getpid()) }
 }
 
 /// The user and group that own an entry.

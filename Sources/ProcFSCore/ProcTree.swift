@@ -39,7 +39,7 @@ public final class ProcTree: Sendable {
     public init(rootPermissions: UInt16 = 0o555) {
         root = ProcEntry(
             name: "", inode: Self.rootInode, parentInode: Self.rootInode,
-            permissions: rootPermissions, owner: nil, announcesChanges: false, body: .directory,
+            permissions: rootPermissions, owner: nil, announcesChanges: false, body: .directory(dynamic: nil),
             observers: observers)
     }
 
@@ -62,8 +62,46 @@ public final class ProcTree: Sendable {
         announcesChanges: Bool = false, content: @escaping @Sendable () -> String
     ) throws(ProcTreeError) -> ProcEntry {
         try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
-                body: .file(content: content))
+                body: .file(content: .shared { Array(content().utf8) }))
     }
+
+    /// Adds a read-only file of bytes that `content` makes on each open, for binary data, or a
+    /// text of many megabytes kept as bytes: every open of it shares the array `content`
+    /// returns (`[UInt8]` is copied only on write), so an owner that keeps its bytes and returns
+    /// them costs no copy per open.
+    ///
+    /// - Parameters: as for ``register(_:in:permissions:owner:announcesChanges:content:)``.
+    @discardableResult
+    public func registerBytes(
+        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o444, owner: ProcOwner? = nil,
+        announcesChanges: Bool = false, content: @escaping @Sendable () -> [UInt8]
+    ) throws(ProcTreeError) -> ProcEntry {
+        try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
+                body: .file(content: .shared(content)))
+    }
+
+    /// Adds a read-only file whose text depends on who opens it, as `/proc/self` depends on the
+    /// process that looks: `content` is given the caller of each open (its uid, gid and pid) and
+    /// makes the text that open reads.
+    ///
+    /// Such a file has size 0 and never announces a change. It needs the direct_io read mode:
+    /// the kernel's page cache keeps one text for every caller, so a server asked for the page
+    /// cache serves a tree that holds one of these at mount in direct_io mode, and a file of
+    /// this kind added later fails its reads there with `EIO` rather than show one caller's
+    /// text to another.
+    ///
+    /// - Parameters: as for ``register(_:in:permissions:owner:announcesChanges:content:)``.
+    @discardableResult
+    public func registerPerCaller(
+        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o444, owner: ProcOwner? = nil,
+        content: @escaping @Sendable (ProcCaller) -> String
+    ) throws(ProcTreeError) -> ProcEntry {
+        try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false,
+                body: .file(content: .perCaller { Array(content($0).utf8) }))
+    }
+
+    /// Whether the tree holds, or has held, a file whose text depends on who opens it.
+    package var holdsPerCallerFiles: Bool { observers.perCallerFiles.load(ordering: .acquiring) }
 
     /// Adds a writable file, a *knob* like those of `/proc/sys`: `content` makes its text, and
     /// `store` takes each write at offset 0, less one trailing newline. `store` checks the text
@@ -89,7 +127,7 @@ public final class ProcTree: Sendable {
             return bytes.count
         }
         return try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
-                       body: .knob(content: content, store: storeText))
+                       body: .knob(content: .shared { Array(content().utf8) }, store: storeText))
     }
 
     /// Adds an integer knob that reads and takes writes exactly as a `/proc/sys` integer does
@@ -113,7 +151,7 @@ public final class ProcTree: Sendable {
             return consumed
         }
         return try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
-                       body: .knob(content: { "\(value())\n" }, store: storeInteger))
+                       body: .knob(content: .shared { Array("\(value())\n".utf8) }, store: storeInteger))
     }
 
     /// Adds a directory (`proc_mkdir`).
@@ -121,7 +159,58 @@ public final class ProcTree: Sendable {
     public func makeDirectory(
         _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o555, owner: ProcOwner? = nil
     ) throws(ProcTreeError) -> ProcEntry {
-        try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false, body: .directory)
+        try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false, body: .directory(dynamic: nil))
+    }
+
+    /// Adds a directory whose entries are computed when it is looked in, as procfs computes
+    /// `/proc/<pid>` (`proc_pid_lookup`, `proc_pid_readdir`): each lookup of a name in it, each
+    /// listing of it and each `stat` of it first asks `names` for the names it holds now, removes
+    /// the entries whose names are gone (with the rundown of ``remove(_:timeout:)``), and calls
+    /// `makeEntry` for each new name, which adds an entry of that name to the directory with the
+    /// methods of the tree it is given (this tree, passed so that the closure need not hold it):
+    /// a file, a link, or a directory with entries of its own. An entry whose name
+    /// stays is kept, with its inode number. A name that is not valid, or for which `makeEntry`
+    /// throws, is left out.
+    ///
+    /// The kernel keeps no name in such a directory: every path walk through it asks again, so it
+    /// is never out of date, at the cost of one call to `names` per lookup. `names` and
+    /// `makeEntry` run on the server's threads, one directory's at a time; they must be quick and
+    /// must not look in the directory themselves.
+    ///
+    /// ```swift
+    /// try tree.makeDynamicDirectory("tasks", names: { queue.taskNames }) { tree, name, directory in
+    ///     try tree.register(name, in: directory) { queue.describe(name) }
+    /// }
+    /// ```
+    @discardableResult
+    public func makeDynamicDirectory(
+        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o555, owner: ProcOwner? = nil,
+        names: @escaping @Sendable () -> [String],
+        makeEntry: @escaping @Sendable (
+            _ tree: ProcTree, _ name: String, _ directory: ProcEntry
+        ) throws(ProcTreeError) -> Void
+    ) throws(ProcTreeError) -> ProcEntry {
+        try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false,
+                body: .directory(dynamic: DynamicChildren(names: names, makeEntry: makeEntry)))
+    }
+
+    /// Brings a dynamic directory's entries up to date with its names; does nothing for any
+    /// other entry. The server calls it before it looks in, lists or describes the directory.
+    package func refresh(_ directory: ProcEntry) {
+        guard let dynamic = directory.dynamicChildren else { return }
+        dynamic.refreshing.withLock { _ in
+            guard !directory.isRemoved else { return }
+            let names = dynamic.names()
+            let wanted = Set(names)
+            for stale in children(of: directory) where !wanted.contains(stale.name) {
+                // Removed from the tree either way; a caller still inside at the timeout only
+                // delays this lookup.
+                try? remove(stale, timeout: Self.defaultRundownTimeout)
+            }
+            for name in names where entry(named: name, in: directory) == nil {
+                try? dynamic.makeEntry(self, name, directory)
+            }
+        }
     }
 
     /// Adds a symbolic link to `target` (`proc_symlink`).
@@ -152,9 +241,10 @@ public final class ProcTree: Sendable {
                 permissions: permissions, owner: owner, announcesChanges: announcesChanges, body: body,
                 observers: observers)
             state.children[parent.inode]?[name] = entry
-            if case .directory = body { state.children[inode] = [:] }
+            if entry.kind == .directory { state.children[inode] = [:] }
             return entry
         }
+        if entry.isPerCaller { observers.perCallerFiles.store(true, ordering: .releasing) }
         observers.added(entry)
         return entry
     }
@@ -249,10 +339,25 @@ public final class ProcTree: Sendable {
     }
 }
 
+/// What computes the entries of one dynamic directory, and the lock that lets one refresh of
+/// it run at a time.
+final class DynamicChildren: Sendable {
+    let names: @Sendable () -> [String]
+    let makeEntry: @Sendable (ProcTree, String, ProcEntry) throws(ProcTreeError) -> Void
+    let refreshing = Mutex(())
+
+    init(names: @escaping @Sendable () -> [String],
+         makeEntry: @escaping @Sendable (ProcTree, String, ProcEntry) throws(ProcTreeError) -> Void) {
+        self.names = names
+        self.makeEntry = makeEntry
+    }
+}
+
 /// The observers of one tree, shared with its entries, and the wait queue on which the tree's
 /// removals wait for the callers inside the entries they remove.
 final class ProcTreeObservers: Sendable {
     let rundown = WaitQueue()
+    let perCallerFiles = Atomic<Bool>(false)
 
     struct Handlers {
         var added: (@Sendable (ProcEntry) -> Void)?

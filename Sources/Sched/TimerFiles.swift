@@ -3,7 +3,7 @@ import TaskQueue
 import SystemPackage
 
 /// The timer's own files: `timer/hz` (a knob), `timer/ticks`, `timer/queue`, `timer/latency`,
-/// and `uptime`. Each is made from live state on every open.
+/// `timer/tasks/<name>/{runs,queued_since}` for each queued task, and `uptime`. Each is made from live state on every open.
 struct TimerFiles {
     /// The directory's name in the tree.
     static let directoryName = "timer"
@@ -25,6 +25,17 @@ struct TimerFiles {
             TimerText.queue(timerQueue?.queuedTasks ?? [], since: start)
         }
         try tree.register("latency", in: timer) { TimerText.latency(ticks.statistics) }
+        // One directory per queued task, as /proc has one per process.
+        try tree.makeDynamicDirectory(
+            "tasks", in: timer, names: { [weak timerQueue] in timerQueue?.queuedTasks.map(\.name) ?? [] }
+        ) { [weak timerQueue] tree, name, directory throws(ProcTreeError) in
+            guard let task = timerQueue?.queuedTasks.first(where: { $0.name == name }) else { return }
+            let files = try tree.makeDirectory(name, in: directory)
+            try tree.register("runs", in: files) { [weak task] in TimerText.number(task?.runs ?? 0) }
+            try tree.register("queued_since", in: files) { [weak task] in
+                TimerText.queuedSince(task?.queuedSince, start: start)
+            }
+        }
         try tree.register(uptimeName) {
             TimerText.uptime(.now - start, busy: .nanoseconds(ticks.statistics.busyNanoseconds))
         }

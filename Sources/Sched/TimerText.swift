@@ -12,10 +12,15 @@ public enum TimerText {
     public static func queue(_ tasks: [QueueTask], since start: ContinuousClock.Instant) -> String {
         var text = "name runs queued_since\n"
         for task in tasks {
-            let queued = task.queuedSince.map { seconds($0 - start, decimals: 6) } ?? "-"
-            text += "\(task.name) \(task.runs) \(queued)\n"
+            text += "\(task.name) \(task.runs) \(queuedSince(task.queuedSince, start: start))"
         }
         return text
+    }
+
+    /// `timer/tasks/<name>/queued_since`: when the task was last queued, in seconds since
+    /// `start`, or `-` if it is not queued.
+    public static func queuedSince(_ instant: ContinuousClock.Instant?, start: ContinuousClock.Instant) -> String {
+        (instant.map { seconds($0 - start, decimals: 6) } ?? "-") + "\n"
     }
 
     /// `timer/latency`: how late the ticks came, in µs, and how many ran late in a burst.

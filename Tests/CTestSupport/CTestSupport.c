@@ -2,6 +2,8 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "CTestSupport.h"
 
 int ctestsupport_file_handle(const char *path, unsigned char *bytes, unsigned int capacity, int *type) {
@@ -17,4 +19,8 @@ int ctestsupport_file_handle(const char *path, unsigned char *bytes, unsigned in
     }
     free(handle);
     return result;
+}
+
+int ctestsupport_thread_id(void) {
+    return (int)syscall(SYS_gettid);
 }

@@ -1,4 +1,5 @@
 import CLinux
+import CTestSupport
 import Dispatch
 import Glibc
 import KernelSync
@@ -54,6 +55,44 @@ final class LibraryMount: Sendable {
 extension MountTests {
     @Suite struct Library {
         static let directIO = [false, true]
+
+        /// A file whose text depends on who opens it sees each reader: this thread, then `cat`.
+        @Test func aPerCallerFileSeesEachReader() throws {
+            let tree = ProcTree()
+            try tree.registerPerCaller("self") { "\($0.uid) \($0.gid) \($0.pid)\n" }
+            let mount = try LibraryMount(tree, directIO: true)
+            defer { mount.cleanUp() }
+            #expect(try readOnce(mount.path("self")) == "\(geteuid()) \(getegid()) \(ctestsupport_thread_id())\n", "the reading thread")
+            let output = try TemporaryDirectory()
+            defer { output.remove() }
+            let cat = try ChildProcess("/bin/cat", [mount.path("self")], stdout: output.path + "/out")
+            #expect(cat.wait(timeout: .seconds(10)) == 0)
+            #expect(readWhole(output.path + "/out") == "\(geteuid()) \(getegid()) \(cat.pid)\n")
+            var attributes = stat()
+            #expect(stat(mount.path("self"), &attributes) == 0 && attributes.st_size == 0)
+        }
+
+        /// Bytes, NUL bytes and all, read as they are, in both modes.
+        @Test(arguments: Library.directIO)
+        func byteContentReadsAsItIs(directIO: Bool) throws {
+            let tree = ProcTree()
+            let bytes = (0..<70_000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+            try tree.registerBytes("bytes") { bytes }
+            let mount = try LibraryMount(tree, directIO: directIO)
+            defer { mount.cleanUp() }
+            let descriptor = open(mount.path("bytes"), O_RDONLY)
+            try #require(descriptor >= 0)
+            defer { close(descriptor) }
+            var read: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 8192)
+            while true {
+                let count = Glibc.read(descriptor, &buffer, buffer.count)
+                try #require(count >= 0)
+                if count == 0 { break }
+                read += buffer[..<count]
+            }
+            #expect(read == bytes)
+        }
 
         /// A text far larger than one read, whole at every offset and with every buffer size.
         @Test(arguments: Library.directIO, [false, true])

@@ -37,7 +37,7 @@ extension MountTests {
 
             var attributes = stat()
             #expect(stat(mount.path("timer"), &attributes) == 0)
-            #expect(attributes.st_mode == S_IFDIR | 0o555 && attributes.st_nlink == 2)
+            #expect(attributes.st_mode == S_IFDIR | 0o555 && attributes.st_nlink == 3)
             #expect(stat(mount.path("timer/hz"), &attributes) == 0)
             // A knob does not announce its changes: size 0 as in /proc/sys, but for the page
             // cache, which needs the true size.
@@ -46,7 +46,21 @@ extension MountTests {
                 #expect(stat(mount.path(name), &attributes) == 0)
                 #expect(attributes.st_mode == S_IFREG | 0o444, "\(name)")
             }
-            #expect(try listing(mount.path("timer")) == [".", "..", "hz", "latency", "queue", "ticks"])
+            #expect(try listing(mount.path("timer")) == [".", "..", "hz", "latency", "queue", "tasks", "ticks"])
+
+            // timer/tasks has one directory per queued task, computed when looked in.
+            #expect(try listing(mount.path("timer/tasks")) == [".", "..", "sched"])
+            #expect(stat(mount.path("timer/tasks"), &attributes) == 0 && attributes.st_nlink == 3)
+            #expect(stat(mount.path("timer/tasks/sched"), &attributes) == 0)
+            #expect(attributes.st_mode == S_IFDIR | 0o555 && attributes.st_nlink == 2)
+            #expect(try listing(mount.path("timer/tasks/sched")) == [".", "..", "queued_since", "runs"])
+            let runs = try #require(UInt64(try readOnce(mount.path("timer/tasks/sched/runs")).dropLast()))
+            #expect(eventually(timeout: .seconds(2)) {
+                (UInt64((try? readOnce(mount.path("timer/tasks/sched/runs")))?.dropLast() ?? "") ?? 0) > runs
+            }, "runs grows with the ticks")
+            let since = try readOnce(mount.path("timer/tasks/sched/queued_since"))
+            #expect(since.hasSuffix("\n") && Double(since.dropLast()) != nil, "\(since.debugDescription)")
+            #expect(failure(stat(mount.path("timer/tasks/other"), &attributes)) == ENOENT)
         }
 
         /// Writing a rate to `timer/hz` changes how fast the count grows, at once.
@@ -214,6 +228,13 @@ extension MountTests {
             #expect(throws: SystemError(errno: EINVAL)) { try writeText(mountpoint + "/rate", "0\n") }
             #expect(eventually(timeout: .seconds(5)) { ((try? listing(mountpoint + "/clients")) ?? []).count > 2 },
                     "a client appears every 50 requests")
+            // clients/ is a dynamic directory: what it lists reads, and goes when the client leaves.
+            let client = try #require(try listing(mountpoint + "/clients").first { $0.hasPrefix("client-") })
+            #expect(Int(try readText(mountpoint + "/clients/" + client).dropLast()) != nil)
+            var attributes = stat()
+            #expect(eventually(timeout: .seconds(5)) { stat(mountpoint + "/clients/" + client, &attributes) != 0 && errno == ENOENT },
+                    "\(client) left 200 requests after it came")
+            #expect(try !listing(mountpoint + "/clients").contains(client))
 
             if stop == "SIGTERM" {
                 daemon.send(SIGTERM)

@@ -132,9 +132,9 @@ import Testing
     @Test func opensFollowTheModeAndTheFilesKind() throws {
         let direct = try Served(.directIO)
         try direct.lookUpAll()
-        #expect(throws: Errno.permissionDenied) { try direct.fileSystem.open(node: direct.file.inode, flags: O_WRONLY) }
-        #expect(throws: Errno.permissionDenied) { try direct.fileSystem.open(node: direct.file.inode, flags: O_RDONLY | O_TRUNC) }
-        let opened = try direct.fileSystem.open(node: direct.knob.inode, flags: O_WRONLY | O_TRUNC)
+        #expect(throws: Errno.permissionDenied) { try direct.fileSystem.open(node: direct.file.inode, flags: O_WRONLY, caller: .current) }
+        #expect(throws: Errno.permissionDenied) { try direct.fileSystem.open(node: direct.file.inode, flags: O_RDONLY | O_TRUNC, caller: .current) }
+        let opened = try direct.fileSystem.open(node: direct.knob.inode, flags: O_WRONLY | O_TRUNC, caller: .current)
         #expect(opened.directIO && opened.handle != 0)
         #expect(direct.fileSystem.release(handle: opened.handle) == nil)
         #expect(throws: Errno.ioError, "a released handle reads nothing") {
@@ -144,7 +144,7 @@ import Testing
         let cached = try Served(.pageCache)
         try cached.lookUpAll()
         #expect(throws: Errno.noFunction, "ENOSYS: the kernel opens files itself from now on") {
-            try cached.fileSystem.open(node: cached.file.inode, flags: O_RDONLY)
+            try cached.fileSystem.open(node: cached.file.inode, flags: O_RDONLY, caller: .current)
         }
         #expect(throws: Errno.notDirectory) { try cached.fileSystem.openDirectory(node: cached.file.inode) }
     }
@@ -152,7 +152,7 @@ import Testing
     @Test func readsAreSeqFileReadsOfTheOpenOrTheKernelsCopy() throws {
         let direct = try Served(.directIO)
         try direct.lookUpAll()
-        let opened = try direct.fileSystem.open(node: direct.file.inode, flags: O_RDONLY)
+        let opened = try direct.fileSystem.open(node: direct.file.inode, flags: O_RDONLY, caller: .current)
         let first = try direct.fileSystem.read(node: direct.file.inode, handle: opened.handle, offset: 0, size: 2)
         let rest = try direct.fileSystem.read(node: direct.file.inode, handle: opened.handle, offset: 2, size: 100)
         #expect(String(decoding: first + rest, as: UTF8.self) == "text\n")
@@ -238,6 +238,85 @@ import Testing
         ])
     }
 
+    /// A dynamic directory is computed at each lookup, listing and `stat`; the kernel keeps no
+    /// name in it and is told nothing when it changes (it holds the directory locked while it
+    /// looks in, so a notice there would wait for ever).
+    @Test(arguments: modes)
+    func aDynamicDirectoryIsComputedWhenLookedInAndNeverNoticed(mode: ReadMode) throws {
+        let served = try Served(mode)
+        let fs = served.fileSystem
+        let names = Mutex(["a"])
+        let dynamic = try served.tree.makeDynamicDirectory("dynamic", names: { names.withLock { $0 } }) {
+            tree, name, directory throws(ProcTreeError) in
+            let files = try tree.makeDirectory(name, in: directory)
+            try tree.register("name", in: files) { name + "\n" }
+        }
+        #expect(fs.noticesOfAddition(of: dynamic) == [.attributesAndContents(ProcTree.rootInode)])
+        let found = try served.lookUp("dynamic")
+        #expect(found.attributes.timeout == 0, "its link count changes with no notice")
+        let a = try fs.lookup(parent: dynamic.inode, name: "a")
+        #expect(a.entryTimeout == 0 && a.attributes.mode == S_IFDIR | 0o555)
+        #expect(try fs.lookup(parent: dynamic.inode, name: "a").attributes.inode == a.attributes.inode,
+                "an entry whose name stays keeps its inode number")
+        let name = try fs.lookup(parent: a.attributes.inode, name: "name")
+        #expect(name.entryTimeout == ProcFileSystem.entryTimeout, "below the dynamic level names are kept")
+        #expect(throws: Errno.noSuchFileOrDirectory) { try fs.lookup(parent: dynamic.inode, name: "b") }
+
+        names.withLock { $0 = ["b", "c", "b", "bad/name"] }
+        #expect(try fs.attributes(node: dynamic.inode, handle: nil).linkCount == 4, "a stat computes it too")
+        let opened = try fs.openDirectory(node: dynamic.inode)
+        #expect(try fs.readDirectory(handle: opened.handle, offset: 0).map(\.name) == [".", "..", "b", "c"])
+        #expect(throws: Errno.noSuchFileOrDirectory) { try fs.lookup(parent: dynamic.inode, name: "a") }
+        let gone = try #require(fs.nodes.entry(a.attributes.inode))
+        #expect(gone.isRemoved)
+        #expect(fs.noticesOfRemoval(of: gone) == [.attributes(a.attributes.inode)], "no name to drop, no parent to refresh")
+        let goneName = try #require(fs.nodes.entry(name.attributes.inode))
+        #expect(fs.noticesOfRemoval(of: goneName) == [
+            .name(parent: a.attributes.inode, name: "name"), .attributes(name.attributes.inode),
+        ])
+    }
+
+    /// A file whose text depends on who opens it reads as its opener, has size 0, and is never
+    /// put in the kernel's page cache, which keeps one text for all.
+    @Test func aPerCallerFileReadsAsItsOpener() throws {
+        let served = try Served(.directIO)
+        let fs = served.fileSystem
+        let me = try served.tree.registerPerCaller("self") { "\($0.uid) \($0.gid) \($0.pid)\n" }
+        let found = try served.lookUp("self")
+        #expect(found.attributes.size == 0 && found.attributes.timeout == ProcFileSystem.unchangingAttributeTimeout)
+        let first = try fs.open(node: me.inode, flags: O_RDONLY, caller: ProcCaller(uid: 1000, gid: 100, pid: 42))
+        let second = try fs.open(node: me.inode, flags: O_RDONLY, caller: ProcCaller(uid: 0, gid: 0, pid: 7))
+        #expect(Array(try fs.read(node: me.inode, handle: first.handle, offset: 0, size: 100)) == Array("1000 100 42\n".utf8))
+        #expect(Array(try fs.read(node: me.inode, handle: second.handle, offset: 0, size: 100)) == Array("0 0 7\n".utf8))
+        #expect(me.isPerCaller && !served.file.isPerCaller)
+        #expect(me.snapshot() == Array("\(geteuid()) \(getegid()) \(getpid())\n".utf8), "outside a request: this process")
+
+        // Asked for the page cache, a tree that holds one is served in direct_io mode.
+        let cached = ProcFileSystem(tree: served.tree, requestedMode: .pageCache, logger: Logger(label: "test"))
+        #expect(!cached.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true))
+        #expect(cached.readMode == .directIO)
+        // One added in page-cache mode fails its reads rather than show one caller's text to another.
+        let late = try Served(.pageCache)
+        let lateSelf = try late.tree.registerPerCaller("self") { "\($0.pid)\n" }
+        _ = try late.lookUp("self")
+        #expect(try late.fileSystem.attributes(node: lateSelf.inode, handle: nil).size == 0)
+        #expect(throws: Errno.ioError) { try late.fileSystem.read(node: lateSelf.inode, handle: 0, offset: 0, size: 100) }
+    }
+
+    /// A file of bytes reads them as they are, NUL bytes and all, and opens share the owner's
+    /// array rather than copy it.
+    @Test func byteContentIsReadAsItIs() throws {
+        let served = try Served(.directIO)
+        let bytes: [UInt8] = [0, 1, 2, 0xff, 0, 10]
+        let file = try served.tree.registerBytes("bytes") { bytes }
+        _ = try served.lookUp("bytes")
+        let opened = try served.fileSystem.open(node: file.inode, flags: O_RDONLY, caller: .current)
+        #expect(Array(try served.fileSystem.read(node: file.inode, handle: opened.handle, offset: 0, size: 100)) == bytes)
+        let shared = try #require(file.snapshot())
+        #expect(shared.withUnsafeBufferPointer { $0.baseAddress } == bytes.withUnsafeBufferPointer { $0.baseAddress },
+                "the snapshot is the owner's array, not a copy")
+    }
+
     /// A removed entry the kernel still holds answers as procfs does.
     @Test(arguments: modes)
     func aRemovedEntryAnswersAsProcfsDoes(mode: ReadMode) throws {
@@ -251,7 +330,7 @@ import Testing
         #expect(throws: Errno.ioError) { try fs.attributes(node: served.file.inode, handle: nil) }
         #expect(throws: Errno.noSuchFileOrDirectory) { try fs.attributes(node: served.directory.inode, handle: nil) }
         #expect(throws: Errno.noSuchFileOrDirectory) { try fs.lookup(parent: served.directory.inode, name: "x") }
-        #expect(throws: Errno.noSuchFileOrDirectory) { try fs.open(node: served.file.inode, flags: O_RDONLY) }
+        #expect(throws: Errno.noSuchFileOrDirectory) { try fs.open(node: served.file.inode, flags: O_RDONLY, caller: .current) }
         let polled = fs.poll(node: served.file.inode, fileHandle: 0, handle: nil)
         #expect(polled.result == .success(Int32(POLLERR | POLLHUP)))
     }

@@ -152,6 +152,36 @@ import SystemPackage
     }
 }
 
+@Suite struct DynamicDirectoryTests {
+    /// A refresh makes the entries of new names, removes those of names gone (running their
+    /// rundown) and keeps the rest; names that are bad or that make nothing are left out.
+    @Test func aRefreshFollowsTheNames() throws {
+        let tree = ProcTree()
+        let names = Mutex(["one", "two"])
+        let made = Mutex(0)
+        let dynamic = try tree.makeDynamicDirectory("dynamic", names: { names.withLock { $0 } }) {
+            tree, name, directory throws(ProcTreeError) in
+            made.withLock { $0 += 1 }
+            guard name != "nothing" else { return }
+            try tree.register(name, in: directory) { name }
+        }
+        #expect(dynamic.isDynamicDirectory && dynamic.kind == .directory)
+        #expect(tree.children(of: dynamic).isEmpty, "nothing is made before the directory is looked in")
+        tree.refresh(dynamic)
+        let one = try #require(tree.entry(named: "one", in: dynamic))
+        #expect(tree.children(of: dynamic).map(\.name) == ["one", "two"])
+        names.withLock { $0 = ["one", "three", "nothing", "", "a/b"] }
+        tree.refresh(dynamic)
+        #expect(tree.children(of: dynamic).map(\.name) == ["one", "three"])
+        #expect(tree.entry(named: "one", in: dynamic) === one, "a name that stays keeps its entry")
+        #expect(made.withLock { $0 } == 6)
+        try tree.remove(dynamic)
+        tree.refresh(dynamic)
+        #expect(made.withLock { $0 } == 6, "a removed directory is not computed")
+        #expect(!tree.root.isDynamicDirectory)
+    }
+}
+
 @Suite struct ChangeTests {
     /// A change reaches the server only while it watches the entry (the kernel holds it); the
     /// version moves either way, so a text made later still sees it.

@@ -39,7 +39,7 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 @Suite struct OpenFileTests {
     @Test func aReadAtOffsetZeroTakesTheCurrentText() throws {
         let file = try Changing()
-        let open = OpenFile(entry: file.entry)
+        let open = OpenFile(entry: file.entry, caller: .current)
         #expect(string(open.read(at: 0, size: 100)) == "first text\n")
         file.set("second text\n")
         #expect(string(open.read(at: 0, size: 100)) == "second text\n")
@@ -47,7 +47,7 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 
     @Test func readsThatContinueStayInOneTextAcrossAChange() throws {
         let file = try Changing()
-        let open = OpenFile(entry: file.entry)
+        let open = OpenFile(entry: file.entry, caller: .current)
         #expect(string(open.read(at: 0, size: 3)) == "fir")
         file.set("SECOND TEXT\n")
         #expect(string(open.read(at: 3, size: 4)) == "st t")
@@ -57,7 +57,7 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 
     @Test func aReadElsewhereTakesANewTextAndSkipsToItsOffset() throws {
         let file = try Changing()
-        let open = OpenFile(entry: file.entry)
+        let open = OpenFile(entry: file.entry, caller: .current)
         #expect(string(open.read(at: 0, size: 3)) == "fir")
         file.set("SECOND TEXT\n")
         #expect(string(open.read(at: 6, size: 100)) == " TEXT\n", "seq_file's traverse")
@@ -66,7 +66,7 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 
     @Test func sizeIsThatOfTheTextBeingRead() throws {
         let file = try Changing()
-        let open = OpenFile(entry: file.entry)
+        let open = OpenFile(entry: file.entry, caller: .current)
         #expect(open.size == 11, "a new text before the first read")
         _ = open.read(at: 0, size: 4)
         file.set("a longer second text\n")
@@ -77,7 +77,7 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 
     @Test func everyReadFailsOnceTheEntryIsRemoved() throws {
         let file = try Changing()
-        let open = OpenFile(entry: file.entry)
+        let open = OpenFile(entry: file.entry, caller: .current)
         _ = open.read(at: 0, size: 4)
         try file.tree.remove(file.entry)
         #expect(open.read(at: 4, size: 4) == nil, "even a read that continues")

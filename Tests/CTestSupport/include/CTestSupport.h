@@ -8,4 +8,7 @@
  * Returns the number of bytes, or -1 with errno set. */
 int ctestsupport_file_handle(const char *path, unsigned char *bytes, unsigned int capacity, int *type);
 
+/* The calling thread's id, as the kernel names it in a FUSE request (gettid(2)). */
+int ctestsupport_thread_id(void);
+
 #endif
