@@ -1,6 +1,5 @@
-import Dispatch
+import KernelSync
 import Logging
-import Synchronization
 import ServiceLifecycle
 import SystemPackage
 
@@ -65,7 +64,7 @@ public struct ProcFSService: Service {
     public func run() async throws {
         let (ended, end) = AsyncStream<Void>.makeStream()
         // Mounting and stopping wait on the kernel and on fusermount3: off the tasks' threads.
-        let server = try await Self.blocking { [tree, mountpoint, options, readMode, threads, logger] in
+        let server = try await runBlocking { [tree, mountpoint, options, readMode, threads, logger] in
             let server = try FuseServer(
                 tree: tree, arguments: MountOption.arguments(for: options), readMode: readMode, logger: logger)
             try server.mount(at: mountpoint)
@@ -88,7 +87,7 @@ public struct ProcFSService: Service {
         } onCancel: {
             end.finish()
         }
-        try await Self.blocking { [tree, logger] in
+        try await runBlocking { [tree, logger] in
             if !server.hasSessionEnded {
                 // One bound for them all: each removal waits only for what is left of it.
                 let deadline = ContinuousClock.now + Self.stopTimeout
@@ -105,32 +104,5 @@ public struct ProcFSService: Service {
             if !stopped.stopped { logger.error("stopping: a request thread was still busy after \(Self.stopTimeout)") }
         }
         logger.info("stopped serving on \(mountpoint)")
-    }
-
-    /// Runs `body`, which blocks for a bounded time, on a Dispatch thread, so that it holds
-    /// none of the few threads that run tasks. What `body` captures is released before the
-    /// caller resumes, not when Dispatch gets round to freeing its block: the server is gone
-    /// when ``run()`` returns, even if the process exits at once.
-    private static func blocking<Result: Sendable>(
-        _ body: @escaping @Sendable () throws -> Result
-    ) async throws -> Result {
-        let work = OneShot(body)
-        return try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: work.run()) }
-        }
-    }
-}
-
-/// A closure that runs once and is dropped as it returns.
-private final class OneShot<Value: Sendable>: Sendable {
-    private let body: Mutex<(@Sendable () throws -> Value)?>
-
-    init(_ body: @escaping @Sendable () throws -> Value) {
-        self.body = Mutex(body)
-    }
-
-    func run() -> Result<Value, any Error> {
-        guard let body = body.withLock({ $0.take() }) else { fatalError("OneShot ran twice") }
-        return Result { try body() }
     }
 }

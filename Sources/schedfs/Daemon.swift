@@ -2,6 +2,7 @@ import Glibc
 import Logging
 import ProcFS
 import Sched
+import ServiceLifecycle
 import TaskQueue
 
 /// Everything the command line decided.
@@ -32,8 +33,14 @@ struct Daemon {
 
     /// Runs the daemon. Errors thrown come before it serves (the caller reports them as one
     /// line); afterwards the result is the exit status.
-    func run() throws -> Int32 {
-        ShutdownEvents.blockSignals()
+    ///
+    /// Once mounted it runs on a swift-service-lifecycle `ServiceGroup`: ``MountedDaemon``
+    /// serves until the session ends or ``ShutdownSignals`` sees a signal, either of which
+    /// shuts the group down and runs the cleanup protocol.
+    func run() async throws -> Int32 {
+        // Caught from here on: a signal while mounting runs the protocol once serving starts.
+        let trigger = ShutdownTrigger()
+        let signals = await ShutdownSignals(trigger: trigger)
         let output = try logOutput()
         configuration.readiness?.detach()
         let level: Logger.Level = configuration.debug ? .debug : .info
@@ -44,34 +51,54 @@ struct Daemon {
         let timer = try TimerQueue(hz: configuration.options.hz)
         let sched = SchedModule(timer: timer, tree: tree, logger: logger)
         try sched.start()
-        let events = try ShutdownEvents()
         let server = try FuseServer(
             tree: tree, arguments: fuseArguments, readMode: configuration.options.readMode, logger: logger)
         // Held, never closed: the lock lasts as long as the daemon.
         _ = try configuration.mountpoint.claim()
         try server.mount(at: configuration.mountpoint.path)
+        let daemon = MountedDaemon(trigger: trigger) { [sched, timer, server, logger] cause in
+            Self.shutDown(after: cause, sched: sched, timer: timer, server: server, logger: logger)
+        }
         do {
             try timer.start()
-            try server.serve(threads: configuration.threads) { [events] in events.sessionEnded() }
+            try server.serve(threads: configuration.threads) { daemon.sessionDidEnd() }
             try server.confirmServing()
         } catch {
             logger.error("\(error)")
             configuration.readiness?.failed("\(error)")
-            return shutDown(after: nil, sched: nil, timer: timer, server: server, logger: logger)
+            return Self.shutDown(after: nil, sched: nil, timer: timer, server: server, logger: logger)
         }
         logger.info(
             "mounted on \(configuration.mountpoint.path.description): hz=\(timer.ticks.hz), \(configuration.threads) request thread(s), pid \(getpid())"
         )
         configuration.readiness?.ready()
-        let cause = events.next()
-        return shutDown(after: cause, sched: sched, timer: timer, server: server, logger: logger)
+        // The group's own lines are for its failures only: the protocol's log is unchanged.
+        var groupLogger = logger
+        groupLogger.logLevel = .warning
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    // Shut down last, and the first to end on an unmount.
+                    .init(service: daemon, successTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: signals, successTerminationBehavior: .gracefullyShutdownGroup),
+                ],
+                logger: groupLogger))
+        do {
+            try await group.run()
+        } catch {
+            logger.error("the service group failed: \(error)")
+        }
+        if let status = daemon.outcome.status.withLock({ $0 }) { return status }
+        // The group ended without the protocol (it failed): run it here, and fail.
+        _ = Self.shutDown(after: trigger.cause, sched: sched, timer: timer, server: server, logger: logger)
+        return 1
     }
 
     /// The cleanup protocol: unregister `sched` and wait for the routine to leave the queue
     /// (both in ``SchedModule/cleanup(timeout:)``), then stop the tick source, unmount if still
     /// mounted (detaching while the request threads still serve), stop the request threads,
     /// and return the exit status.
-    private func shutDown(
+    private static func shutDown(
         after cause: ShutdownEvents.Cause?, sched: SchedModule?, timer: TimerQueue, server: FuseServer, logger: Logger
     ) -> Int32 {
         let clock = ContinuousClock()

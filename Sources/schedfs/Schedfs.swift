@@ -6,7 +6,7 @@ import SystemPackage
 
 /// The `schedfs` command.
 @main
-struct Schedfs: ParsableCommand {
+struct Schedfs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "schedfs",
         abstract: "Mount a live /proc-like tree whose file 'sched' counts timer ticks.",
@@ -77,7 +77,7 @@ struct Schedfs: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func run() async throws {
         let readiness = readyDescriptor.map(Readiness.init)
         do {
             let options = try MountOptions.parse(mountOptions)
@@ -100,7 +100,7 @@ struct Schedfs: ParsableCommand {
                 readiness: readiness,
                 debug: debug,
                 threads: singleThreaded ? 1 : Daemon.defaultThreads)
-            Glibc.exit(try Daemon(configuration: configuration).run())
+            Glibc.exit(try await Daemon(configuration: configuration).run())
         } catch {
             readiness?.failed("\(error)")
             throw error
@@ -122,7 +122,10 @@ struct Schedfs: ParsableCommand {
     /// non-zero exit: 64 (`EX_USAGE`) for a bad command line, bad `-o` options included, and 1
     /// for everything that fails at run time. `--help` and `--version` print
     /// as usual.
-    static func main() {
+    static func main() async {
+        // Before any thread exists, so that every thread inherits it: the shutdown signals
+        // reach the daemon only through ShutdownSignals, never a thread that would ignore them.
+        ShutdownEvents.blockSignals()
         let command: ParsableCommand
         do {
             command = try parseAsRoot()
@@ -134,8 +137,12 @@ struct Schedfs: ParsableCommand {
             Glibc.exit(code.rawValue)
         }
         do {
-            var command = command
-            try command.run()
+            if var command = command as? AsyncParsableCommand {
+                try await command.run()
+            } else {
+                var command = command
+                try command.run()
+            }
         } catch {
             // parseAsRoot hands `--help` and `-h` over as a command whose run throws the request.
             if exitCode(for: error) == .success { exit(withError: error) }

@@ -1,0 +1,86 @@
+import KernelSync
+import ProcFS
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// What started the cleanup protocol: the first of a shutdown signal and an unmount.
+final class ShutdownTrigger: Sendable {
+    private let first = Mutex<ShutdownEvents.Cause?>(nil)
+
+    /// Records `cause`, unless another came first.
+    func record(_ cause: ShutdownEvents.Cause) {
+        first.withLock { first in
+            if first == nil { first = cause }
+        }
+    }
+
+    /// The cause recorded first, if any.
+    var cause: ShutdownEvents.Cause? { first.withLock { $0 } }
+}
+
+/// Waits for SIGINT, SIGTERM or SIGHUP, and records it: its return shuts the service group
+/// down, which starts the cleanup protocol.
+struct ShutdownSignals: Service {
+    let trigger: ShutdownTrigger
+    private let signals: UnixSignalsSequence
+
+    /// Starts catching the signals: make it before the daemon says it is ready, since a signal
+    /// that comes before is not caught. (Until then they are blocked in every thread.)
+    init(trigger: ShutdownTrigger) async {
+        self.trigger = trigger
+        signals = await UnixSignalsSequence(trapping: .sigint, .sigterm, .sighup)
+    }
+
+    func run() async {
+        for await signal in signals.cancelOnGracefulShutdown() {
+            trigger.record(.signal(signal.rawValue))
+            return
+        }
+    }
+}
+
+/// The mounted daemon as a service: it serves until the session ends (`fusermount3 -u`,
+/// `umount`) or the group shuts down (a signal), then runs the cleanup protocol, whose exit
+/// status it keeps.
+struct MountedDaemon: Service {
+    /// The exit status the cleanup protocol gave; `nil` until it has run.
+    final class Outcome: Sendable {
+        let status = Mutex<Int32?>(nil)
+    }
+
+    let trigger: ShutdownTrigger
+    let outcome = Outcome()
+    /// Ends when the session ends; the daemon finishes it on a graceful shutdown too.
+    private let sessionEnded: AsyncStream<Void>
+    private let endWaiting: AsyncStream<Void>.Continuation
+    private let cleanUp: @Sendable (ShutdownEvents.Cause?) -> Int32
+
+    /// - Parameter cleanUp: runs the cleanup protocol, started by the cause given, and returns
+    ///   the exit status; it blocks for a bounded time, on a thread of its own.
+    init(trigger: ShutdownTrigger, cleanUp: @escaping @Sendable (ShutdownEvents.Cause?) -> Int32) {
+        self.trigger = trigger
+        self.cleanUp = cleanUp
+        (sessionEnded, endWaiting) = AsyncStream<Void>.makeStream()
+    }
+
+    /// What the server calls when the kernel ends the session.
+    func sessionDidEnd() {
+        trigger.record(.unmounted)
+        endWaiting.finish()
+    }
+
+    func run() async throws {
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                for await _ in sessionEnded {}
+            } onGracefulShutdown: { [endWaiting] in
+                endWaiting.finish()
+            }
+        } onCancel: { [endWaiting] in
+            endWaiting.finish()
+        }
+        let status = try await runBlocking { [cleanUp, trigger] in cleanUp(trigger.cause) }
+        outcome.status.withLock { $0 = status }
+    }
+}
