@@ -80,11 +80,18 @@ enum FuseOperations {
         operations.read = { request, node, size, offset, info in
             let replies = replies(request)
             do throws(Errno) {
-                let bytes = try replies.fileSystem.read(node: node, handle: info!.pointee.fh, offset: Int(offset), size: size)
-                let replied = bytes.withUnsafeBufferPointer { buffer in
-                    fuse_reply_buf(request, UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: CChar.self), buffer.count)
+                switch try replies.fileSystem.read(node: node, handle: info!.pointee.fh, offset: Int(offset), size: size) {
+                case .bytes(let bytes):
+                    replies.sendBytes(request, bytes)
+                case .awaiting(let bytes):
+                    replies.later(request) { request in
+                        do throws(Errno) {
+                            replies.sendBytes(request, try await bytes())
+                        } catch {
+                            replies.send(request, error)
+                        }
+                    }
                 }
-                replies.checked(replied, "read")
             } catch {
                 replies.send(request, error)
             }
@@ -182,6 +189,32 @@ final class FuseReplies: Sendable {
         checked(fuse_reply_attr(request, &converted, attributes.timeout), operation)
     }
 
+    /// Replies with `bytes`, the data of a `READ`.
+    func sendBytes(_ request: fuse_req_t?, _ bytes: ArraySlice<UInt8>) {
+        let replied = bytes.withUnsafeBufferPointer { buffer in
+            fuse_reply_buf(request, UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: CChar.self), buffer.count)
+        }
+        checked(replied, "read")
+    }
+
+    /// The replies that tasks will send later: the session must outlive them.
+    let awaitedReplies = RundownGate()
+
+    /// Answers `request` from a task that runs `answer`, which must reply to it exactly once:
+    /// the request thread goes back to serving meanwhile. Once the server stops (the gate is
+    /// closed), the request is answered `EINTR` at once.
+    func later(_ request: fuse_req_t?, _ answer: @escaping @Sendable (fuse_req_t?) async -> Void) {
+        guard awaitedReplies.enter() else {
+            send(request, .interrupted)
+            return
+        }
+        let pending = PendingRequest(request: request)
+        Task { [awaitedReplies] in
+            await answer(pending.request)
+            awaitedReplies.leave()
+        }
+    }
+
     /// Replies with as many of `items` as fit in `size` bytes.
     func sendListing(_ request: fuse_req_t?, _ items: ArraySlice<ProcFileSystem.DirectoryItem>, size: Int) {
         var buffer = [CChar](repeating: 0, count: size)
@@ -236,6 +269,15 @@ private func replies(_ request: fuse_req_t?) -> FuseReplies {
 
 private func replies(_ userdata: UnsafeMutableRawPointer?) -> FuseReplies {
     Unmanaged<FuseReplies>.fromOpaque(userdata!).takeUnretainedValue()
+}
+
+/// A request to be answered from a task.
+///
+/// `@unchecked Sendable`: a `fuse_req_t` is libfuse's, and libfuse lets any thread reply to a
+/// request, once; the request is handed to exactly one task, which replies to it once, and the
+/// server keeps the session until that task has (``FuseReplies/awaitedReplies``).
+private struct PendingRequest: @unchecked Sendable {
+    let request: fuse_req_t?
 }
 
 /// Who sent `request`, as the kernel names them.

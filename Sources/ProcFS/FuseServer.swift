@@ -102,7 +102,13 @@ public final class FuseServer: @unchecked Sendable {
     deinit {
         fileSystem.tree.stopObserving(as: ObjectIdentifier(self))
         fileSystem.pollers.forgetAll().forEach { $0.release() }
-        fuse_session_destroy(session)
+        // A task still to answer a read would reply into a freed session: leave it then.
+        replies.awaitedReplies.close()
+        if replies.awaitedReplies.drain(timeout: .seconds(1)) == 0 {
+            fuse_session_destroy(session)
+        } else {
+            logger.error("a read of an async text never returned; the session is left allocated")
+        }
         close(stopEvent)
     }
 
@@ -204,7 +210,11 @@ public final class FuseServer: @unchecked Sendable {
         }
         // Each worker's body holds the server; forgetting the finished workers lets it go.
         if joined { workers.withLock { $0.removeAll() } }
-        return joined
+        // Reads of async texts still awaited are answered before the session goes.
+        replies.awaitedReplies.close()
+        let awaited = replies.awaitedReplies.drain(timeout: max(deadline - ContinuousClock.now, .zero))
+        if awaited > 0 { logger.error("\(awaited) read(s) of async texts were still waiting at the timeout") }
+        return joined && awaited == 0
     }
 
     /// What ``shutDown(timeout:)`` managed.

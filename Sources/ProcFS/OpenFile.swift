@@ -50,6 +50,22 @@ final class OpenFile: Sendable {
         }
     }
 
+    /// A read of a file whose text an `async` closure makes (``ProcEntry/isAwaited``), as
+    /// ``read(at:size:)``: the text is awaited outside the lock, then kept for the reads that
+    /// continue it.
+    func awaitedRead(at offset: Int, size: Int) async -> ArraySlice<UInt8>? {
+        let needsText = position.withLock { offset == 0 || offset != $0.next || $0.text == nil }
+        let fresh = needsText ? await entry.awaitedSnapshot(for: caller) : nil
+        if needsText && fresh == nil { return nil }
+        return position.withLock { position in
+            if let fresh { position.text = fresh }
+            guard let text = position.text, !entry.isRemoved else { return nil }
+            let bytes = text.bytes(at: offset, count: size)
+            position.next = offset + bytes.count
+            return bytes
+        }
+    }
+
     /// The length of the text this open reads, for the attributes the kernel asks for with the
     /// open's handle (`lseek` to `SEEK_END`): that of its last read, or of a new text if it has
     /// not read yet (which its first read then continues only past offset 0); `nil` once the

@@ -160,12 +160,12 @@ final class ProcFileSystem: Sendable {
     /// - Returns: whether the server wants `FUSE_CAP_AUTO_INVAL_DATA`.
     func initialize(kernelOffersNoOpen: Bool, kernelOffersAutoInvalidation: Bool) -> Bool {
         let kernelOffersPageCache = kernelOffersNoOpen && kernelOffersAutoInvalidation
-        let perCaller = tree.holdsPerCallerFiles
-        let mode = ReadMode.choose(kernelOffersPageCache: kernelOffersPageCache && !perCaller, requested: requestedMode)
+        let bypassing = tree.holdsFilesBypassingPageCache
+        let mode = ReadMode.choose(kernelOffersPageCache: kernelOffersPageCache && !bypassing, requested: requestedMode)
         servesFromPageCache.store(mode == .pageCache, ordering: .releasing)
         let lacking = requestedMode == .pageCache && mode != .pageCache
-            ? perCaller && kernelOffersPageCache
-                ? " (the tree holds files whose text depends on who opens them, which the page cache would share)"
+            ? bypassing && kernelOffersPageCache
+                ? " (the tree holds files that the page cache cannot hold: texts per caller, or made by async closures)"
                 : " (the kernel lacks FUSE_CAP_NO_OPEN_SUPPORT or FUSE_CAP_AUTO_INVAL_DATA)"
             : ""
         logger.info("serving reads through the \(mode.rawValue)\(lacking)")
@@ -179,8 +179,9 @@ final class ProcFileSystem: Sendable {
         guard directory.kind == .directory else { throw .notDirectory }
         tree.refresh(directory)
         guard let entry = tree.entry(named: name, in: directory),
-            // The kernel's cache cannot keep a text per caller: such a file reads EIO there.
-            nodes.lookedUp(entry, keepingCopy: readMode == .pageCache && !entry.isPerCaller)
+            // The kernel's cache cannot keep a text per caller, or wait for an async one: such a
+            // file reads EIO there.
+            nodes.lookedUp(entry, keepingCopy: readMode == .pageCache && !entry.bypassesPageCache)
         else {
             throw .noSuchFileOrDirectory
         }
@@ -244,20 +245,32 @@ final class ProcFileSystem: Sendable {
         return Opened(handle: openFiles.insert(OpenFile(entry: entry, caller: caller)), directIO: true)
     }
 
+    /// The reply to a `READ`: the bytes now, or, for a file whose text an `async` closure
+    /// makes, a wait for them that the caller runs in a task and answers from there.
+    enum ReadReply {
+        case bytes(ArraySlice<UInt8>)
+        case awaiting(@Sendable () async throws(Errno) -> ArraySlice<UInt8>)
+    }
+
     /// `READ` from the open file `handle` (direct_io), or, to fill the kernel's cache in
     /// page-cache mode (where the kernel opens files itself and `handle` is 0), from the text
     /// given to the kernel with the size it holds.
-    func read(node: UInt64, handle: UInt64, offset: Int, size: Int) throws(Errno) -> ArraySlice<UInt8> {
+    func read(node: UInt64, handle: UInt64, offset: Int, size: Int) throws(Errno) -> ReadReply {
         let bytes: ArraySlice<UInt8>?
         if handle == 0 {
             bytes = nodes.entry(node).flatMap { entry in
                 nodes.copy(of: node)?.published(entry, now: Self.now)?.text.bytes(at: offset, count: size)
             }
+        } else if let open = openFiles.object(handle), open.entry.isAwaited {
+            return .awaiting { () async throws(Errno) in
+                guard let bytes = await open.awaitedRead(at: offset, size: size) else { throw .ioError }
+                return bytes
+            }
         } else {
             bytes = openFiles.object(handle)?.read(at: offset, size: size)
         }
         guard let bytes else { throw .ioError }
-        return bytes
+        return .bytes(bytes)
     }
 
     /// `WRITE` to a knob. Like `/proc/sys` with `sysctl_writes_strict` (the kernel's default),
@@ -393,8 +406,8 @@ final class ProcFileSystem: Sendable {
             guard let target = entry.symlinkTarget else { return nil }
             attributes.size = target.utf8.count
         case .file, .knob:
-            if entry.isPerCaller {
-                // Its size depends on who asks, and the kernel keeps one size: 0, as in procfs.
+            if entry.bypassesPageCache {
+                // Its size depends on who asks, or on an async closure: 0, as in procfs.
             } else if readMode == .pageCache {
                 guard let copy = nodes.copy(of: entry.inode)?.publish(entry, now: Self.now) else { return nil }
                 attributes.size = copy.text.count

@@ -23,10 +23,14 @@ public final class ProcEntry: Sendable {
         case symlink
     }
 
-    /// What makes a file's bytes: the same for every caller, or for the caller who opens it.
+    /// What makes a file's bytes: a text or bytes, the same for every caller, or a text for the
+    /// caller who opens it. Each case holds the owner's closure itself, so an entry costs no
+    /// allocation beyond the closure's own.
     enum Content: Sendable {
-        case shared(@Sendable () -> [UInt8])
-        case perCaller(@Sendable (ProcCaller) -> [UInt8])
+        case text(@Sendable () -> String)
+        case bytes(@Sendable () -> [UInt8])
+        case perCaller(@Sendable (ProcCaller) -> String)
+        case awaitedText(@Sendable () async -> String)
     }
 
     enum Body: Sendable {
@@ -146,21 +150,30 @@ public final class ProcEntry: Sendable {
     ///
     /// - Returns: `nil`, without running `body`, once the entry has been removed.
     func whileLive<Result, Failure: Error>(_ body: () throws(Failure) -> Result) throws(Failure) -> Result? {
+        guard enter() else { return nil }
+        defer { leave() }
+        return try body()
+    }
+
+    /// Enters the entry as a user (`use_pde`), unless it is removed.
+    ///
+    /// - Returns: whether the caller is inside and must call ``leave()``.
+    private func enter() -> Bool {
         var current = users.load(ordering: .relaxed)
         while true {
-            guard current & Self.removedFlag == 0 else { return nil }
+            guard current & Self.removedFlag == 0 else { return false }
             let (exchanged, found) = users.compareExchange(
                 expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
-            if exchanged { break }
+            if exchanged { return true }
             current = found
         }
-        defer {
-            // The last caller out of a removed entry wakes its remover.
-            if users.subtract(1, ordering: .acquiringAndReleasing).newValue == Self.removedFlag {
-                observers.rundown.wakeUp()
-            }
+    }
+
+    /// Leaves the entry (`unuse_pde`): the last caller out of a removed entry wakes its remover.
+    private func leave() {
+        if users.subtract(1, ordering: .acquiringAndReleasing).newValue == Self.removedFlag {
+            observers.rundown.wakeUp()
         }
-        return try body()
     }
 
     /// Marks the entry removed: no caller enters it from now on (`proc_entry_rundown`'s start).
@@ -186,20 +199,44 @@ public final class ProcEntry: Sendable {
         }
     }
 
+    /// Whether the file's text is made by an `async` closure (see
+    /// ``ProcTree/registerAwaiting(_:in:permissions:owner:content:)``): only
+    /// ``awaitedSnapshot(for:)`` makes it.
+    public var isAwaited: Bool {
+        if case .file(.awaitedText) = body { return true }
+        return false
+    }
+
+    /// Whether the kernel's page cache cannot hold the file's text: it depends on the caller,
+    /// or it is made by an `async` closure, which a `GETATTR` could not wait for.
+    package var bypassesPageCache: Bool { isPerCaller || isAwaited }
+
     /// A snapshot of a file's bytes, as `caller` reads them; `nil` once the entry has been
-    /// removed, and for directories and symbolic links.
+    /// removed, for directories and symbolic links, and for a file whose text is made by an
+    /// `async` closure (``isAwaited``; see ``awaitedSnapshot(for:)``).
     public func snapshot(for caller: ProcCaller = .current) -> [UInt8]? {
         let content: Content
         switch body {
         case .file(let made), .knob(let made, _): content = made
         case .directory, .symlink: return nil
         }
-        return whileLive {
+        return whileLive { () -> [UInt8]? in
             switch content {
-            case .shared(let make): make()
-            case .perCaller(let make): make(caller)
+            case .text(let make): Array(make().utf8)
+            case .bytes(let make): make()
+            case .perCaller(let make): Array(make(caller).utf8)
+            case .awaitedText: nil
             }
-        }
+        } ?? nil
+    }
+
+    /// A snapshot of a file's bytes, awaiting its `async` closure if it has one; otherwise as
+    /// ``snapshot(for:)``. Removal waits for the closure to return, as for any callback.
+    public func awaitedSnapshot(for caller: ProcCaller = .current) async -> [UInt8]? {
+        guard case .file(.awaitedText(let make)) = body else { return snapshot(for: caller) }
+        guard enter() else { return nil }
+        defer { leave() }
+        return Array(await make().utf8)
     }
 
     /// Hands `text` to a knob as one write at offset 0, as `sysctl -w` would.

@@ -62,7 +62,7 @@ public final class ProcTree: Sendable {
         announcesChanges: Bool = false, content: @escaping @Sendable () -> String
     ) throws(ProcTreeError) -> ProcEntry {
         try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
-                body: .file(content: .shared { Array(content().utf8) }))
+                body: .file(content: .text(content)))
     }
 
     /// Adds a read-only file of bytes that `content` makes on each open, for binary data, or a
@@ -77,7 +77,7 @@ public final class ProcTree: Sendable {
         announcesChanges: Bool = false, content: @escaping @Sendable () -> [UInt8]
     ) throws(ProcTreeError) -> ProcEntry {
         try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
-                body: .file(content: .shared(content)))
+                body: .file(content: .bytes(content)))
     }
 
     /// Adds a read-only file whose text depends on who opens it, as `/proc/self` depends on the
@@ -97,11 +97,32 @@ public final class ProcTree: Sendable {
         content: @escaping @Sendable (ProcCaller) -> String
     ) throws(ProcTreeError) -> ProcEntry {
         try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false,
-                body: .file(content: .perCaller { Array(content($0).utf8) }))
+                body: .file(content: .perCaller(content)))
     }
 
-    /// Whether the tree holds, or has held, a file whose text depends on who opens it.
-    package var holdsPerCallerFiles: Bool { observers.perCallerFiles.load(ordering: .acquiring) }
+    /// Adds a read-only file whose text an `async` closure makes on each open, for state that
+    /// lives in an actor or behind an `async` API. The server's request thread is not held
+    /// while it waits: the read is answered later, from the task that made the text (libfuse
+    /// lets a reply come from any thread), and files of the other kinds read as fast as before.
+    ///
+    /// Such a file has size 0 and never announces a change, and it needs the direct_io read
+    /// mode, as a file registered with
+    /// ``registerPerCaller(_:in:permissions:owner:content:)`` does (the kernel asks for a
+    /// page-cache file's size in a request that cannot wait).
+    ///
+    /// - Parameters: as for ``register(_:in:permissions:owner:announcesChanges:content:)``.
+    @discardableResult
+    public func registerAwaiting(
+        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o444, owner: ProcOwner? = nil,
+        content: @escaping @Sendable () async -> String
+    ) throws(ProcTreeError) -> ProcEntry {
+        try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false,
+                body: .file(content: .awaitedText(content)))
+    }
+
+    /// Whether the tree holds, or has held, a file whose text the kernel's page cache cannot
+    /// hold: one that depends on who opens it, or one made by an `async` closure.
+    package var holdsFilesBypassingPageCache: Bool { observers.filesBypassingPageCache.load(ordering: .acquiring) }
 
     /// Adds a writable file, a *knob* like those of `/proc/sys`: `content` makes its text, and
     /// `store` takes each write at offset 0, less one trailing newline. `store` checks the text
@@ -127,7 +148,7 @@ public final class ProcTree: Sendable {
             return bytes.count
         }
         return try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
-                       body: .knob(content: .shared { Array(content().utf8) }, store: storeText))
+                       body: .knob(content: .text(content), store: storeText))
     }
 
     /// Adds an integer knob that reads and takes writes exactly as a `/proc/sys` integer does
@@ -151,7 +172,7 @@ public final class ProcTree: Sendable {
             return consumed
         }
         return try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
-                       body: .knob(content: .shared { Array("\(value())\n".utf8) }, store: storeInteger))
+                       body: .knob(content: .text { "\(value())\n" }, store: storeInteger))
     }
 
     /// Adds a directory (`proc_mkdir`).
@@ -244,7 +265,7 @@ public final class ProcTree: Sendable {
             if entry.kind == .directory { state.children[inode] = [:] }
             return entry
         }
-        if entry.isPerCaller { observers.perCallerFiles.store(true, ordering: .releasing) }
+        if entry.bypassesPageCache { observers.filesBypassingPageCache.store(true, ordering: .releasing) }
         observers.added(entry)
         return entry
     }
@@ -357,7 +378,7 @@ final class DynamicChildren: Sendable {
 /// removals wait for the callers inside the entries they remove.
 final class ProcTreeObservers: Sendable {
     let rundown = WaitQueue()
-    let perCallerFiles = Atomic<Bool>(false)
+    let filesBypassingPageCache = Atomic<Bool>(false)
 
     struct Handlers {
         var added: (@Sendable (ProcEntry) -> Void)?

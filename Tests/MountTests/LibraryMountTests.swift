@@ -72,6 +72,38 @@ extension MountTests {
             #expect(stat(mount.path("self"), &attributes) == 0 && attributes.st_size == 0)
         }
 
+        /// Reads of a text made by an async closure do not hold the request threads: with both
+        /// of the mount's threads' worth of such reads waiting (and one more), another file
+        /// still reads, and then the waiting reads get their whole texts.
+        @Test func awaitedTextsDoNotHoldTheRequestThreads() throws {
+            let tree = ProcTree()
+            let opened = Atomic<Bool>(false)
+            let waiting = Atomic<Int>(0)
+            try tree.registerAwaiting("awaited") {
+                waiting.add(1, ordering: .relaxed)
+                // Bounded: at most 20 s, which fails the test below.
+                for _ in 0..<2000 where !opened.load(ordering: .relaxed) {
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
+                return "opened \(opened.load(ordering: .relaxed))\n"
+            }
+            try tree.register("plain") { "plain\n" }
+            let mount = try LibraryMount(tree, directIO: true)
+            defer { mount.cleanUp() }
+            let texts = Mutex<[String]>([])
+            let readers = try (0..<3).map { number in
+                try KernelThread(name: "awaiting-\(number)") {
+                    let text = (try? readOnce(mount.path("awaited"))) ?? "failed"
+                    texts.withLock { $0.append(text) }
+                }
+            }
+            #expect(eventually(timeout: .seconds(10)) { waiting.load(ordering: .relaxed) == 3 }, "three reads wait")
+            #expect(try readOnce(mount.path("plain")) == "plain\n", "a request thread is free")
+            opened.store(true, ordering: .relaxed)
+            for reader in readers { #expect(reader.join(timeout: .seconds(10))) }
+            #expect(texts.withLock { $0 } == Array(repeating: "opened true\n", count: 3))
+        }
+
         /// Bytes, NUL bytes and all, read as they are, in both modes.
         @Test(arguments: Library.directIO)
         func byteContentReadsAsItIs(directIO: Bool) throws {

@@ -138,7 +138,7 @@ import Testing
         #expect(opened.directIO && opened.handle != 0)
         #expect(direct.fileSystem.release(handle: opened.handle) == nil)
         #expect(throws: Errno.ioError, "a released handle reads nothing") {
-            try direct.fileSystem.read(node: direct.knob.inode, handle: opened.handle, offset: 0, size: 10)
+            try direct.fileSystem.readNow(node: direct.knob.inode, handle: opened.handle, offset: 0, size: 10)
         }
 
         let cached = try Served(.pageCache)
@@ -153,13 +153,13 @@ import Testing
         let direct = try Served(.directIO)
         try direct.lookUpAll()
         let opened = try direct.fileSystem.open(node: direct.file.inode, flags: O_RDONLY, caller: .current)
-        let first = try direct.fileSystem.read(node: direct.file.inode, handle: opened.handle, offset: 0, size: 2)
-        let rest = try direct.fileSystem.read(node: direct.file.inode, handle: opened.handle, offset: 2, size: 100)
+        let first = try direct.fileSystem.readNow(node: direct.file.inode, handle: opened.handle, offset: 0, size: 2)
+        let rest = try direct.fileSystem.readNow(node: direct.file.inode, handle: opened.handle, offset: 2, size: 100)
         #expect(String(decoding: first + rest, as: UTF8.self) == "text\n")
 
         let cached = try Served(.pageCache)
         let size = try cached.lookUp("file").attributes.size
-        let page = try cached.fileSystem.read(node: cached.file.inode, handle: 0, offset: 0, size: 4096)
+        let page = try cached.fileSystem.readNow(node: cached.file.inode, handle: 0, offset: 0, size: 4096)
         #expect(page.count == size, "READ fills the pages from the text whose size the kernel was given")
     }
 
@@ -286,8 +286,8 @@ import Testing
         #expect(found.attributes.size == 0 && found.attributes.timeout == ProcFileSystem.unchangingAttributeTimeout)
         let first = try fs.open(node: me.inode, flags: O_RDONLY, caller: ProcCaller(uid: 1000, gid: 100, pid: 42))
         let second = try fs.open(node: me.inode, flags: O_RDONLY, caller: ProcCaller(uid: 0, gid: 0, pid: 7))
-        #expect(Array(try fs.read(node: me.inode, handle: first.handle, offset: 0, size: 100)) == Array("1000 100 42\n".utf8))
-        #expect(Array(try fs.read(node: me.inode, handle: second.handle, offset: 0, size: 100)) == Array("0 0 7\n".utf8))
+        #expect(Array(try fs.readNow(node: me.inode, handle: first.handle, offset: 0, size: 100)) == Array("1000 100 42\n".utf8))
+        #expect(Array(try fs.readNow(node: me.inode, handle: second.handle, offset: 0, size: 100)) == Array("0 0 7\n".utf8))
         #expect(me.isPerCaller && !served.file.isPerCaller)
         #expect(me.snapshot() == Array("\(geteuid()) \(getegid()) \(getpid())\n".utf8), "outside a request: this process")
 
@@ -300,7 +300,45 @@ import Testing
         let lateSelf = try late.tree.registerPerCaller("self") { "\($0.pid)\n" }
         _ = try late.lookUp("self")
         #expect(try late.fileSystem.attributes(node: lateSelf.inode, handle: nil).size == 0)
-        #expect(throws: Errno.ioError) { try late.fileSystem.read(node: lateSelf.inode, handle: 0, offset: 0, size: 100) }
+        #expect(throws: Errno.ioError) { try late.fileSystem.readNow(node: lateSelf.inode, handle: 0, offset: 0, size: 100) }
+    }
+
+    /// A file whose text an async closure makes is read by awaiting it, outside the request
+    /// thread; every other file is answered at once. Its size is 0, and the page cache is not
+    /// used for a tree that holds one.
+    @Test func anAwaitedFileIsAnsweredLater() async throws {
+        let served = try Served(.directIO)
+        let fs = served.fileSystem
+        let awaited = try served.tree.registerAwaiting("awaited") {
+            await Task.yield()
+            return "made later\n"
+        }
+        #expect(awaited.isAwaited && !served.file.isAwaited && awaited.snapshot() == nil)
+        #expect(await awaited.awaitedSnapshot() == Array("made later\n".utf8))
+        #expect(try served.lookUp("awaited").attributes.size == 0)
+        let opened = try fs.open(node: awaited.inode, flags: O_RDONLY, caller: .current)
+        guard case .awaiting(let first) = try fs.read(node: awaited.inode, handle: opened.handle, offset: 0, size: 5) else {
+            Issue.record("the read of an async text was answered at once")
+            return
+        }
+        #expect(Array(try await first()) == Array("made ".utf8))
+        guard case .awaiting(let rest) = try fs.read(node: awaited.inode, handle: opened.handle, offset: 5, size: 100) else {
+            Issue.record("the read of an async text was answered at once")
+            return
+        }
+        #expect(Array(try await rest()) == Array("later\n".utf8), "the reads that continue it stay in one text")
+        _ = try served.lookUp("file")
+        let file = try fs.open(node: served.file.inode, flags: O_RDONLY, caller: .current)
+        #expect(Array(try fs.readNow(node: served.file.inode, handle: file.handle, offset: 0, size: 100)) == Array("text\n".utf8))
+
+        let cached = ProcFileSystem(tree: served.tree, requestedMode: .pageCache, logger: Logger(label: "test"))
+        #expect(!cached.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true))
+        try served.tree.remove(awaited)
+        guard case .awaiting(let removed) = try fs.read(node: awaited.inode, handle: opened.handle, offset: 0, size: 5) else {
+            Issue.record("the read of an async text was answered at once")
+            return
+        }
+        await #expect(throws: Errno.ioError, "a removed entry reads EIO") { try await removed() }
     }
 
     /// A file of bytes reads them as they are, NUL bytes and all, and opens share the owner's
@@ -311,7 +349,7 @@ import Testing
         let file = try served.tree.registerBytes("bytes") { bytes }
         _ = try served.lookUp("bytes")
         let opened = try served.fileSystem.open(node: file.inode, flags: O_RDONLY, caller: .current)
-        #expect(Array(try served.fileSystem.read(node: file.inode, handle: opened.handle, offset: 0, size: 100)) == bytes)
+        #expect(Array(try served.fileSystem.readNow(node: file.inode, handle: opened.handle, offset: 0, size: 100)) == bytes)
         let shared = try #require(file.snapshot())
         #expect(shared.withUnsafeBufferPointer { $0.baseAddress } == bytes.withUnsafeBufferPointer { $0.baseAddress },
                 "the snapshot is the owner's array, not a copy")
@@ -401,5 +439,17 @@ import Testing
         withExtendedLifetime(first) {}
         first = nil
         _ = try FuseServer(tree: tree, arguments: [], logger: logger)
+    }
+}
+
+extension ProcFileSystem {
+    /// A read that must be answered at once, as every read but one of an async text is.
+    func readNow(node: UInt64, handle: UInt64, offset: Int, size: Int) throws(Errno) -> ArraySlice<UInt8> {
+        switch try read(node: node, handle: handle, offset: offset, size: size) {
+        case .bytes(let bytes): return bytes
+        case .awaiting:
+            Issue.record("a read that should be answered at once awaits")
+            return []
+        }
     }
 }
