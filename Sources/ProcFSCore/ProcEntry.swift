@@ -33,10 +33,21 @@ public final class ProcEntry: Sendable {
         case awaitedText(@Sendable () async -> String)
     }
 
+    /// A knob's two closures, in one object: knobs are few, and a file's body stays small.
+    final class Knob: Sendable {
+        let content: @Sendable () -> String
+        /// Takes the bytes of one write at offset 0 and says how many it consumed.
+        let store: @Sendable ([UInt8]) throws(Errno) -> Int
+
+        init(content: @escaping @Sendable () -> String, store: @escaping @Sendable ([UInt8]) throws(Errno) -> Int) {
+            self.content = content
+            self.store = store
+        }
+    }
+
     enum Body: Sendable {
         case file(content: Content)
-        /// `store` takes the bytes of one write at offset 0 and says how many it consumed.
-        case knob(content: Content, store: @Sendable ([UInt8]) throws(Errno) -> Int)
+        case knob(Knob)
         /// `dynamic` computes the entries of a `/proc/<pid>`-style directory when it is looked in.
         case directory(dynamic: DynamicChildren?)
         case symlink(target: String)
@@ -194,7 +205,7 @@ public final class ProcEntry: Sendable {
     /// ``ProcTree/registerPerCaller(_:in:permissions:owner:content:)``).
     public var isPerCaller: Bool {
         switch body {
-        case .file(.perCaller), .knob(.perCaller, _): true
+        case .file(.perCaller): true
         default: false
         }
     }
@@ -217,7 +228,8 @@ public final class ProcEntry: Sendable {
     public func snapshot(for caller: ProcCaller = .current) -> [UInt8]? {
         let content: Content
         switch body {
-        case .file(let made), .knob(let made, _): content = made
+        case .file(let made): content = made
+        case .knob(let knob): content = .text(knob.content)
         case .directory, .symlink: return nil
         }
         return whileLive { () -> [UInt8]? in
@@ -253,7 +265,8 @@ public final class ProcEntry: Sendable {
     /// - Returns: how many of the bytes the knob consumed; the writer's `write` returns that.
     /// - Throws: as ``store(_:)``.
     package func write(_ bytes: [UInt8]) throws(Errno) -> Int {
-        guard case .knob(_, let store) = body else { throw .permissionDenied }
+        guard case .knob(let knob) = body else { throw .permissionDenied }
+        let store = knob.store
         let consumed: Int? = try whileLive { () throws(Errno) in try store(bytes) }
         guard let consumed else { throw .ioError }
         return consumed

@@ -148,7 +148,7 @@ public final class ProcTree: Sendable {
             return bytes.count
         }
         return try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
-                       body: .knob(content: .text(content), store: storeText))
+                       body: .knob(ProcEntry.Knob(content: content, store: storeText)))
     }
 
     /// Adds an integer knob that reads and takes writes exactly as a `/proc/sys` integer does
@@ -172,7 +172,7 @@ public final class ProcTree: Sendable {
             return consumed
         }
         return try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
-                       body: .knob(content: .text { "\(value())\n" }, store: storeInteger))
+                       body: .knob(ProcEntry.Knob(content: { "\(value())\n" }, store: storeInteger)))
     }
 
     /// Adds a directory (`proc_mkdir`).

@@ -61,7 +61,7 @@ struct Daemon {
         }
         do {
             try timer.start()
-            try server.serve(threads: configuration.threads) { daemon.sessionDidEnd() }
+            try server.serve(threads: configuration.threads, onSessionEnd: daemon.onSessionEnd)
             try server.confirmServing()
         } catch {
             logger.error("\(error)")

@@ -64,10 +64,13 @@ struct MountedDaemon: Service {
         (sessionEnded, endWaiting) = AsyncStream<Void>.makeStream()
     }
 
-    /// What the server calls when the kernel ends the session.
-    func sessionDidEnd() {
-        trigger.record(.unmounted)
-        endWaiting.finish()
+    /// What the server calls when the kernel ends the session. It holds nothing of the server
+    /// (the cleanup closure does): the server keeps it, and a cycle would keep the server.
+    var onSessionEnd: @Sendable () -> Void {
+        { [trigger, endWaiting] in
+            trigger.record(.unmounted)
+            endWaiting.finish()
+        }
     }
 
     func run() async throws {
