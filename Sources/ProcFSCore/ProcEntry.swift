@@ -69,12 +69,17 @@ public final class ProcEntry: Sendable {
     public let announcesChanges: Bool
     let body: Body
     private let observers: ProcTreeObservers
-    /// The callers inside the entry (procfs's `use_pde`), with ``removedFlag`` once it is
-    /// removed: kept in the entry itself, as procfs keeps `in_use` in the `proc_dir_entry`, so an
-    /// entry costs no lock of its own. Its removal waits on the tree's one wait queue.
-    private let users = Atomic<Int>(0)
-    private static let removedFlag = Int.min
-    private let changes = Atomic<UInt64>(0)
+    /// The entry's life in one word, so that an entry costs no lock of its own (procfs keeps
+    /// `in_use` in the `proc_dir_entry` the same way): the callers inside it (procfs's
+    /// `use_pde`) in the low bits, whether a server watches it, whether it is removed, and above
+    /// those the count of changes it has announced. Its removal waits on the tree's one wait
+    /// queue.
+    private let state = Atomic<UInt64>(0)
+    private static let usersMask: UInt64 = (1 << 24) - 1
+    private static let watchedBit: UInt64 = 1 << 24
+    private static let removedBit: UInt64 = 1 << 25
+    /// One announced change; the count wraps after 2^38 of them.
+    private static let oneChange: UInt64 = 1 << 26
 
     init(
         name: String, inode: UInt64, parentInode: UInt64, permissions: UInt16,
@@ -126,20 +131,18 @@ public final class ProcEntry: Sendable {
     }
 
     /// How many changes the entry has announced.
-    package var version: UInt64 { changes.load(ordering: .acquiring) >> 1 }
+    package var version: UInt64 { state.load(ordering: .acquiring) / Self.oneChange }
 
     /// Says that the text has changed: pollers of the file wake, and a copy cached by the
     /// kernel is dropped. Cheap enough to call on every timer tick for many files: for an entry
     /// the kernel does not hold, it is one atomic operation. It does nothing once the entry is
     /// removed.
     ///
-    /// A knob's store closure must not call this on its own knob: the kernel holds the file
-    /// locked until the write is answered, and the library announces a stored value itself
-    /// once it has answered.
+    /// A knob's store closure need not call this on its own knob: the library announces every
+    /// write to a knob itself, before it answers the write.
     public func changed() {
-        // The count is kept above the low bit, which says whether a server watches the entry.
-        let before = changes.add(2, ordering: .acquiringAndReleasing).oldValue
-        guard before & 1 != 0, !isRemoved else { return }
+        let before = state.add(Self.oneChange, ordering: .acquiringAndReleasing).oldValue
+        guard before & Self.watchedBit != 0, before & Self.removedBit == 0 else { return }
         observers.changed(self)
     }
 
@@ -148,14 +151,14 @@ public final class ProcEntry: Sendable {
     /// so that no change after that goes untold.
     package func setWatched(_ watched: Bool) {
         if watched {
-            changes.bitwiseOr(1, ordering: .acquiringAndReleasing)
+            state.bitwiseOr(Self.watchedBit, ordering: .acquiringAndReleasing)
         } else {
-            changes.bitwiseAnd(~1, ordering: .acquiringAndReleasing)
+            state.bitwiseAnd(~Self.watchedBit, ordering: .acquiringAndReleasing)
         }
     }
 
     /// Whether the entry has been removed from its tree.
-    public var isRemoved: Bool { users.load(ordering: .acquiring) & Self.removedFlag != 0 }
+    public var isRemoved: Bool { state.load(ordering: .acquiring) & Self.removedBit != 0 }
 
     /// Runs `body` as a user of the entry, so that removal waits for it to return.
     ///
@@ -170,10 +173,11 @@ public final class ProcEntry: Sendable {
     ///
     /// - Returns: whether the caller is inside and must call ``leave()``.
     private func enter() -> Bool {
-        var current = users.load(ordering: .relaxed)
+        var current = state.load(ordering: .relaxed)
         while true {
-            guard current & Self.removedFlag == 0 else { return false }
-            let (exchanged, found) = users.compareExchange(
+            guard current & Self.removedBit == 0 else { return false }
+            precondition(current & Self.usersMask != Self.usersMask, "too many callers inside one entry")
+            let (exchanged, found) = state.compareExchange(
                 expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
             if exchanged { return true }
             current = found
@@ -182,21 +186,22 @@ public final class ProcEntry: Sendable {
 
     /// Leaves the entry (`unuse_pde`): the last caller out of a removed entry wakes its remover.
     private func leave() {
-        if users.subtract(1, ordering: .acquiringAndReleasing).newValue == Self.removedFlag {
+        let now = state.subtract(1, ordering: .acquiringAndReleasing).newValue
+        if now & Self.removedBit != 0 && now & Self.usersMask == 0 {
             observers.rundown.wakeUp()
         }
     }
 
     /// Marks the entry removed: no caller enters it from now on (`proc_entry_rundown`'s start).
     func markRemoved() {
-        users.bitwiseOr(Self.removedFlag, ordering: .acquiringAndReleasing)
+        state.bitwiseOr(Self.removedBit, ordering: .acquiringAndReleasing)
     }
 
     /// Waits at most `timeout` for the callers inside a removed entry to leave.
     ///
     /// - Returns: how many callers are still inside: 0 once the entry is drained.
     func drain(timeout: Duration) -> Int {
-        let inside = { self.users.load(ordering: .acquiring) & ~Self.removedFlag }
+        let inside = { Int(self.state.load(ordering: .acquiring) & Self.usersMask) }
         _ = observers.rundown.wait(timeout: timeout) { inside() == 0 }
         return inside()
     }
