@@ -113,7 +113,7 @@ final class ProcFileSystem: Sendable {
         var nextOffset: Int
     }
 
-    /// The reply to a `WRITE`, and the entry to announce as changed once it is sent.
+    /// The reply to a `WRITE`, and the entry to announce as changed before it is sent.
     struct Written {
         var result: Result<Int, Errno>
         var changed: ProcEntry?
@@ -278,9 +278,11 @@ final class ProcFileSystem: Sendable {
     /// write past offset 0 is reported written and changes nothing. The writer is told how many
     /// bytes the knob consumed (`1 2` to an integer knob consumes 2).
     ///
-    /// After every write to a knob, the knob announces a change once the reply is sent
+    /// After every write to a knob, the knob announces a change before the reply is sent
     /// (``Written/changed``): in page-cache mode the kernel has copied the written bytes into
-    /// its cache, and must drop them even when the knob took nothing.
+    /// its cache, and must drop them even when the knob took nothing, before the writer, woken by
+    /// the reply, reads the knob back. (The notice asks only for the attributes again, which
+    /// takes no lock the writing kernel holds.)
     func write(node: UInt64, bytes: [UInt8], offset: Int, flags: Int32) -> Written {
         guard let entry = nodes.entry(node), !entry.isRemoved else {
             return Written(result: .failure(.ioError), changed: nil)
