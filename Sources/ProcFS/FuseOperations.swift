@@ -210,7 +210,7 @@ final class FuseReplies: Sendable {
             return
         }
         let pending = PendingRequest(request: request)
-        Task { [awaitedReplies] in
+        Task(executorPreference: AwaitingExecutor.shared) { [awaitedReplies] in
             await answer(pending.request)
             awaitedReplies.leave()
         }

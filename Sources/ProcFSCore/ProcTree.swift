@@ -104,6 +104,8 @@ public final class ProcTree: Sendable {
     /// lives in an actor or behind an `async` API. The server's request thread is not held
     /// while it waits: the read is answered later, from the task that made the text (libfuse
     /// lets a reply come from any thread), and files of the other kinds read as fast as before.
+    /// The server runs these tasks on threads of its own, not Swift's cooperative pool, so a
+    /// program that blocks the pool does not stall them.
     ///
     /// Such a file has size 0 and never announces a change, and it needs the direct_io read
     /// mode, as a file registered with

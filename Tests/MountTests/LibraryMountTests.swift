@@ -74,8 +74,18 @@ extension MountTests {
 
         /// Reads of a text made by an async closure do not hold the request threads: with both
         /// of the mount's threads' worth of such reads waiting (and one more), another file
-        /// still reads, and then the waiting reads get their whole texts.
+        /// still reads, and then the waiting reads get their whole texts. They run on threads of
+        /// their own, not Swift's cooperative pool, which the test keeps blocked meanwhile, as a
+        /// program may.
         @Test func awaitedTextsDoNotHoldTheRequestThreads() throws {
+            final class Flag: Sendable { let raised = Atomic<Bool>(true) }
+            let poolBlocked = Flag()
+            for _ in 0..<Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) {
+                Task.detached { [poolBlocked] in
+                    for _ in 0..<3000 where poolBlocked.raised.load(ordering: .relaxed) { usleep(10_000) }
+                }
+            }
+            defer { poolBlocked.raised.store(false, ordering: .relaxed) }
             let tree = ProcTree()
             let opened = Atomic<Bool>(false)
             let waiting = Atomic<Int>(0)
