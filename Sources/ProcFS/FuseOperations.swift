@@ -128,6 +128,8 @@ enum FuseOperations {
             do throws(Errno) {
                 let opened = try replies.fileSystem.openDirectory(node: node)
                 info!.pointee.fh = opened.handle
+                info!.pointee.cache_readdir = opened.cachesListing ? 1 : 0
+                info!.pointee.keep_cache = opened.cachesListing ? 1 : 0
                 if fuse_reply_open(request, info) != 0 { replies.fileSystem.releaseDirectory(handle: opened.handle) }
             } catch {
                 replies.send(request, error)

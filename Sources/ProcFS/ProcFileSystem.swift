@@ -44,6 +44,9 @@ final class ProcFileSystem: Sendable {
     let logger: Logger
     let requestedMode: ReadMode
     private let servesFromPageCache = Atomic<Bool>(false)
+    /// Whether the kernel may cache directory listings (`FOPEN_CACHE_DIR`): it can tell a
+    /// listing that changed only with `FUSE_CAP_AUTO_INVAL_DATA`.
+    private let cachesListings = Atomic<Bool>(false)
 
     /// How long the kernel may cache a name: until the entry is removed, which drops the name
     /// explicitly. (A name not found is not cached, so a new entry is seen at once.)
@@ -102,6 +105,9 @@ final class ProcFileSystem: Sendable {
         var handle: UInt64
         /// Whether every read of this open comes to the server.
         var directIO: Bool
+        /// For a directory: whether the kernel may keep its listing (`cache_readdir` and
+        /// `keep_cache`).
+        var cachesListing = false
     }
 
     /// One name of a directory listing, and the offset at which the listing goes on after it.
@@ -155,9 +161,13 @@ final class ProcFileSystem: Sendable {
 
     // MARK: Operations
 
-    /// `FUSE_INIT`: picks the read mode from what the kernel offers.
+    /// `FUSE_INIT`: picks the read mode from what the kernel offers, and whether the kernel may
+    /// cache directory listings.
     ///
-    /// - Returns: whether the server wants `FUSE_CAP_AUTO_INVAL_DATA`.
+    /// - Returns: whether the server wants `FUSE_CAP_AUTO_INVAL_DATA`: whenever it is offered.
+    ///   Besides the page-cache mode's files, it has the kernel ask for a directory's
+    ///   attributes before it serves a cached listing from the start, and so see from the
+    ///   modification time (``ProcTree/listingVersion(of:)``) that the listing changed.
     func initialize(kernelOffersNoOpen: Bool, kernelOffersAutoInvalidation: Bool) -> Bool {
         let kernelOffersPageCache = kernelOffersNoOpen && kernelOffersAutoInvalidation
         let bypassing = tree.holdsFilesBypassingPageCache
@@ -169,7 +179,8 @@ final class ProcFileSystem: Sendable {
                 : " (the kernel lacks FUSE_CAP_NO_OPEN_SUPPORT or FUSE_CAP_AUTO_INVAL_DATA)"
             : ""
         logger.info("serving reads through the \(mode.rawValue)\(lacking)")
-        return mode == .pageCache
+        cachesListings.store(kernelOffersAutoInvalidation, ordering: .releasing)
+        return kernelOffersAutoInvalidation
     }
 
     /// `LOOKUP`: counts one more lookup of the entry found, which the kernel forgets later; call
@@ -210,9 +221,7 @@ final class ProcFileSystem: Sendable {
         guard let entry = nodes.entry(node) else { throw .noSuchFileOrDirectory }
         tree.refresh(entry)
         let open = handle.flatMap { openFiles.object($0) }
-        guard let found = attributes(of: entry, open: open, lasting: true) else {
-            throw entry.kind == .directory ? .noSuchFileOrDirectory : .ioError
-        }
+        guard let found = attributes(of: entry, open: open, lasting: true) else { throw .ioError }
         return found
     }
 
@@ -323,7 +332,10 @@ final class ProcFileSystem: Sendable {
     func openDirectory(node: UInt64) throws(Errno) -> Opened {
         guard let directory = nodes.entry(node), !directory.isRemoved else { throw .noSuchFileOrDirectory }
         guard directory.kind == .directory else { throw .notDirectory }
-        return Opened(handle: openDirectories.insert(OpenDirectory(directory: directory)), directIO: false)
+        // A dynamic directory is computed at each listing: the kernel must ask every time.
+        return Opened(
+            handle: openDirectories.insert(OpenDirectory(directory: directory)), directIO: false,
+            cachesListing: cachesListings.load(ordering: .acquiring) && !directory.isDynamicDirectory)
     }
 
     /// `READDIR` from `offset` on (see ``OpenDirectory/items(from:current:)``): `.`, `..`, then
@@ -351,19 +363,23 @@ final class ProcFileSystem: Sendable {
         return [.attributes(entry.inode)]
     }
 
-    /// What the kernel must be told when `entry` is added: a directory changes its parent's
-    /// link count.
+    /// What the kernel must be told when `entry` is added, if it holds the parent: ask again for
+    /// the parent's attributes (its link count, its modification time) and drop the listing it
+    /// may have cached.
     func noticesOfAddition(of entry: ProcEntry) -> [KernelNotice] {
-        entry.kind == .directory && !inDynamicDirectory(entry) ? [.attributesAndContents(entry.parentInode)] : []
+        guard let parent = nodes.entry(entry.parentInode), !parent.isDynamicDirectory else { return [] }
+        return [.attributesAndContents(entry.parentInode)]
     }
 
-    /// What the kernel must be told when `entry` is removed: forget its name (and, for a
-    /// directory, its parent's link count), and ask for the attributes of the entry before
-    /// using it again, which then fails with `EIO`.
+    /// What the kernel must be told when `entry` is removed: forget its name, refresh the parent
+    /// as for an addition, and ask for the attributes of the entry before using it again (a
+    /// file then fails with `EIO`; a directory, which lists nothing now, drops its listing too).
     func noticesOfRemoval(of entry: ProcEntry) -> [KernelNotice] {
         var notices = noticesOfAddition(of: entry)
         if !inDynamicDirectory(entry) { notices.insert(.name(parent: entry.parentInode, name: entry.name), at: 0) }
-        if nodes.lookups(of: entry.inode) > 0 { notices.append(.attributes(entry.inode)) }
+        if nodes.lookups(of: entry.inode) > 0 {
+            notices.append(entry.kind == .directory ? .attributesAndContents(entry.inode) : .attributes(entry.inode))
+        }
         return notices
     }
 
@@ -381,7 +397,8 @@ final class ProcFileSystem: Sendable {
 
     // MARK: Attributes
 
-    /// An entry's attributes and how long the kernel may cache them; `nil` once it is removed.
+    /// An entry's attributes and how long the kernel may cache them; `nil` once it is removed,
+    /// but for a directory, which answers as procfs's does (and lists nothing).
     ///
     /// In direct_io mode, a file that announces its changes has the size of its current text,
     /// which a read from offset 0 gets (the kernel sends no handle with an `fstat`), or with an
@@ -394,7 +411,8 @@ final class ProcFileSystem: Sendable {
     /// `GETATTR` (`lasting`), may be cached until the next change: a `LOOKUP` or `SETATTR` reply
     /// may arrive after a change the kernel could not yet be told of.
     private func attributes(of entry: ProcEntry, open: OpenFile?, lasting: Bool = false) -> Attributes? {
-        guard !entry.isRemoved else { return nil }
+        // A removed directory still answers, as procfs's does: it lists nothing.
+        guard !entry.isRemoved || entry.kind == .directory else { return nil }
         var attributes = Attributes(
             inode: entry.inode, mode: mode_t(entry.permissions) | entry.fileType, linkCount: 1,
             owner: entry.owner ?? mounter, size: 0, created: createdAt, modified: createdAt,
@@ -402,6 +420,8 @@ final class ProcFileSystem: Sendable {
         switch entry.kind {
         case .directory:
             attributes.linkCount = 2 + tree.subdirectoryCount(of: entry)
+            // Moves with every change of its entries: a listing the kernel cached before is stale.
+            attributes.modified = Self.advance(createdAt, nanoseconds: tree.listingVersion(of: entry))
             // A dynamic directory's link count changes with no notice to the kernel.
             if entry.isDynamicDirectory { attributes.timeout = 0 }
         case .symlink:
@@ -423,6 +443,12 @@ final class ProcFileSystem: Sendable {
             }
         }
         return attributes
+    }
+
+    /// `time` plus `nanoseconds`.
+    private static func advance(_ time: timespec, nanoseconds: UInt64) -> timespec {
+        let total = UInt64(time.tv_nsec) + nanoseconds
+        return timespec(tv_sec: time.tv_sec + Int(total / 1_000_000_000), tv_nsec: Int(total % 1_000_000_000))
     }
 
     /// A directory's listing as it is now: `.`, `..`, then the entries by name.

@@ -33,6 +33,20 @@ public final class ProcEntry: Sendable {
         case awaitedText(@Sendable () async -> String)
     }
 
+    /// What a directory keeps of its own: how many times its entries have changed, and for a
+    /// dynamic directory what computes them.
+    final class DirectoryState: Sendable {
+        /// Computes the entries of a `/proc/<pid>`-style directory when it is looked in.
+        let dynamic: DynamicChildren?
+        /// Moved (under the tree's lock) by every entry added or removed, and by the
+        /// directory's own removal.
+        let listingChanges = Atomic<UInt64>(0)
+
+        init(dynamic: DynamicChildren? = nil) {
+            self.dynamic = dynamic
+        }
+    }
+
     /// A knob's two closures, in one object: knobs are few, and a file's body stays small.
     final class Knob: Sendable {
         let content: @Sendable () -> String
@@ -48,8 +62,7 @@ public final class ProcEntry: Sendable {
     enum Body: Sendable {
         case file(content: Content)
         case knob(Knob)
-        /// `dynamic` computes the entries of a `/proc/<pid>`-style directory when it is looked in.
-        case directory(dynamic: DynamicChildren?)
+        case directory(DirectoryState)
         case symlink(target: String)
     }
 
@@ -114,11 +127,14 @@ public final class ProcEntry: Sendable {
         }
     }
 
-    /// What computes the entries of a dynamic directory; `nil` for every other entry.
-    var dynamicChildren: DynamicChildren? {
-        if case .directory(let dynamic) = body { return dynamic }
+    /// What a directory keeps of its own; `nil` for every other entry.
+    var directoryState: DirectoryState? {
+        if case .directory(let state) = body { return state }
         return nil
     }
+
+    /// What computes the entries of a dynamic directory; `nil` for every other entry.
+    var dynamicChildren: DynamicChildren? { directoryState?.dynamic }
 
     /// Whether the entry is a directory whose entries are computed when it is looked in (see
     /// ``ProcTree/makeDynamicDirectory(_:in:permissions:owner:names:makeEntry:)``).

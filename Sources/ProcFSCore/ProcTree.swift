@@ -24,6 +24,8 @@ public final class ProcTree: Sendable {
     private struct State {
         /// Each live directory's entries by name.
         var children: [UInt64: [String: ProcEntry]] = [ProcTree.rootInode: [:]]
+        /// Each live directory by its inode number.
+        var directories: [UInt64: ProcEntry] = [:]
         /// The next inode number. A number is given once in a tree's life, so it never names
         /// two entries, even for a holder outside the kernel (64 bits last 500 years at a
         /// billion entries a second).
@@ -39,8 +41,9 @@ public final class ProcTree: Sendable {
     public init(rootPermissions: UInt16 = 0o555) {
         root = ProcEntry(
             name: "", inode: Self.rootInode, parentInode: Self.rootInode,
-            permissions: rootPermissions, owner: nil, announcesChanges: false, body: .directory(dynamic: nil),
+            permissions: rootPermissions, owner: nil, announcesChanges: false, body: .directory(ProcEntry.DirectoryState()),
             observers: observers)
+        state.withLock { $0.directories[Self.rootInode] = root }
     }
 
     // MARK: Adding entries
@@ -182,7 +185,7 @@ public final class ProcTree: Sendable {
     public func makeDirectory(
         _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o555, owner: ProcOwner? = nil
     ) throws(ProcTreeError) -> ProcEntry {
-        try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false, body: .directory(dynamic: nil))
+        try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false, body: .directory(ProcEntry.DirectoryState()))
     }
 
     /// Adds a directory whose entries are computed when it is looked in, as procfs computes
@@ -214,7 +217,7 @@ public final class ProcTree: Sendable {
         ) throws(ProcTreeError) -> Void
     ) throws(ProcTreeError) -> ProcEntry {
         try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false,
-                body: .directory(dynamic: DynamicChildren(names: names, makeEntry: makeEntry)))
+                body: .directory(ProcEntry.DirectoryState(dynamic: DynamicChildren(names: names, makeEntry: makeEntry))))
     }
 
     /// Brings a dynamic directory's entries up to date with its names; does nothing for any
@@ -264,7 +267,11 @@ public final class ProcTree: Sendable {
                 permissions: permissions, owner: owner, announcesChanges: announcesChanges, body: body,
                 observers: observers)
             state.children[parent.inode]?[name] = entry
-            if entry.kind == .directory { state.children[inode] = [:] }
+            parent.directoryState?.listingChanges.add(1, ordering: .releasing)
+            if entry.kind == .directory {
+                state.children[inode] = [:]
+                state.directories[inode] = entry
+            }
             return entry
         }
         if entry.bypassesPageCache { observers.filesBypassingPageCache.store(true, ordering: .releasing) }
@@ -293,13 +300,17 @@ public final class ProcTree: Sendable {
         let removed = state.withLock { state -> [ProcEntry] in
             guard state.children[entry.parentInode]?[entry.name] === entry else { return [] }
             state.children[entry.parentInode]?[entry.name] = nil
+            state.directories[entry.parentInode]?.directoryState?.listingChanges.add(1, ordering: .releasing)
             var removed: [ProcEntry] = []
             var pending = [entry]
             while let next = pending.popLast() {
                 removed.append(next)
                 if let below = state.children.removeValue(forKey: next.inode) { pending += below.values }
-                // Marked removed before anyone is told, so that what they ask next fails.
+                state.directories[next.inode] = nil
+                // Marked removed before anyone is told, so that what they ask next fails; a
+                // directory lists nothing from now on, which is a change of its listing.
                 next.markRemoved()
+                next.directoryState?.listingChanges.add(1, ordering: .releasing)
             }
             return removed
         }
@@ -334,6 +345,13 @@ public final class ProcTree: Sendable {
     /// them; empty once the directory is removed.
     public func children(of directory: ProcEntry? = nil) -> [ProcEntry] {
         state.withLock { $0.children[(directory ?? root).inode]?.values.sorted { $0.name < $1.name } } ?? []
+    }
+
+    /// How many times the entries of `directory` have changed: added, removed, or, once it is
+    /// removed itself, all gone. The server gives it in the directory's modification time, by
+    /// which the kernel knows whether a listing it cached is still true.
+    package func listingVersion(of directory: ProcEntry) -> UInt64 {
+        directory.directoryState?.listingChanges.load(ordering: .acquiring) ?? 0
     }
 
     /// How many directories `directory` holds, for its link count.

@@ -54,13 +54,13 @@ struct MountedDaemon: Service {
     /// Ends when the session ends; the daemon finishes it on a graceful shutdown too.
     private let sessionEnded: AsyncStream<Void>
     private let endWaiting: AsyncStream<Void>.Continuation
-    private let cleanUp: @Sendable (ShutdownEvents.Cause?) -> Int32
+    private let cleanUp: Cleanup
 
     /// - Parameter cleanUp: runs the cleanup protocol, started by the cause given, and returns
     ///   the exit status; it blocks for a bounded time, on a thread of its own.
     init(trigger: ShutdownTrigger, cleanUp: @escaping @Sendable (ShutdownEvents.Cause?) -> Int32) {
         self.trigger = trigger
-        self.cleanUp = cleanUp
+        self.cleanUp = Cleanup(cleanUp)
         (sessionEnded, endWaiting) = AsyncStream<Void>.makeStream()
     }
 
@@ -83,7 +83,24 @@ struct MountedDaemon: Service {
         } onCancel: { [endWaiting] in
             endWaiting.finish()
         }
-        let status = try await runBlocking { [cleanUp, trigger] in cleanUp(trigger.cause) }
+        // Taken and dropped on the blocking thread: what it holds (the server, the module) is
+        // gone before the group ends, not when the task that ran this is freed, which may be
+        // after the process has begun to exit.
+        let status = try await runBlocking { [cleanUp, trigger] in cleanUp.take()?(trigger.cause) ?? 1 }
         outcome.status.withLock { $0 = status }
+    }
+
+    /// The cleanup protocol, held until it runs once.
+    private final class Cleanup: Sendable {
+        private let protocolRun: Mutex<(@Sendable (ShutdownEvents.Cause?) -> Int32)?>
+
+        init(_ protocolRun: @escaping @Sendable (ShutdownEvents.Cause?) -> Int32) {
+            self.protocolRun = Mutex(protocolRun)
+        }
+
+        /// The protocol, the first time; `nil` after.
+        func take() -> (@Sendable (ShutdownEvents.Cause?) -> Int32)? {
+            protocolRun.withLock { $0.take() }
+        }
     }
 }

@@ -114,6 +114,34 @@ extension MountTests {
             #expect(texts.withLock { $0 } == Array(repeating: "opened true\n", count: 3))
         }
 
+        /// The kernel may keep a directory's listing (`cache_readdir`), as it keeps tmpfs's,
+        /// yet never shows a stale one, as /proc never does: an entry added is listed at once,
+        /// one removed is gone at once, while another thread lists the directory all the time
+        /// so that listings it caches race the changes.
+        @Test(arguments: Library.directIO)
+        func listingsAreNeverStaleThoughTheKernelKeepsThem(directIO: Bool) throws {
+            let tree = ProcTree()
+            let directory = try tree.makeDirectory("d")
+            for number in 0..<50 { try tree.register("f\(number)", in: directory) { "" } }
+            let mount = try LibraryMount(tree, directIO: directIO)
+            defer { mount.cleanUp() }
+            let stop = Atomic<Bool>(false)
+            let lister = try KernelThread(name: "lister") {
+                while !stop.load(ordering: .relaxed) { _ = try? listing(mount.path("d")) }
+            }
+            defer {
+                stop.store(true, ordering: .relaxed)
+                #expect(lister.join(timeout: .seconds(10)))
+            }
+            for round in 0..<200 {
+                let entry = try tree.register("new\(round)", in: directory) { "" }
+                #expect(try listing(mount.path("d")).contains("new\(round)"), "round \(round): an entry added is listed")
+                try tree.remove(entry)
+                #expect(try !listing(mount.path("d")).contains("new\(round)"), "round \(round): an entry removed is gone")
+            }
+            #expect(try listing(mount.path("d")).count == 52)
+        }
+
         /// Bytes, NUL bytes and all, read as they are, in both modes.
         @Test(arguments: Library.directIO)
         func byteContentReadsAsItIs(directIO: Bool) throws {

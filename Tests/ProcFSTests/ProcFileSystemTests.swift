@@ -228,14 +228,26 @@ import Testing
     @Test func additionsAndRemovalsAreNoticedAsTheKernelNeeds() throws {
         let served = try Served(.directIO)
         let fs = served.fileSystem
-        #expect(fs.noticesOfAddition(of: served.file).isEmpty)
+        // Any change of the entries of a directory the kernel holds: its link count, its
+        // modification time and the listing it may have cached.
+        #expect(fs.noticesOfAddition(of: served.file) == [.attributesAndContents(ProcTree.rootInode)])
         #expect(fs.noticesOfAddition(of: served.directory) == [.attributesAndContents(ProcTree.rootInode)])
-        #expect(fs.noticesOfRemoval(of: served.file) == [.name(parent: ProcTree.rootInode, name: "file")])
+        #expect(fs.noticesOfRemoval(of: served.file) == [
+            .name(parent: ProcTree.rootInode, name: "file"), .attributesAndContents(ProcTree.rootInode),
+        ])
+        let inside = try served.tree.register("inside", in: served.directory) { "" }
+        #expect(fs.noticesOfAddition(of: inside).isEmpty, "the kernel holds nothing of the directory")
         _ = try served.lookUp("directory")
+        #expect(fs.noticesOfAddition(of: inside) == [.attributesAndContents(served.directory.inode)])
         #expect(fs.noticesOfRemoval(of: served.directory) == [
             .name(parent: ProcTree.rootInode, name: "directory"), .attributesAndContents(ProcTree.rootInode),
-            .attributes(served.directory.inode),
+            .attributesAndContents(served.directory.inode),
         ])
+
+        // A directory's modification time moves with each change of its entries.
+        let before = try fs.attributes(node: served.directory.inode, handle: nil).modified
+        try served.tree.remove(inside)
+        #expect(nanoseconds(try fs.attributes(node: served.directory.inode, handle: nil).modified) == nanoseconds(before) + 1)
     }
 
     /// A dynamic directory is computed at each lookup, listing and `stat`; the kernel keeps no
@@ -269,10 +281,11 @@ import Testing
         #expect(throws: Errno.noSuchFileOrDirectory) { try fs.lookup(parent: dynamic.inode, name: "a") }
         let gone = try #require(fs.nodes.entry(a.attributes.inode))
         #expect(gone.isRemoved)
-        #expect(fs.noticesOfRemoval(of: gone) == [.attributes(a.attributes.inode)], "no name to drop, no parent to refresh")
+        #expect(fs.noticesOfRemoval(of: gone) == [.attributesAndContents(a.attributes.inode)], "no name to drop, no parent to refresh")
         let goneName = try #require(fs.nodes.entry(name.attributes.inode))
         #expect(fs.noticesOfRemoval(of: goneName) == [
-            .name(parent: a.attributes.inode, name: "name"), .attributes(name.attributes.inode),
+            .name(parent: a.attributes.inode, name: "name"), .attributesAndContents(a.attributes.inode),
+            .attributes(name.attributes.inode),
         ])
     }
 
@@ -293,7 +306,7 @@ import Testing
 
         // Asked for the page cache, a tree that holds one is served in direct_io mode.
         let cached = ProcFileSystem(tree: served.tree, requestedMode: .pageCache, logger: Logger(label: "test"))
-        #expect(!cached.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true))
+        #expect(cached.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true), "for the listings")
         #expect(cached.readMode == .directIO)
         // One added in page-cache mode fails its reads rather than show one caller's text to another.
         let late = try Served(.pageCache)
@@ -332,7 +345,7 @@ import Testing
         #expect(Array(try fs.readNow(node: served.file.inode, handle: file.handle, offset: 0, size: 100)) == Array("text\n".utf8))
 
         let cached = ProcFileSystem(tree: served.tree, requestedMode: .pageCache, logger: Logger(label: "test"))
-        #expect(!cached.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true))
+        #expect(cached.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true), "for the listings")
         try served.tree.remove(awaited)
         guard case .awaiting(let removed) = try fs.read(node: awaited.inode, handle: opened.handle, offset: 0, size: 5) else {
             Issue.record("the read of an async text was answered at once")
@@ -366,7 +379,12 @@ import Testing
         try served.tree.remove(served.directory)
         #expect(throws: Errno.noSuchFileOrDirectory) { try served.lookUp("file") }
         #expect(throws: Errno.ioError) { try fs.attributes(node: served.file.inode, handle: nil) }
-        #expect(throws: Errno.noSuchFileOrDirectory) { try fs.attributes(node: served.directory.inode, handle: nil) }
+        // A held directory still answers, as procfs's does, with a new modification time: it
+        // lists nothing now, so a listing the kernel cached is stale.
+        let removedDirectory = try fs.attributes(node: served.directory.inode, handle: nil)
+        #expect(removedDirectory.linkCount == 2 && nanoseconds(removedDirectory.modified) > nanoseconds(fs.createdAt))
+        let opened = try fs.openDirectory(node: ProcTree.rootInode)
+        #expect(try fs.readDirectory(handle: opened.handle, offset: 0).map(\.name) == [".", "..", "knob", "link"])
         #expect(throws: Errno.noSuchFileOrDirectory) { try fs.lookup(parent: served.directory.inode, name: "x") }
         #expect(throws: Errno.noSuchFileOrDirectory) { try fs.open(node: served.file.inode, flags: O_RDONLY, caller: .current) }
         let polled = fs.poll(node: served.file.inode, fileHandle: 0, handle: nil)
@@ -453,3 +471,6 @@ extension ProcFileSystem {
         }
     }
 }
+
+/// `time` in nanoseconds.
+func nanoseconds(_ time: timespec) -> Int { time.tv_sec * 1_000_000_000 + time.tv_nsec }
