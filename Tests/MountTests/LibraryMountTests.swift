@@ -133,6 +133,16 @@ extension MountTests {
                 stop.store(true, ordering: .relaxed)
                 #expect(lister.join(timeout: .seconds(10)))
             }
+            // Unlike procfs, whose directories keep the time they were made, the time moves
+            // with each change of the entries (as on tmpfs): it is how the kernel knows that a
+            // listing it kept is stale.
+            var before = stat()
+            var after = stat()
+            #expect(stat(mount.path("d"), &before) == 0)
+            try tree.remove(try tree.register("moved", in: directory) { "" })
+            #expect(stat(mount.path("d"), &after) == 0)
+            #expect(after.st_mtim.tv_sec * 1_000_000_000 + after.st_mtim.tv_nsec
+                    == before.st_mtim.tv_sec * 1_000_000_000 + before.st_mtim.tv_nsec + 2)
             for round in 0..<200 {
                 let entry = try tree.register("new\(round)", in: directory) { "" }
                 #expect(try listing(mount.path("d")).contains("new\(round)"), "round \(round): an entry added is listed")
