@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "procfs-scale", targets: ["ProcFSScale"]),
         .library(name: "ProcFS", targets: ["ProcFS"]),
         .library(name: "ProcFSCore", targets: ["ProcFSCore"]),
+        .library(name: "ProcFSMetrics", targets: ["ProcFSMetrics"]),
         .library(name: "TaskQueue", targets: ["TaskQueue"]),
     ],
     dependencies: [
@@ -17,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         // C: libfuse3's low-level API, and the Linux headers Glibc does not import (timerfd).
@@ -75,7 +77,15 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ], path: "Benchmarks/Scale"),
 
+        // A swift-metrics backend that shows metrics as files of a tree, Prometheus's text too.
+        .target(name: "ProcFSMetrics", dependencies: [
+            "ProcFSCore", .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
+
         .testTarget(name: "KernelSyncTests", dependencies: ["KernelSync"]),
+        .testTarget(name: "ProcFSMetricsTests", dependencies: [
+            "ProcFSMetrics", "ProcFSCore", .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
         .testTarget(name: "TaskQueueTests", dependencies: ["TaskQueue", "KernelSync"]),
         .testTarget(name: "ProcFSTests", dependencies: [
             "ProcFS", "ProcFSCore", .product(name: "SystemPackage", package: "swift-system"),

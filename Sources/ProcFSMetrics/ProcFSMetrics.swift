@@ -1,0 +1,179 @@
+import CoreMetrics
+import ProcFSCore
+import Synchronization
+
+/// A swift-metrics backend that shows every metric as files of a ``ProcTree``: one file per
+/// metric in a directory, one line per label set, and one file in the Prometheus text format
+/// with them all, for node_exporter's textfile collector.
+///
+/// ```swift
+/// let metrics = try ProcFSMetrics(tree: tree, expositionFile: "myserver.prom")
+/// MetricsSystem.bootstrap(metrics)
+/// Counter(label: "requests").increment()   // metrics/requests_total, and a line of myserver.prom
+/// ```
+///
+/// A counter or gauge update is one atomic operation and takes no lock that a reader of the tree
+/// holds; a histogram's takes only its own, briefly. Each file is made whole when it is opened,
+/// so a scrape sees every update either whole or not at all.
+///
+/// - Counters are `counter`s, shown as `<label>_total`.
+/// - Meters and recorders that do not aggregate are `gauge`s: the last value.
+/// - Recorders that aggregate, and timers, are `histogram`s (timers in seconds), with the
+///   buckets given at ``init(tree:in:directory:expositionFile:recorderBuckets:timerBuckets:)``.
+///
+/// Labels become metric names as Prometheus requires: any character other than a letter, a
+/// digit, `_` or `:` becomes `_`.
+public final class ProcFSMetrics: MetricsFactory {
+    /// The directory that holds the metrics' files.
+    public let directory: ProcEntry
+    private let tree: ProcTree
+    private let recorderBuckets: [Double]
+    private let timerBuckets: [Double]
+    private let registry = Registry()
+
+    /// Prometheus's default buckets, in seconds for a timer.
+    public static let defaultBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+    /// One metric: its kind, and its series by label set. (Its file is found by its name, so
+    /// that the registry, which the files' closures hold, holds no entry.)
+    private struct Family: Sendable {
+        enum Kind: String { case counter, gauge, histogram }
+        let kind: Kind
+        let help: String
+        var series: [String: any MetricSeries] = [:]
+    }
+
+    /// The metrics by name.
+    private final class Registry: Sendable {
+        let families = Mutex<[String: Family]>([:])
+    }
+
+    /// Makes the directory `directory` in `parent` (the root when `nil`) and in it the file
+    /// `expositionFile`, in the Prometheus text format.
+    ///
+    /// - Throws: ``ProcTreeError`` when the names are taken or bad.
+    public init(
+        tree: ProcTree, in parent: ProcEntry? = nil, directory: String = "metrics",
+        expositionFile: String = "metrics.prom", recorderBuckets: [Double] = ProcFSMetrics.defaultBuckets,
+        timerBuckets: [Double] = ProcFSMetrics.defaultBuckets
+    ) throws(ProcTreeError) {
+        self.tree = tree
+        self.recorderBuckets = recorderBuckets.sorted()
+        self.timerBuckets = timerBuckets.sorted()
+        self.directory = try tree.makeDirectory(directory, in: parent)
+        let registry = self.registry
+        try tree.register(expositionFile, in: self.directory) {
+            Self.exposition(registry.families.withLock { $0 })
+        }
+    }
+
+    // MARK: MetricsFactory
+
+    public func makeCounter(label: String, dimensions: [(String, String)]) -> CounterHandler {
+        let name = Exposition.metricName(label)
+        return series(name.hasSuffix("_total") ? name : name + "_total", help: label, .counter, dimensions) {
+            CounterSeries()
+        }
+    }
+
+    public func makeMeter(label: String, dimensions: [(String, String)]) -> MeterHandler {
+        series(Exposition.metricName(label), help: label, .gauge, dimensions) { GaugeSeries() }
+    }
+
+    public func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> RecorderHandler {
+        let name = Exposition.metricName(label)
+        if aggregate {
+            return series(name, help: label, .histogram, dimensions) { [recorderBuckets] in
+                HistogramSeries(bounds: recorderBuckets, scale: 1)
+            }
+        }
+        return series(name, help: label, .gauge, dimensions) { GaugeSeries() }
+    }
+
+    public func makeTimer(label: String, dimensions: [(String, String)]) -> TimerHandler {
+        let name = Exposition.metricName(label)
+        return series(name.hasSuffix("_seconds") ? name : name + "_seconds", help: label, .histogram, dimensions) {
+            [timerBuckets] in HistogramSeries(bounds: timerBuckets, scale: 1e-9)
+        }
+    }
+
+    public func destroyCounter(_ handler: CounterHandler) { destroy(handler) }
+
+    public func destroyMeter(_ handler: MeterHandler) { destroy(handler) }
+
+    public func destroyRecorder(_ handler: RecorderHandler) { destroy(handler) }
+
+    public func destroyTimer(_ handler: TimerHandler) { destroy(handler) }
+
+    // MARK: Series
+
+    /// The series of `name` with these labels: the one made before, or a new one from `make`.
+    /// A metric's file is added with its first series. A name already used by a metric of
+    /// another kind gets a series of its own kind that no file shows, as Prometheus cannot show
+    /// one name with two types.
+    private func series<Series: MetricSeries>(
+        _ name: String, help: String, _ kind: Family.Kind, _ dimensions: [(String, String)], make: () -> Series
+    ) -> Series {
+        let labels = Exposition.labels(dimensions)
+        let (series, isNewFamily) = registry.families.withLock { families -> (Series, Bool) in
+            var family = families[name] ?? Family(kind: kind, help: help)
+            guard family.kind == kind else { return (make(), false) }
+            if let existing = family.series[labels] as? Series { return (existing, false) }
+            let made = make()
+            let isNew = family.series.isEmpty
+            family.series[labels] = made
+            families[name] = family
+            return (made, isNew)
+        }
+        if isNewFamily { addFile(for: name) }
+        return series
+    }
+
+    /// Adds the file of metric `name`, which shows its series, a line each.
+    private func addFile(for name: String) {
+        let registry = self.registry
+        _ = try? tree.register(name, in: directory) {
+            Self.valueText(registry.families.withLock { $0[name] })
+        }
+    }
+
+    /// Forgets the series `handler`; a metric with no series left loses its file.
+    private func destroy(_ handler: AnyObject) {
+        let emptied = registry.families.withLock { families -> String? in
+            for (name, var family) in families {
+                guard let labels = family.series.first(where: { $0.value === handler })?.key else { continue }
+                family.series[labels] = nil
+                if family.series.isEmpty {
+                    families[name] = nil
+                    return name
+                }
+                families[name] = family
+                return nil
+            }
+            return nil
+        }
+        if let emptied { try? tree.remove(emptied, in: directory) }
+    }
+
+    // MARK: Texts
+
+    /// A metric's own file: its value, or with labels one line per label set, `k="v" value`.
+    private static func valueText(_ family: Family?) -> String {
+        guard let family else { return "" }
+        return family.series.sorted { $0.key < $1.key }.map { labels, series in
+            labels.isEmpty ? series.value + "\n" : "\(labels.dropFirst().dropLast()) \(series.value)\n"
+        }.joined()
+    }
+
+    /// Every metric in the Prometheus text format, by name.
+    private static func exposition(_ families: [String: Family]) -> String {
+        var text = ""
+        for (name, family) in families.sorted(by: { $0.key < $1.key }) {
+            text += "# HELP \(name) \(Exposition.help(family.help))\n# TYPE \(name) \(family.kind.rawValue)\n"
+            for (labels, series) in family.series.sorted(by: { $0.key < $1.key }) {
+                for line in series.expositionLines(name: name, labels: labels) { text += line + "\n" }
+            }
+        }
+        return text
+    }
+}

@@ -1,0 +1,80 @@
+import CoreMetrics
+import ProcFSCore
+@testable import ProcFSMetrics
+import Testing
+
+/// The backend without a mount: the files it adds to a tree and the Prometheus text they hold.
+@Suite struct ProcFSMetricsTests {
+    func text(_ tree: ProcTree, _ path: String) -> String? {
+        tree.entry(atPath: path)?.snapshot().map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    @Test func everyKindIsAFileAndALineOfTheExposition() throws {
+        let tree = ProcTree()
+        let metrics = try ProcFSMetrics(tree: tree, expositionFile: "test.prom", timerBuckets: [0.001, 0.01])
+        let ticks = metrics.makeCounter(label: "test.timer.ticks", dimensions: [])
+        ticks.increment(by: 3)
+        let queued = metrics.makeMeter(label: "queue length", dimensions: [])
+        queued.set(Int64(2))
+        queued.increment(by: 0.5)
+        let lateness = metrics.makeTimer(label: "lateness", dimensions: [("thread", "tick")])
+        lateness.recordNanoseconds(500_000)  // 0.0005 s
+        lateness.recordNanoseconds(5_000_000)  // 0.005 s
+        lateness.recordNanoseconds(50_000_000)  // 0.05 s
+        let rate = metrics.makeRecorder(label: "hz", dimensions: [], aggregate: false)
+        rate.record(Int64(100))
+
+        #expect(tree.children(of: metrics.directory).map(\.name)
+                == ["hz", "lateness_seconds", "queue_length", "test.prom", "test_timer_ticks_total"])
+        #expect(text(tree, "metrics/test_timer_ticks_total") == "3\n")
+        #expect(text(tree, "metrics/queue_length") == "2.5\n")
+        #expect(text(tree, "metrics/lateness_seconds") == "thread=\"tick\" count 3 sum 0.0555\n")
+        #expect(text(tree, "metrics/test.prom") == """
+            # HELP hz hz
+            # TYPE hz gauge
+            hz 100
+            # HELP lateness_seconds lateness
+            # TYPE lateness_seconds histogram
+            lateness_seconds_bucket{thread="tick",le="0.001"} 1
+            lateness_seconds_bucket{thread="tick",le="0.01"} 2
+            lateness_seconds_bucket{thread="tick",le="+Inf"} 3
+            lateness_seconds_sum{thread="tick"} 0.0555
+            lateness_seconds_count{thread="tick"} 3
+            # HELP queue_length queue length
+            # TYPE queue_length gauge
+            queue_length 2.5
+            # HELP test_timer_ticks_total test.timer.ticks
+            # TYPE test_timer_ticks_total counter
+            test_timer_ticks_total 3
+
+            """)
+    }
+
+    /// Each label set is a line of the metric's file and a series of the exposition; the same
+    /// labels give the same series; a metric whose last series is destroyed loses its file.
+    @Test func labelSetsAreSeriesAndDestroyingTheLastRemovesTheFile() throws {
+        let tree = ProcTree()
+        let metrics = try ProcFSMetrics(tree: tree)
+        let get = metrics.makeCounter(label: "requests", dimensions: [("method", "GET")])
+        let put = metrics.makeCounter(label: "requests", dimensions: [("method", "PUT \"x\"\n")])
+        #expect(metrics.makeCounter(label: "requests", dimensions: [("method", "GET")]) === get)
+        get.increment(by: 2)
+        put.increment(by: 1)
+        #expect(text(tree, "metrics/requests_total") == "method=\"GET\" 2\nmethod=\"PUT \\\"x\\\"\\n\" 1\n")
+        #expect(text(tree, "metrics/metrics.prom")?.contains("requests_total{method=\"GET\"} 2\n") == true)
+        metrics.destroyCounter(get)
+        #expect(text(tree, "metrics/requests_total") == "method=\"PUT \\\"x\\\"\\n\" 1\n")
+        metrics.destroyCounter(put)
+        #expect(tree.entry(atPath: "metrics/requests_total") == nil)
+        #expect(text(tree, "metrics/metrics.prom") == "")
+    }
+
+    @Test func namesAndNumbersAreWrittenAsPrometheusParsesThem() {
+        #expect(Exposition.metricName("schedfs.timer-ticks") == "schedfs_timer_ticks")
+        #expect(Exposition.metricName("9lives") == "_9lives")
+        #expect(Exposition.metricName("é") == "_")
+        #expect(Exposition.number(3) == "3" && Exposition.number(0.25) == "0.25")
+        #expect(Exposition.number(.infinity) == "+Inf" && Exposition.number(-.infinity) == "-Inf")
+        #expect(Exposition.number(.nan) == "NaN")
+    }
+}
