@@ -47,10 +47,11 @@ let package = Package(
             "TaskQueue", "ProcFS", "KernelSync",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // The command: options, mount point checks, daemonizing, signals, logging.
         .executableTarget(name: "schedfs", dependencies: [
-            "Sched", "ProcFS", "TaskQueue", "KernelSync",
+            "Sched", "ProcFS", "ProcFSMetrics", "TaskQueue", "KernelSync",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),

@@ -26,7 +26,7 @@ public final class TickSource: Sendable {
         var ticksBefore: UInt64 = 0
     }
 
-    private let onTick: @Sendable () -> Void
+    private let onTick: @Sendable (Tick) -> Void
     private let timer: Int32
     private let stopping = Atomic<Bool>(false)
     private let requestedHz: Atomic<Int>
@@ -36,10 +36,21 @@ public final class TickSource: Sendable {
     /// The accepted tick rates, as the kernel's `CONFIG_HZ` would never exceed.
     public static let hzRange = 1...10_000
 
+    /// One tick, as the handler is told of it.
+    public struct Tick: Sendable {
+        /// How late the tick runs, from its own deadline.
+        public let lateness: Duration
+        /// Whether it runs in a burst after an earlier one, its deadline having passed while the
+        /// thread still waited to run that one (a missed tick, run late).
+        public let missed: Bool
+        /// The rate it ticks at.
+        public let hz: Int
+    }
+
     /// Prepares a tick source; nothing ticks until ``start()``.
     ///
     /// - Throws: ``TickSourceError`` if `hz` is out of ``hzRange`` or the system has no timer to give.
-    public init(hz: Int, onTick: @escaping @Sendable () -> Void) throws(TickSourceError) {
+    public init(hz: Int, onTick: @escaping @Sendable (Tick) -> Void) throws(TickSourceError) {
         guard Self.hzRange.contains(hz) else { throw .badRate(hz) }
         let timer = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC))
         guard timer >= 0 else { throw .system("timerfd_create", Errno(rawValue: errno)) }
@@ -126,7 +137,7 @@ public final class TickSource: Sendable {
     /// in the lateness of every tick it held back.
     ///
     /// - Returns: the latest deadline passed.
-    private func record(_ expirations: UInt64, at now: Int64) -> Int64 {
+    private func record(_ expirations: UInt64, at now: Int64) -> (latest: Int64, period: Int64) {
         measured.withLock { measured in
             measured.statistics.ticks += expirations
             if expirations > 1 {
@@ -138,7 +149,7 @@ public final class TickSource: Sendable {
             for earlier in 0..<Int64(expirations) {
                 measured.statistics.lateness.record(nanoseconds: now - (latest - earlier * schedule.period))
             }
-            return latest
+            return (latest, schedule.period)
         }
     }
 
@@ -159,8 +170,12 @@ public final class TickSource: Sendable {
             if stopping.load(ordering: .acquiring) { return }
             guard count == MemoryLayout<UInt64>.size else { return }
             let woke = Self.monotonicNanoseconds()
-            let latest = record(expirations, at: woke)
-            for _ in 0..<expirations { onTick() }
+            let (latest, period) = record(expirations, at: woke)
+            // Oldest first: the first is late by the whole burst, the last by the least.
+            for index in 0..<Int64(expirations) {
+                let deadline = latest - (Int64(expirations) - 1 - index) * period
+                onTick(Tick(lateness: .nanoseconds(woke - deadline), missed: index > 0, hz: hz))
+            }
             recordBusy(since: woke)
             let wanted = requestedHz.load(ordering: .relaxed)
             if wanted != hz {

@@ -16,12 +16,19 @@ public final class TimerQueue: Sendable {
 
     /// Makes the queue and its tick source; nothing ticks until ``start()``.
     ///
+    /// - Parameter observer: told of each tick, with the queue, once its tasks have run, on the
+    ///   tick thread (for figures such as a metrics backend keeps); it must be quick.
     /// - Throws: ``TickSourceError`` if `hz` is out of ``TickSource/hzRange`` or the system has
     ///   no timer to give.
-    public init(hz: Int) throws(TickSourceError) {
+    public init(
+        hz: Int, observer: @escaping @Sendable (TickSource.Tick, TaskQueue) -> Void = { _, _ in }
+    ) throws(TickSourceError) {
         let tasks = TaskQueue()
         self.tasks = tasks
-        self.ticks = try TickSource(hz: hz) { tasks.run() }
+        self.ticks = try TickSource(hz: hz) { tick in
+            tasks.run()
+            observer(tick, tasks)
+        }
     }
 
     /// Starts ticking: from one period from now, every tick runs ``tasks``.

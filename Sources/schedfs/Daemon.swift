@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import ProcFS
+import ProcFSMetrics
 import Sched
 import ServiceLifecycle
 import TaskQueue
@@ -48,7 +49,10 @@ struct Daemon {
         let logger = Logger(label: "schedfs")
 
         let tree = ProcTree()
-        let timer = try TimerQueue(hz: configuration.options.hz)
+        // schedfs's own figures, through swift-metrics, as files of metrics/ and metrics/schedfs.prom.
+        let figures = SchedMetrics(factory: try ProcFSMetrics(
+            tree: tree, expositionFile: "schedfs.prom", timerBuckets: SchedMetrics.latenessBuckets))
+        let timer = try TimerQueue(hz: configuration.options.hz, observer: figures.observe)
         let sched = SchedModule(timer: timer, tree: tree, logger: logger)
         try sched.start()
         let server = try FuseServer(

@@ -42,7 +42,7 @@ import Testing
             var attributes = stat()
             #expect(stat(mount.mountpoint, &attributes) == 0)
             #expect(attributes.st_mode == S_IFDIR | 0o555)
-            #expect(attributes.st_nlink == 3, "the root holds one directory, timer")
+            #expect(attributes.st_nlink == 4, "the root holds two directories, metrics and timer")
 
             // The size is the text's true length; the length only changes at 10, 100, ... so
             // a stat between two reads of the same length must report that length.
@@ -70,7 +70,7 @@ import Testing
                     String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
                 })
             }
-            #expect(names == [".", "..", "sched", "timer", "uptime"])
+            #expect(names == [".", "..", "metrics", "sched", "timer", "uptime"])
         }
 
         /// A run of reads from offset 0 is one text, as with a procfs `seq_file`: reads at any

@@ -63,6 +63,35 @@ extension MountTests {
             #expect(failure(stat(mount.path("timer/tasks/other"), &attributes)) == ENOENT)
         }
 
+        /// schedfs's own figures, kept through swift-metrics by ProcFSMetrics: a file each in
+        /// `metrics/`, and all of them in `metrics/schedfs.prom`, in the Prometheus text format.
+        @Test func itsFiguresAreMetricsFilesAndPrometheusText() throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=100"])
+            defer { mount.cleanUp() }
+            #expect(try listing(mount.path("metrics")) == [
+                ".", "..", "schedfs.prom", "schedfs_timer_hz", "schedfs_timer_lateness_seconds",
+                "schedfs_timer_missed_ticks_total", "schedfs_timer_queue_length", "schedfs_timer_ticks_total",
+            ])
+            let ticks = { UInt64((try? readOnce(mount.path("metrics/schedfs_timer_ticks_total")))?.dropLast() ?? "") ?? 0 }
+            #expect(eventually(timeout: .seconds(2)) { ticks() > 0 }, "the first tick is counted")
+            let first = ticks()
+            #expect(eventually(timeout: .seconds(2)) { ticks() > first }, "the tick counter grows")
+            #expect(try readOnce(mount.path("metrics/schedfs_timer_hz")) == "100\n")
+            #expect(try readOnce(mount.path("metrics/schedfs_timer_queue_length")) == "1\n", "sched, re-queued")
+            let exposition = try readText(mount.path("metrics/schedfs.prom"))
+            let lines = exposition.split(separator: "\n").map(String.init)
+            for expected in [
+                "# TYPE schedfs_timer_ticks_total counter", "# TYPE schedfs_timer_lateness_seconds histogram",
+                "# TYPE schedfs_timer_hz gauge", "schedfs_timer_hz 100", "schedfs_timer_queue_length 1",
+            ] {
+                #expect(lines.contains(expected), "\(expected) in:\n\(exposition)")
+            }
+            let count = lines.first { $0.hasPrefix("schedfs_timer_lateness_seconds_count ") }
+            let infinity = lines.first { $0.hasPrefix("schedfs_timer_lateness_seconds_bucket{le=\"+Inf\"} ") }
+            #expect(count != nil && count?.split(separator: " ").last == infinity?.split(separator: " ").last,
+                    "every tick's lateness is in the histogram: \(exposition)")
+        }
+
         /// Writing a rate to `timer/hz` changes how fast the count grows, at once.
         @Test(arguments: MountTests.readModes)
         func writingHzChangesThePaceOfTheCount(mode: [String]) throws {

@@ -39,7 +39,7 @@ import Testing
 
 @Suite struct TickStatisticsTests {
     @Test func aTickSourceMeasuresItsPaceAndLateness() throws {
-        let source = try TickSource(hz: 200) {}
+        let source = try TickSource(hz: 200) { _ in }
         try source.start()
         usleep(500_000)
         let measured = source.statistics
@@ -55,13 +55,21 @@ import Testing
     /// the upper percentiles, not only in `missedTicks`.
     @Test func aStallShowsInTheLatenessOfEveryTickItHeldBack() throws {
         let stalled = Atomic<Bool>(false)
-        let source = try TickSource(hz: 100) {
+        // What the handler is told of each tick: how late, and whether it ran in a burst.
+        let told = Mutex<(missed: UInt64, latest: Duration)>((0, .zero))
+        let source = try TickSource(hz: 100) { tick in
+            told.withLock { told in
+                if tick.missed { told.missed += 1 }
+                told.latest = max(told.latest, tick.lateness)
+            }
             if !stalled.exchange(true, ordering: .relaxed) { usleep(300_000) }
         }
         try source.start()
         usleep(600_000)
-        let measured = source.statistics
         #expect(source.stop(timeout: .seconds(1)))
+        let measured = source.statistics
+        #expect(told.withLock { $0.missed } == measured.missedTicks, "the handler is told of every missed tick")
+        #expect(told.withLock { $0.latest } >= .milliseconds(250), "and of the stall in their lateness")
         #expect(measured.missedTicks >= 25, "\(measured.missedTicks) ticks missed behind a 300 ms stall")
         #expect(measured.lateness.maximum >= 250_000_000, "max \(measured.lateness.maximum) ns")
         #expect(measured.lateness.percentile(0.75) >= 50_000_000, "p75 \(measured.lateness.percentile(0.75)) ns of \(measured.lateness.count) ticks")

@@ -120,14 +120,14 @@ import Testing
 @Suite struct TickSourceTests {
     @Test(arguments: [0, -5, 10_001])
     func rejectsRatesOutOfRange(hz: Int) {
-        #expect(throws: TickSourceError.self) { try TickSource(hz: hz) {} }
+        #expect(throws: TickSourceError.self) { try TickSource(hz: hz) { _ in } }
     }
 
     /// Absolute deadlines keep the pace: the count matches elapsed time × HZ within 1 %.
     @Test func keepsPaceWithTheClock() throws {
         let hz = 100
         let ticks = Atomic<Int>(0)
-        let source = try TickSource(hz: hz) { ticks.add(1, ordering: .relaxed) }
+        let source = try TickSource(hz: hz) { _ in ticks.add(1, ordering: .relaxed) }
         let clock = ContinuousClock()
         let start = clock.now
         try source.start()
@@ -141,7 +141,7 @@ import Testing
 
     @Test func stopEndsTheTicksAtOnce() throws {
         let ticks = Atomic<Int>(0)
-        let source = try TickSource(hz: 1) { ticks.add(1, ordering: .relaxed) }
+        let source = try TickSource(hz: 1) { _ in ticks.add(1, ordering: .relaxed) }
         try source.start()
         let clock = ContinuousClock()
         let start = clock.now

@@ -1,0 +1,37 @@
+import CoreMetrics
+import TaskQueue
+
+/// schedfs's own figures, kept through swift-metrics, so that any metrics backend shows them
+/// (schedfs's is `ProcFSMetrics`, which serves them in `metrics/`): each tick's lateness, the
+/// ticks, the missed ticks, the queue's length and the rate.
+public struct SchedMetrics: Sendable {
+    /// The buckets of the lateness histogram, in seconds: from 10 µs to 1 s.
+    public static let latenessBuckets: [Double] = [
+        0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1,
+    ]
+
+    private let ticks: Counter
+    private let missedTicks: Counter
+    private let lateness: Timer
+    private let queueLength: Meter
+    private let hz: Meter
+
+    /// Makes the metrics in `factory`.
+    public init(factory: MetricsFactory) {
+        ticks = Counter(label: "schedfs_timer_ticks", factory: factory)
+        missedTicks = Counter(label: "schedfs_timer_missed_ticks", factory: factory)
+        lateness = Timer(label: "schedfs_timer_lateness", factory: factory)
+        queueLength = Meter(label: "schedfs_timer_queue_length", factory: factory)
+        hz = Meter(label: "schedfs_timer_hz", factory: factory)
+    }
+
+    /// Counts one tick, after the tasks of the queue have run (a ``TimerQueue`` observer).
+    public func observe(_ tick: TickSource.Tick, of tasks: TaskQueue) {
+        ticks.increment()
+        if tick.missed { missedTicks.increment() }
+        lateness.recordNanoseconds(Int64(tick.lateness.components.seconds) * 1_000_000_000
+            + tick.lateness.components.attoseconds / 1_000_000_000)
+        queueLength.set(tasks.count)
+        hz.set(tick.hz)
+    }
+}
