@@ -270,13 +270,15 @@ final class ProcFileSystem: Sendable {
             bytes = nodes.entry(node).flatMap { entry in
                 nodes.copy(of: node)?.published(entry, now: Self.now)?.text.bytes(at: offset, count: size)
             }
-        } else if let open = openFiles.object(handle), open.entry.isAwaited {
-            return .awaiting { () async throws(Errno) in
-                guard let bytes = await open.awaitedRead(at: offset, size: size) else { throw .ioError }
-                return bytes
-            }
         } else {
-            bytes = openFiles.object(handle)?.read(at: offset, size: size)
+            let open = openFiles.object(handle)
+            if let open, open.entry.isAwaited {
+                return .awaiting { () async throws(Errno) in
+                    guard let bytes = await open.awaitedRead(at: offset, size: size) else { throw .ioError }
+                    return bytes
+                }
+            }
+            bytes = open?.read(at: offset, size: size)
         }
         guard let bytes else { throw .ioError }
         return .bytes(bytes)
