@@ -22,6 +22,21 @@ final class OpenFile: Sendable {
         var text: [UInt8]?
         /// Where the last read ended: a read there continues the text.
         var next = 0
+
+        /// Whether a read at `offset` makes the text anew: at offset 0, anywhere but where the
+        /// last read ended, or before any text.
+        func needsText(at offset: Int) -> Bool {
+            offset == 0 || offset != next || text == nil
+        }
+
+        /// The bytes of the text a read of `size` at `offset` gets, where the next one then
+        /// continues; `nil` without a text.
+        mutating func read(at offset: Int, size: Int) -> ArraySlice<UInt8>? {
+            guard let text else { return nil }
+            let bytes = text.bytes(at: offset, count: size)
+            next = offset + bytes.count
+            return bytes
+        }
     }
 
     private let position = Mutex(Position())
@@ -40,13 +55,9 @@ final class OpenFile: Sendable {
     /// removed.
     func read(at offset: Int, size: Int) -> ArraySlice<UInt8>? {
         position.withLock { position in
-            if offset == 0 || offset != position.next || position.text == nil {
-                position.text = entry.snapshot(for: caller)
-            }
-            guard let text = position.text, !entry.isRemoved else { return nil }
-            let bytes = text.bytes(at: offset, count: size)
-            position.next = offset + bytes.count
-            return bytes
+            if position.needsText(at: offset) { position.text = entry.snapshot(for: caller) }
+            guard !entry.isRemoved else { return nil }
+            return position.read(at: offset, size: size)
         }
     }
 
@@ -54,15 +65,13 @@ final class OpenFile: Sendable {
     /// ``read(at:size:)``: the text is awaited outside the lock, then kept for the reads that
     /// continue it.
     func awaitedRead(at offset: Int, size: Int) async -> ArraySlice<UInt8>? {
-        let needsText = position.withLock { offset == 0 || offset != $0.next || $0.text == nil }
+        let needsText = position.withLock { $0.needsText(at: offset) }
         let fresh = needsText ? await entry.awaitedSnapshot(for: caller) : nil
         if needsText && fresh == nil { return nil }
         return position.withLock { position in
             if let fresh { position.text = fresh }
-            guard let text = position.text, !entry.isRemoved else { return nil }
-            let bytes = text.bytes(at: offset, count: size)
-            position.next = offset + bytes.count
-            return bytes
+            guard !entry.isRemoved else { return nil }
+            return position.read(at: offset, size: size)
         }
     }
 
