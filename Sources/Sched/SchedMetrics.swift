@@ -1,4 +1,5 @@
 import CoreMetrics
+import KernelSync
 import TaskQueue
 
 /// schedfs's own figures, kept through swift-metrics, so that any metrics backend shows them
@@ -29,8 +30,7 @@ public struct SchedMetrics: Sendable {
     public func observe(_ tick: TickSource.Tick, of tasks: TaskQueue) {
         ticks.increment()
         if tick.missed { missedTicks.increment() }
-        lateness.recordNanoseconds(Int64(tick.lateness.components.seconds) * 1_000_000_000
-            + tick.lateness.components.attoseconds / 1_000_000_000)
+        lateness.recordNanoseconds(tick.lateness.nanoseconds)
         queueLength.set(tasks.count)
         hz.set(tick.hz)
     }
