@@ -54,13 +54,14 @@ struct MountedDaemon: Service {
     /// Ends when the session ends; the daemon finishes it on a graceful shutdown too.
     private let sessionEnded: AsyncStream<Void>
     private let endWaiting: AsyncStream<Void>.Continuation
-    private let cleanUp: Cleanup
+    /// The cleanup protocol, dropped as it returns.
+    private let cleanUp: OneShot<Int32>
 
     /// - Parameter cleanUp: runs the cleanup protocol, started by the cause given, and returns
     ///   the exit status; it blocks for a bounded time, on a thread of its own.
     init(trigger: ShutdownTrigger, cleanUp: @escaping @Sendable (ShutdownEvents.Cause?) -> Int32) {
         self.trigger = trigger
-        self.cleanUp = Cleanup(cleanUp)
+        self.cleanUp = OneShot { [trigger] in cleanUp(trigger.cause) }
         (sessionEnded, endWaiting) = AsyncStream<Void>.makeStream()
     }
 
@@ -83,24 +84,10 @@ struct MountedDaemon: Service {
         } onCancel: { [endWaiting] in
             endWaiting.finish()
         }
-        // Taken and dropped on the blocking thread: what it holds (the server, the module) is
+        // Run and dropped on the blocking thread: what it holds (the server, the module) is
         // gone before the group ends, not when the task that ran this is freed, which may be
-        // after the process has begun to exit.
-        let status = try await runBlocking { [cleanUp, trigger] in cleanUp.take()?(trigger.cause) ?? 1 }
+        // after the process has begun to exit. (The group runs a service once.)
+        let status = try await runBlocking(cleanUp)
         outcome.status.withLock { $0 = status }
-    }
-
-    /// The cleanup protocol, held until it runs once.
-    private final class Cleanup: Sendable {
-        private let protocolRun: Mutex<(@Sendable (ShutdownEvents.Cause?) -> Int32)?>
-
-        init(_ protocolRun: @escaping @Sendable (ShutdownEvents.Cause?) -> Int32) {
-            self.protocolRun = Mutex(protocolRun)
-        }
-
-        /// The protocol, the first time; `nil` after.
-        func take() -> (@Sendable (ShutdownEvents.Cause?) -> Int32)? {
-            protocolRun.withLock { $0.take() }
-        }
     }
 }
