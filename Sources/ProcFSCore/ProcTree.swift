@@ -21,11 +21,15 @@ public final class ProcTree: Sendable {
     /// How long ``remove(_:timeout:)`` waits for callers inside an entry by default.
     public static let defaultRundownTimeout: Duration = .seconds(2)
 
+    /// A live directory and its entries by name.
+    private struct Directory {
+        let entry: ProcEntry
+        var children: [String: ProcEntry] = [:]
+    }
+
     private struct State {
-        /// Each live directory's entries by name.
-        var children: [UInt64: [String: ProcEntry]] = [ProcTree.rootInode: [:]]
         /// Each live directory by its inode number.
-        var directories: [UInt64: ProcEntry] = [:]
+        var directories: [UInt64: Directory]
         /// The next inode number. A number is given once in a tree's life, so it never names
         /// two entries, even for a holder outside the kernel (64 bits last 500 years at a
         /// billion entries a second).
@@ -34,7 +38,7 @@ public final class ProcTree: Sendable {
 
     /// The root directory.
     public let root: ProcEntry
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     private let observers = ProcTreeObservers()
 
     /// Makes an empty tree whose root directory has the mode `rootPermissions`.
@@ -43,7 +47,7 @@ public final class ProcTree: Sendable {
             name: "", inode: Self.rootInode, parentInode: Self.rootInode,
             permissions: rootPermissions, owner: nil, announcesChanges: false, body: .directory(ProcEntry.DirectoryState()),
             observers: observers)
-        state.withLock { $0.directories[Self.rootInode] = root }
+        state = Mutex(State(directories: [Self.rootInode: Directory(entry: root)]))
     }
 
     // MARK: Adding entries
@@ -258,20 +262,17 @@ public final class ProcTree: Sendable {
         let parent = parent ?? root
         guard parent.kind == .directory else { throw .notADirectory(parent.name) }
         let entry = try state.withLock { (state) throws(ProcTreeError) -> ProcEntry in
-            guard state.children[parent.inode] != nil else { throw .notFound(parent.name) }
-            guard state.children[parent.inode]?[name] == nil else { throw .exists(name) }
+            guard state.directories[parent.inode] != nil else { throw .notFound(parent.name) }
+            guard state.directories[parent.inode]?.children[name] == nil else { throw .exists(name) }
             let inode = state.nextInode
             state.nextInode += 1
             let entry = ProcEntry(
                 name: name, inode: inode, parentInode: parent.inode,
                 permissions: permissions, owner: owner, announcesChanges: announcesChanges, body: body,
                 observers: observers)
-            state.children[parent.inode]?[name] = entry
+            state.directories[parent.inode]?.children[name] = entry
             parent.directoryState?.listingChanges.add(1, ordering: .releasing)
-            if entry.kind == .directory {
-                state.children[inode] = [:]
-                state.directories[inode] = entry
-            }
+            if entry.kind == .directory { state.directories[inode] = Directory(entry: entry) }
             return entry
         }
         if entry.bypassesPageCache { observers.filesBypassingPageCache.store(true, ordering: .releasing) }
@@ -298,15 +299,14 @@ public final class ProcTree: Sendable {
     public func remove(_ entry: ProcEntry, timeout: Duration = ProcTree.defaultRundownTimeout) throws(ProcTreeError) {
         guard entry !== root else { throw .invalidName(entry.name) }
         let removed = state.withLock { state -> [ProcEntry] in
-            guard state.children[entry.parentInode]?[entry.name] === entry else { return [] }
-            state.children[entry.parentInode]?[entry.name] = nil
-            state.directories[entry.parentInode]?.directoryState?.listingChanges.add(1, ordering: .releasing)
+            guard state.directories[entry.parentInode]?.children[entry.name] === entry else { return [] }
+            state.directories[entry.parentInode]?.children[entry.name] = nil
+            state.directories[entry.parentInode]?.entry.directoryState?.listingChanges.add(1, ordering: .releasing)
             var removed: [ProcEntry] = []
             var pending = [entry]
             while let next = pending.popLast() {
                 removed.append(next)
-                if let below = state.children.removeValue(forKey: next.inode) { pending += below.values }
-                state.directories[next.inode] = nil
+                if let below = state.directories.removeValue(forKey: next.inode) { pending += below.children.values }
                 // Marked removed before anyone is told, so that what they ask next fails; a
                 // directory lists nothing from now on, which is a change of its listing.
                 next.markRemoved()
@@ -328,7 +328,7 @@ public final class ProcTree: Sendable {
 
     /// The live entry called `name` in `parent` (the root when `nil`), if any.
     public func entry(named name: String, in parent: ProcEntry? = nil) -> ProcEntry? {
-        state.withLock { $0.children[(parent ?? root).inode]?[name] }
+        state.withLock { $0.directories[(parent ?? root).inode]?.children[name] }
     }
 
     /// The live entry at `path`, names separated by `/`, relative to the root.
@@ -344,7 +344,7 @@ public final class ProcTree: Sendable {
     /// The live entries of `directory` (the root when `nil`), sorted by name as procfs lists
     /// them; empty once the directory is removed.
     public func children(of directory: ProcEntry? = nil) -> [ProcEntry] {
-        state.withLock { $0.children[(directory ?? root).inode]?.values.sorted { $0.name < $1.name } } ?? []
+        state.withLock { $0.directories[(directory ?? root).inode]?.children.values.sorted { $0.name < $1.name } } ?? []
     }
 
     /// How many times the entries of `directory` have changed: added, removed, or, once it is
@@ -357,7 +357,7 @@ public final class ProcTree: Sendable {
     /// How many directories `directory` holds, for its link count.
     package func subdirectoryCount(of directory: ProcEntry) -> Int {
         state.withLock { state in
-            state.children[directory.inode]?.values.count { $0.kind == .directory } ?? 0
+            state.directories[directory.inode]?.children.values.count { $0.kind == .directory } ?? 0
         }
     }
 
