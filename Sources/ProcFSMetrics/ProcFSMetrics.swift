@@ -19,7 +19,7 @@ import Synchronization
 /// - Counters are `counter`s, shown as `<label>_total`.
 /// - Meters and recorders that do not aggregate are `gauge`s: the last value.
 /// - Recorders that aggregate, and timers, are `histogram`s (timers in seconds), with the
-///   buckets given at ``init(tree:in:directory:expositionFile:recorderBuckets:timerBuckets:)``.
+///   buckets given at ``init(tree:in:directory:expositionFile:recorderBuckets:timerBuckets:help:)``.
 ///
 /// Labels become metric names as Prometheus requires: any character other than a letter, a
 /// digit, `_` or `:` becomes `_`.
@@ -29,6 +29,7 @@ public final class ProcFSMetrics: MetricsFactory {
     private let tree: ProcTree
     private let recorderBuckets: [Double]
     private let timerBuckets: [Double]
+    private let help: [String: String]
     private let registry = Registry()
 
     /// Prometheus's default buckets, in seconds for a timer.
@@ -51,13 +52,17 @@ public final class ProcFSMetrics: MetricsFactory {
     /// Makes the directory `directory` in `parent` (the root when `nil`) and in it the file
     /// `expositionFile`, in the Prometheus text format.
     ///
+    /// - Parameter help: what each metric means, by its swift-metrics label, for its `# HELP`
+    ///   line (swift-metrics has no place for it); a metric not named here is described by its
+    ///   label.
     /// - Throws: ``ProcTreeError`` when the names are taken or bad.
     public init(
         tree: ProcTree, in parent: ProcEntry? = nil, directory: String = "metrics",
         expositionFile: String = "metrics.prom", recorderBuckets: [Double] = ProcFSMetrics.defaultBuckets,
-        timerBuckets: [Double] = ProcFSMetrics.defaultBuckets
+        timerBuckets: [Double] = ProcFSMetrics.defaultBuckets, help: [String: String] = [:]
     ) throws(ProcTreeError) {
         self.tree = tree
+        self.help = help
         self.recorderBuckets = recorderBuckets.sorted()
         self.timerBuckets = timerBuckets.sorted()
         self.directory = try tree.makeDirectory(directory, in: parent)
@@ -71,28 +76,28 @@ public final class ProcFSMetrics: MetricsFactory {
 
     public func makeCounter(label: String, dimensions: [(String, String)]) -> CounterHandler {
         let name = Exposition.metricName(label)
-        return series(name.hasSuffix("_total") ? name : name + "_total", help: label, .counter, dimensions) {
+        return series(name.hasSuffix("_total") ? name : name + "_total", help: help[label] ?? label, .counter, dimensions) {
             CounterSeries()
         }
     }
 
     public func makeMeter(label: String, dimensions: [(String, String)]) -> MeterHandler {
-        series(Exposition.metricName(label), help: label, .gauge, dimensions) { GaugeSeries() }
+        series(Exposition.metricName(label), help: help[label] ?? label, .gauge, dimensions) { GaugeSeries() }
     }
 
     public func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> RecorderHandler {
         let name = Exposition.metricName(label)
         if aggregate {
-            return series(name, help: label, .histogram, dimensions) { [recorderBuckets] in
+            return series(name, help: help[label] ?? label, .histogram, dimensions) { [recorderBuckets] in
                 HistogramSeries(bounds: recorderBuckets, scale: 1)
             }
         }
-        return series(name, help: label, .gauge, dimensions) { GaugeSeries() }
+        return series(name, help: help[label] ?? label, .gauge, dimensions) { GaugeSeries() }
     }
 
     public func makeTimer(label: String, dimensions: [(String, String)]) -> TimerHandler {
         let name = Exposition.metricName(label)
-        return series(name.hasSuffix("_seconds") ? name : name + "_seconds", help: label, .histogram, dimensions) {
+        return series(name.hasSuffix("_seconds") ? name : name + "_seconds", help: help[label] ?? label, .histogram, dimensions) {
             [timerBuckets] in HistogramSeries(bounds: timerBuckets, scale: 1e-9)
         }
     }

@@ -50,8 +50,11 @@ struct Daemon {
 
         let tree = ProcTree()
         // schedfs's own figures, through swift-metrics, as files of metrics/ and metrics/schedfs.prom.
-        let figures = SchedMetrics(factory: try ProcFSMetrics(
-            tree: tree, expositionFile: "schedfs.prom", timerBuckets: SchedMetrics.latenessBuckets))
+        let figures = SchedMetrics(
+            factory: try ProcFSMetrics(
+                tree: tree, expositionFile: "schedfs.prom", timerBuckets: SchedMetrics.latenessBuckets,
+                help: SchedMetrics.help),
+            hz: configuration.options.hz)
         let timer = try TimerQueue(hz: configuration.options.hz, observer: figures.observe)
         let sched = SchedModule(timer: timer, tree: tree, logger: logger)
         try sched.start()

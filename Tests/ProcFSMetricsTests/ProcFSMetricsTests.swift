@@ -50,6 +50,23 @@ import Testing
             """)
     }
 
+    /// A metric named in `help` is described by it, escaped as the format asks; others by their label.
+    @Test func helpTextsDescribeTheMetricsTheyName() throws {
+        let tree = ProcTree()
+        let metrics = try ProcFSMetrics(tree: tree, help: ["ticks": "Ticks so far.\nA \\ B"])
+        metrics.makeCounter(label: "ticks", dimensions: []).increment(by: 1)
+        metrics.makeMeter(label: "depth", dimensions: []).set(Int64(4))
+        #expect(text(tree, "metrics/metrics.prom") == """
+            # HELP depth depth
+            # TYPE depth gauge
+            depth 4
+            # HELP ticks_total Ticks so far.\\nA \\\\ B
+            # TYPE ticks_total counter
+            ticks_total 1
+
+            """)
+    }
+
     /// Each label set is a line of the metric's file and a series of the exposition; the same
     /// labels give the same series; a metric whose last series is destroyed loses its file.
     @Test func labelSetsAreSeriesAndDestroyingTheLastRemovesTheFile() throws {
