@@ -51,14 +51,21 @@ stop:
 	fusermount3 -u $(MNT)
 
 # What the tests run beside schedfs: the shells whose completions they try, man and groff for
-# the man page, systemd's tools for the mount unit, useradd and setpriv for an ordinary user.
-TEST_PACKAGES := zsh fish man-db groff-base systemd passwd util-linux
+# the man page, systemd's tools for the mount unit, useradd and setpriv for an ordinary user,
+# and node_exporter, Prometheus (with promtool) and curl for the fleet tests. The packages'
+# own services are not started (policy-rc.d says no while they install): the tests start
+# their own, on loopback, and stop them.
+TEST_PACKAGES := zsh fish man-db groff-base systemd passwd util-linux prometheus prometheus-node-exporter curl
 test-deps:
 	@missing=$$(for p in $(TEST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "the tests need: apt-get install -y $$missing" >&2; exit 1; fi; \
 		echo "installing" $$missing; \
+		policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			policy=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' > $$policy; chmod 755 $$policy; \
+		fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		status=$$?; if [ -n "$$policy" ]; then rm -f $$policy; fi; exit $$status; \
 	fi
 
 # Some tests open /dev/fuse to all users, or make a user (schedfs-tNNNN), for a moment, and

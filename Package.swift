@@ -100,8 +100,9 @@ let package = Package(
         // Drives the built `schedfs` and `counterfs` binaries against real mounts, and mounts
         // ProcFS trees of its own in-process.
         .testTarget(name: "MountTests", dependencies: [
-            "schedfs", "CounterFS", "StatusService", "CLinux", "CTestSupport", "KernelSync", "ProcFS",
+            "schedfs", "CounterFS", "StatusService", "CLinux", "CTestSupport", "KernelSync", "ProcFS", "ProcFSMetrics",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
     ],

@@ -18,7 +18,9 @@ struct Schedfs: AsyncParsableCommand {
             Reading MOUNTPOINT/sched gives 'Timer was called N times so far', where N counts \
             the runs of a routine on a timer-driven task queue that ticks HZ times a second. \
             MOUNTPOINT/timer/ shows the timer: hz (write a rate to change it live), ticks, \
-            queue and latency; MOUNTPOINT/uptime the seconds since mount.
+            queue and latency; MOUNTPOINT/uptime the seconds since mount; MOUNTPOINT/metrics/ \
+            the timer's figures, a file each and all in schedfs.prom, for Prometheus: give \
+            node_exporter --collector.textfile.directory=MOUNTPOINT/metrics.
 
             schedfs goes to the background once the mount is ready and serving. Unmount with \
             'fusermount3 -u MOUNTPOINT' (or umount, or SIGINT/SIGTERM/SIGHUP): schedfs \

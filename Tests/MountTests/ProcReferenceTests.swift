@@ -187,7 +187,8 @@ extension MountTests.ProcReference {
             #expect(held.st_ino == before.st_ino && now.st_ino == before.st_ino, "\(file)'s inode number changed")
             var target = [CChar](repeating: 0, count: 4096)
             let length = readlink("/proc/self/fd/\(descriptor)", &target, target.count - 1)
-            #expect(length > 0 && String(cString: target) == file, "/proc/self/fd says \(String(cString: target))")
+            let resolved = String(decoding: target[..<max(length, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            #expect(resolved == file, "/proc/self/fd says \(resolved)")
 
             var events = [UInt8](repeating: 0, count: 65_536)
             let count = read(watcher, &events, events.count)

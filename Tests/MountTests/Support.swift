@@ -44,12 +44,13 @@ final class ChildProcess: Sendable {
     /// The search path children get, so that `fusermount3` and `umount` are found.
     static let environment = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"]
 
-    /// Starts `path` with `arguments`; stdout and stderr go to the given files (or /dev/null).
-    init(_ path: String, _ arguments: [String], stdout: String? = nil, stderr: String? = nil) throws {
+    /// Starts `path` with `arguments`; stdin comes from the given file, stdout and stderr go to
+    /// the given files (each /dev/null when not given).
+    init(_ path: String, _ arguments: [String], stdin: String? = nil, stdout: String? = nil, stderr: String? = nil) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, stdin ?? "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, stdout ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, stderr ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
@@ -87,13 +88,14 @@ final class ChildProcess: Sendable {
     }
 }
 
-/// Runs a command to completion within `timeout` and returns its status and output.
-func runCommand(_ path: String, _ arguments: [String], timeout: Duration = .seconds(10)) throws
+/// Runs a command to completion within `timeout`, its stdin from the file `stdin` (or
+/// /dev/null), and returns its status and output.
+func runCommand(_ path: String, _ arguments: [String], stdin: String? = nil, timeout: Duration = .seconds(10)) throws
     -> (status: Int32, stdout: String, stderr: String)
 {
     let scratch = try TemporaryDirectory()
     defer { scratch.remove() }
-    let child = try ChildProcess(path, arguments, stdout: scratch.path + "/out", stderr: scratch.path + "/err")
+    let child = try ChildProcess(path, arguments, stdin: stdin, stdout: scratch.path + "/out", stderr: scratch.path + "/err")
     guard let status = child.wait(timeout: timeout) else {
         child.send(SIGKILL)
         _ = child.wait(timeout: .seconds(5))
@@ -206,12 +208,13 @@ extension String {
     fileprivate var replacingNULs: String { String(map { $0 == "\0" ? " " : $0 }) }
 }
 
-/// Waits at most `timeout` for `condition`, testing it every millisecond.
-func eventually(timeout: Duration, _ condition: () -> Bool) -> Bool {
+/// Waits at most `timeout` for `condition`, testing it every `interval` (a millisecond unless
+/// given).
+func eventually(timeout: Duration, every interval: Duration = .milliseconds(1), _ condition: () -> Bool) -> Bool {
     let deadline = ContinuousClock.now + timeout
     while !condition() {
         if ContinuousClock.now >= deadline { return false }
-        usleep(1000)
+        usleep(UInt32(interval.dispatchSeconds * 1e6))
     }
     return true
 }
