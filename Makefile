@@ -110,6 +110,7 @@ check-man:
 bench: release
 	@command -v cyclictest >/dev/null 2>&1 || { echo "installing rt-tests (cyclictest)"; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rt-tests >/dev/null; }
+	@command -v prometheus-node-exporter >/dev/null 2>&1 || $(MAKE) --no-print-directory test-deps
 	@mkdir -p $(BENCH)
 	cc -O2 -Wall -o $(BENCH)/loadgen Benchmarks/loadgen.c -lpthread
 	cc -O2 -Wall $$(pkg-config --cflags fuse3) -o $(BENCH)/refserver Benchmarks/refserver.c $$(pkg-config --libs fuse3)

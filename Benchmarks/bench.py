@@ -14,7 +14,9 @@ Every row is measured in this one run, beside the reference it is compared with:
   cost   CPU of an idle mount, peak RSS, mount-to-ready and unmount-to-exit times;
   scale  a ProcFS tree of 100,000 files in 1,000 directories (procfs-scale) beside a tmpfs tree
          of the same shape: find, ls -lR, reading every file, memory per entry, and the CPU
-         of 10,000 files announcing changes at 100 Hz (scale.py).
+         of 10,000 files announcing changes at 100 Hz (scale.py);
+  scrape node_exporter's textfile collector reading the mount's metrics/, beside one reading a
+         static copy of schedfs.prom on tmpfs, in each read mode (scrape.py).
 
 Usage: bench.py SCHEDFS LOADGEN REFSERVER IDLETICK POLLWAKE SCALE OUTPUT.md
 """
@@ -34,6 +36,7 @@ import time
 
 from harness import Daemon, alive, kib, progress, wait_exactly, wait_for
 from scale import ANNOUNCE_HZ, ANNOUNCING, DIRECTORIES, FILES, RUNS, measure_scale
+from scrape import SCRAPE_ROUNDS, SCRAPE_SECONDS, measure_scrape
 
 SCHEDFS, LOADGEN, REFSERVER, IDLETICK, POLLWAKE, SCALE, OUTPUT = sys.argv[1:8]
 READ_SECONDS = 3
@@ -331,6 +334,8 @@ def main():
     ticks = measure_ticks()
     idle, ready, exits = measure_cost()
     scale_times, per_entry, announcing_cpu = measure_scale(SCALE)
+    scrapes = {mode: measure_scrape(SCHEDFS, options) for mode, options in
+               (("direct_io (default)", ()), ("-o page_cache", ("-o", "page_cache")))}
     progress(f"done in {time.monotonic() - started:.0f} s; writing {OUTPUT}")
 
     def ratio_rows(runs, comparisons, thread_counts):
@@ -450,6 +455,22 @@ def main():
               f"{per_entry:.0f} bytes | ≤ 250 bytes | {verdict(per_entry, 250, False, ' bytes')} |",
               f"| CPU while {ANNOUNCING} files announce a change at {ANNOUNCE_HZ} Hz and none is open, "
               f"/proc/PID/stat | | | {announcing_cpu:.1f} % | ≤ 3 % | {verdict(announcing_cpu, 3, False, ' %')} |"]
+    lines += ["", f"## Scrapes: node_exporter's textfile collector, {SCRAPE_SECONDS} s each, median of "
+              f"{SCRAPE_ROUNDS} interleaved rounds", "",
+              "`Benchmarks/scrape.py`: one node_exporter reads the mount's `metrics/`, another a copy of",
+              "`schedfs.prom` on tmpfs (the same text, never changing); both run only the textfile collector,",
+              "without their own go_/process_ metrics. GETs of `/metrics` one after another on one connection,",
+              "each answer checked for `schedfs_timer_ticks_total` and `node_textfile_scrape_error 0`.", "",
+              "| mount mode | mount scrapes/s | p50 µs | tmpfs scrapes/s | p50 µs | ratio | target | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
+    for mode, rounds in scrapes.items():
+        ours = statistics.median(rate for rate, _ in rounds["mount"])
+        theirs = statistics.median(rate for rate, _ in rounds["tmpfs"])
+        ours_p50 = statistics.median(p50 for _, p50 in rounds["mount"]) * 1e6
+        theirs_p50 = statistics.median(p50 for _, p50 in rounds["tmpfs"]) * 1e6
+        target_cells = "≥ 0.8× | " + verdict(ours / theirs, 0.8) if mode.startswith("direct_io") else "| "
+        lines.append(f"| {mode} | {ours:.0f} | {ours_p50:.0f} | {theirs:.0f} | {theirs_p50:.0f} | "
+                     f"{ours / theirs:.2f}× | {target_cells} |")
     notes_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
     if os.path.exists(notes_path):
         lines += ["", open(notes_path).read().rstrip()]

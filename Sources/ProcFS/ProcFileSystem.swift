@@ -315,10 +315,15 @@ final class ProcFileSystem: Sendable {
         guard let entry = open?.entry ?? nodes.entry(node) else {
             return Polled(result: .failure(.noSuchFileOrDirectory), release: [handle].compactMap { $0 })
         }
+        let now = entry.isRemoved ? PollWaiters<any KernelPollHandle>.removed : PollWaiters<any KernelPollHandle>.readable
+        // A file that does not announce its changes has nothing to wake a poller for, as
+        // /proc/uptime has not (procfs's DEFAULT_POLLMASK): no poller is kept. (Go's runtime
+        // polls every file it opens, so each open would otherwise leave one behind.)
+        guard entry.announcesChanges else { return Polled(result: .success(now), release: [handle].compactMap { $0 }) }
         // An open is its fh in direct_io mode, and the kernel's own handle in page-cache mode.
         guard let key = open == nil ? handle?.kernelFileHandle : fileHandle else {
             // A page-cache poll that will not sleep does not say which open it is.
-            return Polled(result: .success(entry.isRemoved ? PollWaiters<any KernelPollHandle>.removed : PollWaiters<any KernelPollHandle>.readable))
+            return Polled(result: .success(now))
         }
         let answer = pollers.poll(entry, key: key, since: open?.openedVersion ?? entry.version, handle: handle)
         return Polled(result: .success(answer.events), release: answer.release, notify: answer.notify)

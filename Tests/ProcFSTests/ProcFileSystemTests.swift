@@ -368,6 +368,32 @@ import Testing
                 "the snapshot is the owner's array, not a copy")
     }
 
+    /// A poll of a file that announces nothing keeps no poller, in either mode: it reports what
+    /// /proc/uptime does, and the handle is given back at once, as nothing would ever wake it.
+    /// A file that announces its changes keeps its poller's handle until a change.
+    @Test(arguments: modes)
+    func onlyFilesThatAnnounceChangesKeepPollers(mode: ReadMode) throws {
+        let served = try Served(mode)
+        let quiet = try served.tree.register("quiet") { "same\n" }
+        _ = try served.lookUp("quiet")
+        _ = try served.lookUp("file")
+        let fs = served.fileSystem
+        for (number, entry) in [(1, quiet), (2, served.file)] {
+            // In page-cache mode the kernel opens files itself: an open is its own handle (kh).
+            let fileHandle = mode == .directIO ? try fs.open(node: entry.inode, flags: O_RDONLY, caller: .current).handle : 0
+            let handle = CountedPollHandle(kernelFileHandle: UInt64(number))
+            let polled = fs.poll(node: entry.inode, fileHandle: fileHandle, handle: handle)
+            #expect(polled.result == .success(PollWaiters<any KernelPollHandle>.readable))
+            if entry === quiet {
+                #expect(polled.release.count == 1 && polled.release.first as? CountedPollHandle === handle,
+                        "the handle of a file that announces nothing is given back")
+            } else {
+                #expect(polled.release.isEmpty, "the handle of a file that announces changes is kept")
+            }
+            #expect(polled.notify.isEmpty)
+        }
+    }
+
     /// A removed entry the kernel still holds answers as procfs does.
     @Test(arguments: modes)
     func aRemovedEntryAnswersAsProcfsDoes(mode: ReadMode) throws {
@@ -474,3 +500,11 @@ extension ProcFileSystem {
 
 /// `time` in nanoseconds.
 func nanoseconds(_ time: timespec) -> Int { time.tv_sec * 1_000_000_000 + time.tv_nsec }
+
+/// A poll handle that only stands for itself: the tests look at which handles come back.
+final class CountedPollHandle: KernelPollHandle {
+    let kernelFileHandle: UInt64
+    init(kernelFileHandle: UInt64) { self.kernelFileHandle = kernelFileHandle }
+    func notify() {}
+    func release() {}
+}
