@@ -238,6 +238,39 @@ extension MountTests.ProcReference {
         #expect(agreed >= 45, "fstat agreed with the reads around it \(agreed) times of 50")
     }
 
+    /// `sendfile` (Python's `shutil.copyfile`, for one) copies `/proc/uptime` whole. From the
+    /// mount it copies `sched` whole in both modes, and `uptime` whole under the page cache;
+    /// in direct_io mode it copies nothing of `uptime`, which differs from /proc on purpose:
+    /// the kernel splices a FUSE file through the page cache, which stops at the file's size,
+    /// and a file that does not announce its changes has size 0 there, as /proc's (see the
+    /// README's *Reading*). `read`, which cat and cp use, is not affected.
+    @Test(arguments: MountTests.readModes)
+    func sendfileCopiesWhatTheSizeAllows(mode: [String]) throws {
+        let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
+        defer { mount.cleanUp() }
+        let scratch = try TemporaryDirectory()
+        defer { scratch.remove() }
+        /// What sendfile copies of `path` into a file, read back.
+        func sent(_ path: String) throws -> String {
+            let source = open(path, O_RDONLY)
+            try #require(source >= 0, "open \(path): \(SystemError(errno: errno))")
+            defer { close(source) }
+            let copy = scratch.path + "/copy"
+            let target = open(copy, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            try #require(target >= 0)
+            defer { close(target) }
+            try #require(sendfile(target, source, nil, 1 << 16) >= 0, "sendfile from \(path): \(SystemError(errno: errno))")
+            return readWhole(copy) ?? ""
+        }
+        let procUptime = try sent("/proc/uptime")
+        #expect(procUptime.hasSuffix("\n") && procUptime.split(separator: " ").count == 2, "/proc/uptime copies whole: \(procUptime)")
+        let sched = try sent(mount.path("sched"))
+        #expect(parseSched(sched) != nil, "sched copies whole: \(sched.debugDescription)")
+        let uptime = try sent(mount.path("uptime"))
+        // direct_io: size 0, so nothing is spliced (differs from /proc on purpose); page cache: whole.
+        #expect(uptime.split(separator: " ").count == (mode.isEmpty ? 0 : 2), "uptime copied as \(uptime.debugDescription)")
+    }
+
     /// Polls as `/proc` and sysfs answer them: readable at once; `POLLPRI` never for a file
     /// that does not announce changes (`/proc/uptime`, the mount's `uptime`), and for `sched`,
     /// which does, `POLLPRI|POLLERR` at its next change, after which a re-read shows it.
