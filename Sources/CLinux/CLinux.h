@@ -23,4 +23,24 @@ static inline int clinux_memfd_cloexec(const char *name) {
     return (int)syscall(SYS_memfd_create, name, 1u /* MFD_CLOEXEC */);
 }
 
+/* 64-bit atomics on memory shared between processes (a MAP_SHARED memfd), which Swift's
+ * Atomic cannot be placed in: sequentially consistent, lock-free on every 64-bit target. */
+static inline unsigned long long clinux_shared_load(const unsigned long long *word) {
+    return __atomic_load_n(word, __ATOMIC_SEQ_CST);
+}
+static inline void clinux_shared_store(unsigned long long *word, unsigned long long value) {
+    __atomic_store_n(word, value, __ATOMIC_SEQ_CST);
+}
+static inline unsigned long long clinux_shared_add(unsigned long long *word, unsigned long long delta) {
+    return __atomic_add_fetch(word, delta, __ATOMIC_SEQ_CST);
+}
+static inline int clinux_shared_claim(unsigned long long *word, unsigned long long expected, unsigned long long value) {
+    return __atomic_compare_exchange_n(word, &expected, value, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
+/* An anonymous memory file that an exec'd child inherits (memfd_create(name, 0)). */
+static inline int clinux_memfd_inherited(const char *name) {
+    return (int)syscall(SYS_memfd_create, name, 0u);
+}
+
 #endif

@@ -47,7 +47,7 @@ public final class TickSource: Sendable {
         public let hz: Int
     }
 
-    /// Prepares a tick source; nothing ticks until ``start()``.
+    /// Prepares a tick source; nothing ticks until ``start(continuing:)``.
     ///
     /// - Throws: ``TickSourceError`` if `hz` is out of ``hzRange`` or the system has no timer to give.
     public init(hz: Int, onTick: @escaping @Sendable (Tick) -> Void) throws(TickSourceError) {
@@ -76,11 +76,55 @@ public final class TickSource: Sendable {
         close(timer)
     }
 
-    /// Arms the timer and starts the tick thread; the first tick is one period from now.
-    public func start() throws {
-        let hz = requestedHz.load(ordering: .relaxed)
+    /// Where the deadlines stand: enough for another tick source, in this process or another
+    /// (the monotonic clock is the system's), to go on with the same deadlines.
+    public struct Position: Sendable, Equatable {
+        /// The rate in force.
+        public var hz: Int
+        /// The first deadline at that rate, in monotonic nanoseconds.
+        public var first: Int64
+        /// Ticks delivered before that rate took effect.
+        public var ticksBefore: UInt64
+        /// Ticks delivered so far.
+        public var ticks: UInt64
+
+        public init(hz: Int, first: Int64, ticksBefore: UInt64, ticks: UInt64) {
+            self.hz = hz
+            self.first = first
+            self.ticksBefore = ticksBefore
+            self.ticks = ticks
+        }
+    }
+
+    /// Where the deadlines stand now; `nil` before ``start(continuing:)``.
+    public var position: Position? {
+        measured.withLock { measured in
+            guard measured.schedule.first != 0 else { return nil }
+            return Position(
+                hz: Int(1_000_000_000 / measured.schedule.period), first: measured.schedule.first,
+                ticksBefore: measured.schedule.ticksBefore, ticks: measured.statistics.ticks)
+        }
+    }
+
+    /// Arms the timer and starts the tick thread. With no `position` the first tick is one
+    /// period from now; with one, the ticks go on where it stands, at its rate: every deadline
+    /// it passed meanwhile is a tick, delivered at once, so the count of ticks keeps its pace.
+    ///
+    /// - Throws: ``TickSourceError/badRate(_:)`` if the position's rate is out of ``hzRange``.
+    public func start(continuing position: Position? = nil) throws {
+        let hz = position?.hz ?? requestedHz.load(ordering: .relaxed)
+        guard Self.hzRange.contains(hz) else { throw TickSourceError.badRate(hz) }
+        requestedHz.store(hz, ordering: .relaxed)
         let period = Self.period(hz: hz)
-        try arm(first: Self.monotonicNanoseconds() + period, period: period)
+        if let position {
+            measured.withLock { $0.statistics.ticks = position.ticks }
+            try arm(
+                first: position.first, period: period, ticksBefore: position.ticksBefore,
+                next: position.first + Int64(position.ticks - position.ticksBefore) * period)
+        } else {
+            let first = Self.monotonicNanoseconds() + period
+            try arm(first: first, period: period, ticksBefore: 0, next: first)
+        }
         let started = try KernelThread(name: "tick") { [self] in tickLoop(armedAt: hz) }
         thread.withLock { $0 = started }
     }
@@ -88,9 +132,16 @@ public final class TickSource: Sendable {
     /// Sets the timer to expire at `first` and every `period` after it, and makes that the
     /// schedule that statistics are measured against.
     private func arm(first: Int64, period: Int64) throws(TickSourceError) {
-        var spec = itimerspec(it_interval: Self.timeSpec(period), it_value: Self.timeSpec(first))
+        try arm(first: first, period: period, ticksBefore: measured.withLock { $0.statistics.ticks }, next: first)
+    }
+
+    /// Sets the schedule `first + k * period`, of which `ticksBefore` ticks came before
+    /// `first`, and the timer to expire next at `next`, one of its deadlines (a past one
+    /// expires at once, with every deadline since counted).
+    private func arm(first: Int64, period: Int64, ticksBefore: UInt64, next: Int64) throws(TickSourceError) {
+        var spec = itimerspec(it_interval: Self.timeSpec(period), it_value: Self.timeSpec(next))
         measured.withLock { measured in
-            measured.schedule = Schedule(period: period, first: first, ticksBefore: measured.statistics.ticks)
+            measured.schedule = Schedule(period: period, first: first, ticksBefore: ticksBefore)
         }
         guard timerfd_settime(timer, Int32(TFD_TIMER_ABSTIME), &spec, nil) == 0 else {
             throw .system("timerfd_settime", Errno(rawValue: errno))

@@ -14,7 +14,7 @@ public final class TimerQueue: Sendable {
     /// The ticks that run ``tasks``: their rate, lateness and count.
     public let ticks: TickSource
 
-    /// Makes the queue and its tick source; nothing ticks until ``start()``.
+    /// Makes the queue and its tick source; nothing ticks until ``start(continuing:)``.
     ///
     /// - Parameter observer: told of each tick, with the queue, once its tasks have run, on the
     ///   tick thread (for figures such as a metrics backend keeps); it must be quick.
@@ -31,9 +31,10 @@ public final class TimerQueue: Sendable {
         }
     }
 
-    /// Starts ticking: from one period from now, every tick runs ``tasks``.
-    public func start() throws {
-        try ticks.start()
+    /// Starts ticking: from one period from now, or where `position` stands (see
+    /// ``TickSource/start(continuing:)``), every tick runs ``tasks``.
+    public func start(continuing position: TickSource.Position? = nil) throws {
+        try ticks.start(continuing: position)
     }
 
     /// Stops ticking, waiting at most `timeout` for the tick in progress (see

@@ -74,4 +74,29 @@ import Testing
         #expect(measured.lateness.maximum >= 250_000_000, "max \(measured.lateness.maximum) ns")
         #expect(measured.lateness.percentile(0.75) >= 50_000_000, "p75 \(measured.lateness.percentile(0.75)) ns of \(measured.lateness.count) ticks")
     }
+
+    /// A second tick source started at the first one's position goes on with its deadlines:
+    /// the deadlines passed while none ran are ticks delivered at once, so over the whole run
+    /// the ticks keep the pace of the one schedule, as a new server's must after a crash.
+    @Test func aSourceStartedAtAnotherOnesPositionKeepsItsDeadlines() throws {
+        let first = try TickSource(hz: 200) { _ in }
+        try first.start()
+        usleep(300_000)
+        #expect(first.stop(timeout: .seconds(1)))
+        let position = try #require(first.position)
+        #expect(position.hz == 200 && position.ticks > 0 && position.ticksBefore == 0)
+        usleep(200_000)  // nothing ticks: 40 deadlines pass
+        let told = Atomic<Int>(0)
+        let second = try TickSource(hz: 50) { _ in told.add(1, ordering: .relaxed) }
+        try second.start(continuing: position)
+        usleep(100_000)
+        #expect(second.stop(timeout: .seconds(1)))
+        let measured = second.statistics
+        #expect(second.hz == 200, "the position's rate is taken")
+        #expect(Int(measured.ticks) == Int(position.ticks) + told.load(ordering: .relaxed))
+        #expect(measured.ticks + 1 >= measured.due && measured.ticks <= measured.due,
+                "\(measured.ticks) ticks of \(measured.due) due since the first source started")
+        #expect(measured.due >= 110 && measured.due <= 130, "about 0.6 s at 200 Hz: \(measured.due)")
+        #expect(measured.missedTicks >= 30, "the deadlines passed in between came as one burst: \(measured.missedTicks)")
+    }
 }
