@@ -135,10 +135,10 @@ enum FuseOperations {
                 replies.send(request, error)
             }
         }
-        operations.readdir = { request, _, size, offset, info in
+        operations.readdir = { request, node, size, offset, info in
             let replies = replies(request)
             do throws(Errno) {
-                let items = try replies.fileSystem.readDirectory(handle: info!.pointee.fh, offset: Int(offset))
+                let items = try replies.fileSystem.readDirectory(node: node, handle: info!.pointee.fh, offset: Int(offset))
                 replies.sendListing(request, items, size: size)
             } catch {
                 replies.send(request, error)

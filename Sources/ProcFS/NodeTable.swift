@@ -31,6 +31,22 @@ final class NodeTable: Sendable {
         nodes.withLock { $0[inode]?.entry }
     }
 
+    /// Holds `entry` as a node that another server of the mount told the kernel of (see
+    /// ``CarriedState``): how many lookups the kernel holds is unknown, so its first `FORGET`
+    /// removes it. In page-cache mode (`keepingCopy`) the kernel's copy of a file is taken as
+    /// stale, so the next read asks for it.
+    ///
+    /// - Returns: the entry held as `entry.inode`, which may be one held already.
+    func adopt(_ entry: ProcEntry, keepingCopy: Bool) -> ProcEntry {
+        nodes.withLock { nodes in
+            if let known = nodes[entry.inode] { return known.entry }
+            let copy = keepingCopy && (entry.kind == .file || entry.kind == .knob) ? KernelCopy() : nil
+            nodes[entry.inode] = Node(entry: entry, lookups: 0, copy: copy)
+            entry.setWatched(true)
+            return entry
+        }
+    }
+
     /// Counts one more lookup of `entry`, which the kernel is about to be told of in a
     /// `LOOKUP` reply; refuses once the entry is removed. A file's first lookup in page-cache
     /// mode (`keepingCopy`) starts its ``KernelCopy``.

@@ -130,10 +130,17 @@ final class HandleTable<Object: Sendable>: Sendable {
     private struct State {
         var objects: [UInt64: Object] = [:]
         /// 0 is never given out: in page-cache mode the kernel passes `fh` 0 for its own opens.
-        var next: UInt64 = 1
+        var next: UInt64
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
+    /// Its numbers are `base + 1`, `base + 2`, ...
+    let base: UInt64
+
+    init(base: UInt64 = 0) {
+        self.base = base
+        state = Mutex(State(next: base + 1))
+    }
 
     /// Keeps `object` and returns the number that stands for it.
     func insert(_ object: Object) -> UInt64 {
@@ -147,6 +154,17 @@ final class HandleTable<Object: Sendable>: Sendable {
     /// The object behind `handle`, if it is open.
     func object(_ handle: UInt64) -> Object? {
         state.withLock { $0.objects[handle] }
+    }
+
+    /// The object behind `handle`; if there is none, the one `make` makes, kept under that
+    /// number (a number another server gave out).
+    func object(_ handle: UInt64, adopting make: () -> Object?) -> Object? {
+        state.withLock { state in
+            if let found = state.objects[handle] { return found }
+            let made = make()
+            state.objects[handle] = made
+            return made
+        }
     }
 
     /// Forgets `handle` (`RELEASE`), returning what it stood for.

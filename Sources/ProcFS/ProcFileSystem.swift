@@ -35,8 +35,8 @@ final class ProcFileSystem: Sendable {
     let tree: ProcTree
     /// The entries the kernel holds.
     let nodes: NodeTable
-    let openFiles = HandleTable<OpenFile>()
-    let openDirectories = HandleTable<OpenDirectory>()
+    let openFiles: HandleTable<OpenFile>
+    let openDirectories: HandleTable<OpenDirectory>
     let pollers = PollWaiters<any KernelPollHandle>()
     /// The user who mounted, who owns every entry registered without an owner.
     let mounter: ProcOwner
@@ -58,14 +58,37 @@ final class ProcFileSystem: Sendable {
     /// round trip.
     static let unchangingAttributeTimeout = 86_400.0
 
-    init(tree: ProcTree, requestedMode: ReadMode, logger: Logger, mounter: ProcOwner = ProcOwner(uid: getuid(), gid: getgid())) {
+    /// What the servers of one mount share, when a server may take over from another (see
+    /// ``CarriedState``); `nil` for a server that mounted on its own.
+    let carried: CarriedState?
+    /// The inode numbers given so far, by every server of the mount.
+    private let inodesGiven: CarriedValue?
+
+    /// - Parameter takingOver: the state of a mount that servers hand on to each other, and
+    ///   this server's number among them. Its file handles then carry its number, so that
+    ///   none is one another server gave the kernel; the kernel's nodes and open files that
+    ///   another server made are found in the tree by their inode numbers, and opened anew on
+    ///   their first use.
+    init(
+        tree: ProcTree, requestedMode: ReadMode, logger: Logger, mounter: ProcOwner = ProcOwner(uid: getuid(), gid: getgid()),
+        takingOver: (state: CarriedState, server: UInt64)? = nil
+    ) {
         self.tree = tree
+        let handleBase = (takingOver?.server ?? 0) << Self.serverShift
+        self.openFiles = HandleTable(base: handleBase)
+        self.openDirectories = HandleTable(base: handleBase)
+        self.carried = takingOver?.state
+        self.inodesGiven = takingOver?.state.value(named: "procfs.inodes-given")
+        if let inodesGiven { tree.reserveInodes(below: inodesGiven.load() + 1) }
         self.nodes = NodeTable(root: tree.root)
         self.requestedMode = requestedMode
         self.mounter = mounter
         self.createdAt = Self.now
         self.logger = logger
     }
+
+    /// Where a server's number starts in its file handles: 2^24 servers of 2^40 opens each.
+    static let serverShift: UInt64 = 40
 
     /// How the kernel reads files; decided when the kernel says what it offers (`FUSE_INIT`).
     var readMode: ReadMode { servesFromPageCache.load(ordering: .acquiring) ? .pageCache : .directIO }
@@ -186,7 +209,7 @@ final class ProcFileSystem: Sendable {
     /// `LOOKUP`: counts one more lookup of the entry found, which the kernel forgets later; call
     /// ``lookupNotDelivered(_:)`` if the reply cannot be sent.
     func lookup(parent: UInt64, name: String) throws(Errno) -> Entry {
-        guard let directory = nodes.entry(parent), !directory.isRemoved else { throw .noSuchFileOrDirectory }
+        guard let directory = heldEntry(parent), !directory.isRemoved else { throw .noSuchFileOrDirectory }
         guard directory.kind == .directory else { throw .notDirectory }
         tree.refresh(directory)
         guard let entry = tree.entry(named: name, in: directory),
@@ -200,6 +223,8 @@ final class ProcFileSystem: Sendable {
             nodes.forget(entry.inode, count: 1)
             throw .noSuchFileOrDirectory
         }
+        // Before the kernel has the number: a server after this one must not give it again.
+        if let inodesGiven, inodesGiven.load() < tree.nextInode - 1 { inodesGiven.store(tree.nextInode - 1) }
         // The kernel keeps no name in a dynamic directory, which is told of no change.
         return Entry(attributes: attributes, entryTimeout: directory.isDynamicDirectory ? 0 : Self.entryTimeout)
     }
@@ -218,9 +243,9 @@ final class ProcFileSystem: Sendable {
     /// `GETATTR`; `handle` is the open file's `fh` when the kernel sends one (`lseek` to
     /// `SEEK_END`; an `fstat` sends none).
     func attributes(node: UInt64, handle: UInt64?) throws(Errno) -> Attributes {
-        guard let entry = nodes.entry(node) else { throw .noSuchFileOrDirectory }
+        guard let entry = heldEntry(node) else { throw .noSuchFileOrDirectory }
         tree.refresh(entry)
-        let open = handle.flatMap { openFiles.object($0) }
+        let open = handle.flatMap { openFile($0, of: entry) }
         guard let found = attributes(of: entry, open: open, lasting: true) else { throw .ioError }
         return found
     }
@@ -228,7 +253,7 @@ final class ProcFileSystem: Sendable {
     /// `SETATTR`. Truncating a knob is allowed and changes nothing, as for `/proc/sys` (it is
     /// how `echo 1 > knob` opens it); any other change is refused as procfs refuses it.
     func setAttributes(node: UInt64, truncates: Bool) throws(Errno) -> Attributes {
-        guard let entry = nodes.entry(node) else { throw .noSuchFileOrDirectory }
+        guard let entry = heldEntry(node) else { throw .noSuchFileOrDirectory }
         guard truncates else { throw .notPermitted }
         guard entry.kind == .knob else { throw entry.kind == .directory ? .isDirectory : .permissionDenied }
         guard let found = attributes(of: entry, open: nil) else { throw .ioError }
@@ -237,7 +262,7 @@ final class ProcFileSystem: Sendable {
 
     /// `READLINK`.
     func readlink(node: UInt64) throws(Errno) -> String {
-        guard let entry = nodes.entry(node), !entry.isRemoved else { throw .noSuchFileOrDirectory }
+        guard let entry = heldEntry(node), !entry.isRemoved else { throw .noSuchFileOrDirectory }
         guard let target = entry.symlinkTarget else { throw .invalidArgument }
         return target
     }
@@ -246,7 +271,7 @@ final class ProcFileSystem: Sendable {
     /// cannot be sent. In page-cache mode `ENOSYS`, which tells the kernel to open files itself
     /// from now on, keeping their cached pages.
     func open(node: UInt64, flags: Int32, caller: ProcCaller) throws(Errno) -> Opened {
-        guard let entry = nodes.entry(node), !entry.isRemoved else { throw .noSuchFileOrDirectory }
+        guard let entry = heldEntry(node), !entry.isRemoved else { throw .noSuchFileOrDirectory }
         if readMode == .pageCache { throw .noFunction }
         let writes = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
         guard !writes || entry.kind == .knob else { throw .permissionDenied }
@@ -267,11 +292,11 @@ final class ProcFileSystem: Sendable {
     func read(node: UInt64, handle: UInt64, offset: Int, size: Int) throws(Errno) -> ReadReply {
         let bytes: ArraySlice<UInt8>?
         if handle == 0 {
-            bytes = nodes.entry(node).flatMap { entry in
+            bytes = heldEntry(node).flatMap { entry in
                 nodes.copy(of: node)?.published(entry, now: Self.now)?.text.bytes(at: offset, count: size)
             }
         } else {
-            let open = openFiles.object(handle)
+            let open = heldEntry(node).flatMap { openFile(handle, of: $0) }
             if let open, open.entry.isAwaited {
                 return .awaiting { () async throws(Errno) in
                     guard let bytes = await open.awaitedRead(at: offset, size: size) else { throw .ioError }
@@ -295,7 +320,7 @@ final class ProcFileSystem: Sendable {
     /// the reply, reads the knob back. (The notice asks only for the attributes again, which
     /// takes no lock the writing kernel holds.)
     func write(node: UInt64, bytes: [UInt8], offset: Int, flags: Int32) -> Written {
-        guard let entry = nodes.entry(node), !entry.isRemoved else {
+        guard let entry = heldEntry(node), !entry.isRemoved else {
             return Written(result: .failure(.ioError), changed: nil)
         }
         guard entry.kind == .knob else { return Written(result: .failure(.permissionDenied), changed: nil) }
@@ -311,8 +336,8 @@ final class ProcFileSystem: Sendable {
     /// `POLL`, answered as a sysctl answers it (see ``PollWaiters``); `handle` is notified when
     /// the entry changes, if the caller will sleep.
     func poll(node: UInt64, fileHandle: UInt64, handle: (any KernelPollHandle)?) -> Polled {
-        let open = openFiles.object(fileHandle)
-        guard let entry = open?.entry ?? nodes.entry(node) else {
+        let open = fileHandle == 0 ? nil : heldEntry(node).flatMap { openFile(fileHandle, of: $0) }
+        guard let entry = open?.entry ?? heldEntry(node) else {
             return Polled(result: .failure(.noSuchFileOrDirectory), release: [handle].compactMap { $0 })
         }
         let now = entry.isRemoved ? PollWaiters<any KernelPollHandle>.removed : PollWaiters<any KernelPollHandle>.readable
@@ -325,8 +350,34 @@ final class ProcFileSystem: Sendable {
             // A page-cache poll that will not sleep does not say which open it is.
             return Polled(result: .success(now))
         }
+        // A server after this one cannot know who sleeps here: it wakes them all once.
+        if let handle { carried?.rememberPolled(handle.kernelFileHandle) }
         let answer = pollers.poll(entry, key: key, since: open?.openedVersion ?? entry.version, handle: handle)
         return Polled(result: .success(answer.events), release: answer.release, notify: answer.notify)
+    }
+
+    /// The entry the kernel knows as `inode`. For a server that took over the mount, one that
+    /// another server told the kernel of is found in the tree by its number, and held from
+    /// then on.
+    private func heldEntry(_ inode: UInt64) -> ProcEntry? {
+        if let held = nodes.entry(inode) { return held }
+        guard carried != nil, let found = tree.entry(inode: inode) else { return nil }
+        return adopt(found)
+    }
+
+    /// Holds `entry` as a node another server of the mount told the kernel of.
+    func adopt(_ entry: ProcEntry) -> ProcEntry {
+        nodes.adopt(entry, keepingCopy: readMode == .pageCache && !entry.bypassesPageCache)
+    }
+
+    /// The open file `handle` of `entry`: one this server opened, or, for a server that took
+    /// over the mount, one another server opened, which is opened here on its first use (as
+    /// the caller the server runs as; its text is made anew).
+    private func openFile(_ handle: UInt64, of entry: ProcEntry) -> OpenFile? {
+        guard carried != nil, handle >> Self.serverShift != openFiles.base >> Self.serverShift else {
+            return openFiles.object(handle)
+        }
+        return openFiles.object(handle) { entry.isRemoved ? nil : OpenFile(entry: entry, caller: .current) }
     }
 
     /// `RELEASE`: forgets the open and its poller; the poll handle to release, if any.
@@ -337,7 +388,7 @@ final class ProcFileSystem: Sendable {
 
     /// `OPENDIR`; call ``releaseDirectory(handle:)`` if the reply cannot be sent.
     func openDirectory(node: UInt64) throws(Errno) -> Opened {
-        guard let directory = nodes.entry(node), !directory.isRemoved else { throw .noSuchFileOrDirectory }
+        guard let directory = heldEntry(node), !directory.isRemoved else { throw .noSuchFileOrDirectory }
         guard directory.kind == .directory else { throw .notDirectory }
         // A dynamic directory is computed at each listing: the kernel must ask every time.
         return Opened(
@@ -347,8 +398,12 @@ final class ProcFileSystem: Sendable {
 
     /// `READDIR` from `offset` on (see ``OpenDirectory/items(from:current:)``): `.`, `..`, then
     /// the entries by name, each with the offset that follows it.
-    func readDirectory(handle: UInt64, offset: Int) throws(Errno) -> ArraySlice<DirectoryItem> {
-        guard let open = openDirectories.object(handle) else { throw .badFileDescriptor }
+    func readDirectory(node: UInt64, handle: UInt64, offset: Int) throws(Errno) -> ArraySlice<DirectoryItem> {
+        // A server that took over the mount lists anew a directory another server opened.
+        let found = carried == nil
+            ? openDirectories.object(handle)
+            : openDirectories.object(handle) { self.heldEntry(node).map { OpenDirectory(directory: $0) } }
+        guard let open = found else { throw .badFileDescriptor }
         return open.items(from: offset) {
             tree.refresh(open.directory)
             return listing(of: open.directory)

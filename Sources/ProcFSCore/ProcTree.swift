@@ -331,6 +331,27 @@ public final class ProcTree: Sendable {
         state.withLock { $0.directories[(parent ?? root).inode]?.children[name] }
     }
 
+    /// The live entry whose inode number is `inode`, if any: a search of the whole tree, for a
+    /// server that takes over a mount and meets numbers another server gave the kernel.
+    package func entry(inode: UInt64) -> ProcEntry? {
+        state.withLock { state in
+            if let directory = state.directories[inode] { return directory.entry }
+            for directory in state.directories.values {
+                if let found = directory.children.values.first(where: { $0.inode == inode }) { return found }
+            }
+            return nil
+        }
+    }
+
+    /// The number the next entry will get.
+    package var nextInode: UInt64 { state.withLock { $0.nextInode } }
+
+    /// Gives no entry added from now on a number below `inode`: a server that takes over a
+    /// mount must not give a number that another server gave the kernel to another entry.
+    package func reserveInodes(below inode: UInt64) {
+        state.withLock { $0.nextInode = max($0.nextInode, inode) }
+    }
+
     /// The live entry at `path`, names separated by `/`, relative to the root.
     public func entry(atPath path: String) -> ProcEntry? {
         var current = root

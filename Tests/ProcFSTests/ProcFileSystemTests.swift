@@ -196,16 +196,16 @@ import Testing
         let served = try Served(mode)
         let fs = served.fileSystem
         let opened = try fs.openDirectory(node: ProcTree.rootInode)
-        let all = try fs.readDirectory(handle: opened.handle, offset: 0)
+        let all = try fs.readDirectory(node: ProcTree.rootInode, handle: opened.handle, offset: 0)
         #expect(all.map(\.name) == [".", "..", "directory", "file", "knob", "link"])
         #expect(all.map(\.nextOffset) == Array(1...6))
         #expect(all.first { $0.name == "directory" }?.type == S_IFDIR)
         try served.tree.register("another") { "" }
-        let rest = try fs.readDirectory(handle: opened.handle, offset: 3)
+        let rest = try fs.readDirectory(node: ProcTree.rootInode, handle: opened.handle, offset: 3)
         #expect(rest.map(\.name) == ["file", "knob", "link"], "an open listing keeps its offsets")
-        #expect(try fs.readDirectory(handle: opened.handle, offset: 0).count == 7, "rewinddir lists anew")
+        #expect(try fs.readDirectory(node: ProcTree.rootInode, handle: opened.handle, offset: 0).count == 7, "rewinddir lists anew")
         fs.releaseDirectory(handle: opened.handle)
-        #expect(throws: Errno.badFileDescriptor) { try fs.readDirectory(handle: opened.handle, offset: 0) }
+        #expect(throws: Errno.badFileDescriptor) { try fs.readDirectory(node: ProcTree.rootInode, handle: opened.handle, offset: 0) }
     }
 
     /// What the kernel is told of changes: in page-cache mode an announced change of a file it
@@ -277,7 +277,7 @@ import Testing
         names.withLock { $0 = ["b", "c", "b", "bad/name"] }
         #expect(try fs.attributes(node: dynamic.inode, handle: nil).linkCount == 4, "a stat computes it too")
         let opened = try fs.openDirectory(node: dynamic.inode)
-        #expect(try fs.readDirectory(handle: opened.handle, offset: 0).map(\.name) == [".", "..", "b", "c"])
+        #expect(try fs.readDirectory(node: dynamic.inode, handle: opened.handle, offset: 0).map(\.name) == [".", "..", "b", "c"])
         #expect(throws: Errno.noSuchFileOrDirectory) { try fs.lookup(parent: dynamic.inode, name: "a") }
         let gone = try #require(fs.nodes.entry(a.attributes.inode))
         #expect(gone.isRemoved)
@@ -394,6 +394,40 @@ import Testing
         }
     }
 
+    /// A server that takes over a mount answers for what another server gave the kernel:
+    /// nodes found in its own tree (built the same way) by number, open files opened anew on
+    /// first use; its own file handles are never the other's, and it gives no inode number the
+    /// other gave.
+    @Test func aServerTakingOverAnswersForAnothersNodesAndOpens() throws {
+        let carried = try CarriedState()
+        func build() throws -> (ProcTree, ProcEntry) {
+            let tree = ProcTree()
+            let file = try tree.register("file", announcesChanges: true) { "text\n" }
+            return (tree, file)
+        }
+        let (firstTree, firstFile) = try build()
+        let first = ProcFileSystem(
+            tree: firstTree, requestedMode: .directIO, logger: Logger(label: "test"), takingOver: (carried, 1))
+        _ = first.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true)
+        _ = try first.lookup(parent: ProcTree.rootInode, name: "file")
+        let opened = try first.open(node: firstFile.inode, flags: O_RDONLY, caller: .current)
+        let late = try firstTree.register("late") { "late\n" }
+        _ = try first.lookup(parent: ProcTree.rootInode, name: "late")
+
+        let (secondTree, secondFile) = try build()
+        let second = ProcFileSystem(
+            tree: secondTree, requestedMode: .directIO, logger: Logger(label: "test"), takingOver: (carried, 2))
+        _ = second.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true)
+        #expect(secondFile.inode == firstFile.inode, "the same tree, built the same way, has the same numbers")
+        #expect(try second.attributes(node: firstFile.inode, handle: nil).inode == firstFile.inode)
+        #expect(Array(try second.readNow(node: firstFile.inode, handle: opened.handle, offset: 0, size: 100)) == Array("text\n".utf8))
+        #expect(second.release(handle: opened.handle) == nil, "the other server's open is released here")
+        let own = try second.open(node: secondFile.inode, flags: O_RDONLY, caller: .current)
+        #expect(own.handle >> ProcFileSystem.serverShift == 2 && opened.handle >> ProcFileSystem.serverShift == 1)
+        let added = try secondTree.register("new") { "new\n" }
+        #expect(added.inode > late.inode, "a number the first server gave the kernel is not given again")
+    }
+
     /// A removed entry the kernel still holds answers as procfs does.
     @Test(arguments: modes)
     func aRemovedEntryAnswersAsProcfsDoes(mode: ReadMode) throws {
@@ -410,7 +444,7 @@ import Testing
         let removedDirectory = try fs.attributes(node: served.directory.inode, handle: nil)
         #expect(removedDirectory.linkCount == 2 && nanoseconds(removedDirectory.modified) > nanoseconds(fs.createdAt))
         let opened = try fs.openDirectory(node: ProcTree.rootInode)
-        #expect(try fs.readDirectory(handle: opened.handle, offset: 0).map(\.name) == [".", "..", "knob", "link"])
+        #expect(try fs.readDirectory(node: ProcTree.rootInode, handle: opened.handle, offset: 0).map(\.name) == [".", "..", "knob", "link"])
         #expect(throws: Errno.noSuchFileOrDirectory) { try fs.lookup(parent: served.directory.inode, name: "x") }
         #expect(throws: Errno.noSuchFileOrDirectory) { try fs.open(node: served.file.inode, flags: O_RDONLY, caller: .current) }
         let polled = fs.poll(node: served.file.inode, fileHandle: 0, handle: nil)
