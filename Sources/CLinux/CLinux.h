@@ -38,6 +38,17 @@ static inline int clinux_shared_claim(unsigned long long *word, unsigned long lo
     return __atomic_compare_exchange_n(word, &expected, value, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 
+/* A descriptor that becomes readable when process `pid` exits (pidfd_open, Linux 5.3). */
+static inline int clinux_pidfd_open(int pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0u);
+}
+
+/* Has the kernel send SIGKILL to the calling thread's process when its parent exits; prctl is
+ * variadic, so Swift cannot call it. */
+static inline int clinux_die_with_parent(void) {
+    return prctl(PR_SET_PDEATHSIG, 9UL /* SIGKILL */, 0UL, 0UL, 0UL);
+}
+
 /* An anonymous memory file that an exec'd child inherits (memfd_create(name, 0)). */
 static inline int clinux_memfd_inherited(const char *name) {
     return (int)syscall(SYS_memfd_create, name, 0u);

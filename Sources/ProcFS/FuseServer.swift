@@ -48,11 +48,18 @@ public final class FuseServer: @unchecked Sendable {
     ///   - readMode: how the kernel reads files (see ``ReadMode``); the page-cache mode is used
     ///     only where the kernel offers it.
     /// - Throws: ``FuseServerError/session(_:)`` with what libfuse said.
+    ///   - takingOver: for a server of a mount that a ``FuseKeeper`` holds: the keeper's
+    ///     ``CarriedState``. The server then takes the connection over with
+    ///     ``takeOver(connection:mountpoint:)`` rather than mounting, and answers for what
+    ///     the servers before it gave the kernel.
     public init(
-        tree: ProcTree, arguments: [String], readMode: ReadMode = .directIO, logger: Logger
+        tree: ProcTree, arguments: [String], readMode: ReadMode = .directIO, logger: Logger,
+        takingOver carried: CarriedState? = nil
     ) throws(FuseServerError) {
-        let replies = FuseReplies(
-            fileSystem: ProcFileSystem(tree: tree, requestedMode: readMode, logger: logger), logger: logger)
+        let fileSystem = ProcFileSystem(
+            tree: tree, requestedMode: readMode, logger: logger,
+            takingOver: carried.map { ($0, $0.nextGeneration()) })
+        let replies = FuseReplies(fileSystem: fileSystem, logger: logger)
         let created = try Self.newSession(
             arguments: arguments, operations: FuseOperations.table,
             userData: Unmanaged.passUnretained(replies).toOpaque(), logger: logger)
@@ -83,7 +90,7 @@ public final class FuseServer: @unchecked Sendable {
     }
 
     /// A libfuse session for `arguments`, with what libfuse said if it refused them.
-    private static func newSession(
+    static func newSession(
         arguments: [String], operations: fuse_lowlevel_ops, userData: UnsafeMutableRawPointer?, logger: Logger
     ) throws(FuseServerError) -> OpaquePointer {
         var operations = operations
@@ -118,6 +125,16 @@ public final class FuseServer: @unchecked Sendable {
     ///
     /// - Throws: ``FuseServerError/mount(_:_:)`` with what libfuse or fusermount3 said.
     public func mount(at given: FilePath) throws(FuseServerError) {
+        let mountpoint = try Self.mount(session, at: given, logger: logger)
+        self.mountpoint.withLock { $0 = mountpoint }
+        device.withLock { $0 = MountTable.fuseMount(at: mountpoint)?.device }
+        let descriptor = fuse_session_fd(session)
+        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+    }
+
+    /// Mounts `session` at `given`, resolved first, with what libfuse or fusermount3 said
+    /// should it fail; returns the path resolved.
+    static func mount(_ session: OpaquePointer, at given: FilePath, logger: Logger) throws(FuseServerError) -> FilePath {
         let mountpoint = given.withPlatformString { realpath($0, nil) }.map { resolved in
             defer { free(resolved) }
             return FilePath(platformString: resolved)
@@ -131,10 +148,67 @@ public final class FuseServer: @unchecked Sendable {
             let text = Array((written.joined(separator: "\n") + "\n").utf8)
             _ = text.withUnsafeBytes { Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
         }
+        return mountpoint
+    }
+
+    /// Takes over `descriptor`, the connection of the mount at `mountpoint` that a
+    /// ``FuseKeeper`` made and holds, instead of mounting: libfuse is given the kernel's `INIT`
+    /// that the keeper kept, as if the kernel sent it now. (The kernel sends it once per
+    /// mount; it takes the reply of the first server only, and ignores the others', which
+    /// make the same choices from the same offer.) Then call
+    /// ``serve(threads:onSessionEnd:)`` and ``resumeTakenOver()``.
+    ///
+    /// - Throws: ``FuseServerError/mount(_:_:)`` if the descriptor is not open, or no keeper's
+    ///   state was given.
+    public func takeOver(connection descriptor: Int32, mountpoint: FilePath) throws(FuseServerError) {
+        guard let carried = fileSystem.carried, !carried.initRequest.isEmpty else {
+            throw .mount(mountpoint.description, "no INIT request was kept for this connection")
+        }
+        guard fuse_session_mount(session, "/dev/fd/\(descriptor)") == 0 else {
+            throw .mount(mountpoint.description, "cannot take over /dev/fd/\(descriptor)")
+        }
         self.mountpoint.withLock { $0 = mountpoint }
         device.withLock { $0 = MountTable.fuseMount(at: mountpoint)?.device }
-        let descriptor = fuse_session_fd(session)
+        let request = carried.initRequest
+        request.withUnsafeBytes { cfuse3_process_request(session, $0.baseAddress, $0.count) }
         _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+    }
+
+    /// What ``resumeTakenOver()`` did.
+    public struct Resumed: Sendable {
+        /// Whether the kernel sends again the requests the last server read and never answered
+        /// (`FUSE_NOTIFY_RESEND`, Linux 6.9 and later); if not, their callers wait for ever.
+        public let resent: Bool
+        /// Pollers woken, that the last server left asleep.
+        public let pollersWoken: Int
+        /// Entries the kernel still holds, which this server now answers for.
+        public let entriesHeld: Int
+    }
+
+    /// Once serving a connection taken over (``takeOver(connection:mountpoint:)``, then
+    /// ``serve(threads:onSessionEnd:)``): has the kernel send again what the last server read
+    /// and never answered, wakes the pollers it left asleep, so that they poll this server,
+    /// and finds which of the tree's entries the kernel holds (asking it to drop their
+    /// attributes, which it then asks this server for).
+    public func resumeTakenOver() -> Resumed {
+        let descriptor = fuse_session_fd(session)
+        let resent = cfuse3_notify_resend(descriptor) == 0
+        let polled = fileSystem.carried?.polledHandles ?? []
+        for handle in polled { _ = cfuse3_notify_poll(descriptor, handle) }
+        var held = 0
+        if notifying.enter() {
+            defer { notifying.leave() }
+            for entry in fileSystem.tree.allEntries where entry.inode != ProcTree.rootInode {
+                _ = fileSystem.adopt(entry)
+                // Attributes only: dropping pages could wait on a READ only this thread would answer.
+                if fuse_lowlevel_notify_inval_inode(session, entry.inode, -1, 0) == -ENOENT {
+                    fileSystem.forget(node: entry.inode, lookups: .max)
+                } else {
+                    held += 1
+                }
+            }
+        }
+        return Resumed(resent: resent, pollersWoken: polled.count, entriesHeld: held)
     }
 
     /// Starts `threads` workers that answer requests until ``stop(timeout:)`` or the end of the

@@ -343,6 +343,13 @@ public final class ProcTree: Sendable {
         }
     }
 
+    /// Every live entry, the root first, then each directory's entries.
+    package var allEntries: [ProcEntry] {
+        state.withLock { state in
+            [root] + state.directories.values.flatMap { $0.children.values }
+        }
+    }
+
     /// The number the next entry will get.
     package var nextInode: UInt64 { state.withLock { $0.nextInode } }
 

@@ -28,8 +28,11 @@ public final class SchedModule: Sendable {
     /// - Parameters:
     ///   - timer: the timer queue the routine runs on; its ticks are shown and set through
     ///     `timer/`.
-    public init(timer: TimerQueue, tree: ProcTree, logger: Logger) {
-        let routine = TickRoutine()
+    ///   - count: where the routine keeps its count, if it must outlive this process (a
+    ///     keeper's ``CarriedValue``, which the next server goes on from); in this object
+    ///     when `nil`.
+    public init(timer: TimerQueue, tree: ProcTree, logger: Logger, count: CarriedValue? = nil) {
+        let routine = TickRoutine(count: count)
         self.timer = timer
         self.tree = tree
         self.logger = logger
@@ -102,7 +105,12 @@ public final class SchedModule: Sendable {
 /// `stopRequested` plays the part of the original's `WaitQ != NULL`; `hasLeft` with `wake` is
 /// the condition and wait queue that replace `sleep_on`, so the wake-up cannot be lost.
 final class TickRoutine: Sendable {
-    let calls = CallCount()
+    let calls: CallCount
+
+    init(count: CarriedValue?) {
+        calls = CallCount(carried: count)
+    }
+
     /// The `sched` file, told of each new count so that cached copies are dropped.
     let file = Mutex<ProcEntry?>(nil)
     let stopRequested = Atomic<Bool>(false)
@@ -122,13 +130,20 @@ final class TickRoutine: Sendable {
     }
 }
 
-/// How many times the routine has run.
+/// How many times the routine has run: in this object, or in a keeper's state.
 final class CallCount: Sendable {
     private let calls = Atomic<UInt64>(0)
+    private let carried: CarriedValue?
 
-    func count() { calls.add(1, ordering: .releasing) }
+    init(carried: CarriedValue?) {
+        self.carried = carried
+    }
 
-    var value: UInt64 { calls.load(ordering: .acquiring) }
+    func count() {
+        if let carried { carried.add(1) } else { calls.add(1, ordering: .releasing) }
+    }
+
+    var value: UInt64 { carried?.load() ?? calls.load(ordering: .acquiring) }
 }
 
 /// A step of the cleanup protocol did not finish in time.

@@ -45,6 +45,9 @@ public final class TickSource: Sendable {
         public let missed: Bool
         /// The rate it ticks at.
         public let hz: Int
+        /// Where the deadlines stand once this tick is delivered: a tick source started there
+        /// (``start(continuing:)``) delivers the next one.
+        public let position: Position
     }
 
     /// Prepares a tick source; nothing ticks until ``start(continuing:)``.
@@ -188,7 +191,7 @@ public final class TickSource: Sendable {
     /// in the lateness of every tick it held back.
     ///
     /// - Returns: the latest deadline passed.
-    private func record(_ expirations: UInt64, at now: Int64) -> (latest: Int64, period: Int64) {
+    private func record(_ expirations: UInt64, at now: Int64) -> (latest: Int64, schedule: Schedule, ticks: UInt64) {
         measured.withLock { measured in
             measured.statistics.ticks += expirations
             if expirations > 1 {
@@ -200,7 +203,7 @@ public final class TickSource: Sendable {
             for earlier in 0..<Int64(expirations) {
                 measured.statistics.lateness.record(nanoseconds: now - (latest - earlier * schedule.period))
             }
-            return (latest, schedule.period)
+            return (latest, schedule, measured.statistics.ticks)
         }
     }
 
@@ -221,11 +224,13 @@ public final class TickSource: Sendable {
             if stopping.load(ordering: .acquiring) { return }
             guard count == MemoryLayout<UInt64>.size else { return }
             let woke = Self.monotonicNanoseconds()
-            let (latest, period) = record(expirations, at: woke)
+            let (latest, schedule, ticks) = record(expirations, at: woke)
             // Oldest first: the first is late by the whole burst, the last by the least.
             for index in 0..<Int64(expirations) {
-                let deadline = latest - (Int64(expirations) - 1 - index) * period
-                onTick(Tick(lateness: .nanoseconds(woke - deadline), missed: index > 0, hz: hz))
+                let later = Int64(expirations) - 1 - index
+                let position = Position(
+                    hz: hz, first: schedule.first, ticksBefore: schedule.ticksBefore, ticks: ticks - UInt64(later))
+                onTick(Tick(lateness: .nanoseconds(woke - (latest - later * schedule.period)), missed: index > 0, hz: hz, position: position))
             }
             recordBusy(since: woke)
             let wanted = requestedHz.load(ordering: .relaxed)

@@ -45,7 +45,7 @@ enum Background {
         close(ends[1])
         guard spawned == 0 else { throw .system("posix_spawn \(executable)", Errno(rawValue: spawned)) }
 
-        let report = readReport(from: ends[0])
+        let report = readReport(from: ends[0], timeout: startTimeout)
         if report == "ready" { return 0 }
         // The child failed: make sure it is gone before saying so, so nothing is left behind.
         reap(child)
@@ -73,9 +73,10 @@ enum Background {
         }
     }
 
-    /// The one line the child writes, or `nil` if none came in time; "" when it exited silently.
-    private static func readReport(from descriptor: Int32) -> String? {
-        let deadline = ContinuousClock.now + startTimeout
+    /// The one line the child writes, or `nil` if none came within `timeout`; "" when it
+    /// exited silently.
+    static func readReport(from descriptor: Int32, timeout: Duration) -> String? {
+        let deadline = ContinuousClock.now + timeout
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 512)
         while !bytes.contains(UInt8(ascii: "\n")) {
@@ -91,7 +92,8 @@ enum Background {
         return String(decoding: bytes.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
     }
 
-    private static func selfExecutable() -> String {
+    /// The path of this process's binary.
+    static func selfExecutable() -> String {
         var path = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let length = readlink("/proc/self/exe", &path, path.count - 1)
         guard length > 0 else { return CommandLine.arguments[0] }

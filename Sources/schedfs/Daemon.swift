@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 import Logging
 import ProcFS
@@ -14,6 +15,12 @@ struct Configuration {
     var source: String?
     /// The `-o` options.
     var options: MountOptions
+    /// The `-o` arguments as given, for the keeper to give its servers.
+    var rawOptions: [String]
+    /// Set in a server: the keeper's connection and state, inherited by number.
+    var takeOver: (connection: Int32, state: Int32)?
+    /// Set in a server whose keeper runs in the foreground: log to stderr, as it does.
+    var logsToStandardError: Bool
     /// Set in the child that `Background` started: where to say that it is ready.
     var readiness: Readiness?
     /// Log every request (`-d`).
@@ -22,8 +29,10 @@ struct Configuration {
     var threads: Int
 }
 
-/// The daemon's life: set up and mount, serve until a shutdown event, then run the cleanup
-/// protocol and report how it went as the exit status.
+/// The server's life: set up, take over the keeper's connection (see ``Keeper``), serve until a
+/// shutdown event, then run the cleanup protocol and report how it went as the exit status.
+/// A server that takes over from one that died goes on from the count, the tick deadlines and
+/// the kernel's requests that one left.
 struct Daemon {
     /// Threads that answer requests unless `-s` is given.
     static let defaultThreads = 4
@@ -43,11 +52,20 @@ struct Daemon {
         let trigger = ShutdownTrigger()
         let signals = await ShutdownSignals(trigger: trigger)
         let output = try logOutput()
-        configuration.readiness?.detach()
+        // The keeper's death is this server's: the kernel then ends the connection.
+        _ = clinux_die_with_parent()
         let level: Logger.Level = configuration.debug ? .debug : .info
         LoggingSystem.bootstrap { label in output.handler(label: label, level: level) }
         let logger = Logger(label: "schedfs")
 
+        guard let takeOver = configuration.takeOver else { throw KeeperError.server("no connection to take over") }
+        let carried: CarriedState
+        do {
+            carried = try CarriedState(adopting: takeOver.state)
+        } catch {
+            throw KeeperError.system("the keeper's state", error)
+        }
+        let kept = try CarriedFigures(carried)
         let tree = ProcTree()
         // schedfs's own figures, through swift-metrics, as files of metrics/ and metrics/schedfs.prom.
         let figures = SchedMetrics(
@@ -55,29 +73,40 @@ struct Daemon {
                 tree: tree, expositionFile: "schedfs.prom", timerBuckets: SchedMetrics.latenessBuckets,
                 help: SchedMetrics.help),
             hz: configuration.options.hz)
-        let timer = try TimerQueue(hz: configuration.options.hz, observer: figures.observe)
-        let sched = SchedModule(timer: timer, tree: tree, logger: logger)
+        let timer = try TimerQueue(hz: configuration.options.hz) { tick, tasks in
+            figures.observe(tick, of: tasks)
+            kept.save(tick.position)
+        }
+        let sched = SchedModule(timer: timer, tree: tree, logger: logger, count: kept.calls)
         try sched.start()
         let server = try FuseServer(
-            tree: tree, arguments: fuseArguments, readMode: configuration.options.readMode, logger: logger)
-        // Held, never closed: the lock lasts as long as the daemon.
-        _ = try configuration.mountpoint.claim()
-        try server.mount(at: configuration.mountpoint.path)
+            tree: tree, arguments: fuseArguments, readMode: configuration.options.readMode, logger: logger,
+            takingOver: carried)
+        try server.takeOver(connection: takeOver.connection, mountpoint: configuration.mountpoint.path)
+        // Where the server before this one stopped; nil for the first.
+        let continuing = kept.position
         let daemon = MountedDaemon(trigger: trigger) { [sched, timer, server, logger] cause in
             Self.shutDown(after: cause, sched: sched, timer: timer, server: server, logger: logger)
         }
         do {
-            try timer.start()
+            try timer.start(continuing: continuing)
             try server.serve(threads: configuration.threads, onSessionEnd: daemon.onSessionEnd)
+            let resumed = server.resumeTakenOver()
             try server.confirmServing()
+            if continuing != nil {
+                logger.info(
+                    "took the mount over at count \(sched.calls): \(resumed.entriesHeld) entries held by the kernel, \(resumed.pollersWoken) pollers woken, unanswered requests \(resumed.resent ? "sent again" : "lost (the kernel has no FUSE_NOTIFY_RESEND)")")
+            }
         } catch {
             logger.error("\(error)")
             configuration.readiness?.failed("\(error)")
             return Self.shutDown(after: nil, sched: nil, timer: timer, server: server, logger: logger)
         }
-        logger.info(
-            "mounted on \(configuration.mountpoint.path.description): hz=\(timer.ticks.hz), \(configuration.threads) request thread(s), pid \(getpid())"
-        )
+        if continuing == nil {
+            logger.info(
+                "mounted on \(configuration.mountpoint.path.description): hz=\(timer.ticks.hz), \(configuration.threads) request thread(s), pid \(getppid()) (serving: \(getpid()))"
+            )
+        }
         configuration.readiness?.ready()
         // The group's own lines are for its failures only: the protocol's log is unchanged.
         var groupLogger = logger
@@ -166,7 +195,7 @@ struct Daemon {
 
     /// stderr in the foreground; in the background the log file, or syslog.
     private func logOutput() throws -> LogOutput {
-        if configuration.readiness == nil { return .descriptor(LogDescriptor(STDERR_FILENO)) }
+        if configuration.logsToStandardError { return .descriptor(LogDescriptor(STDERR_FILENO)) }
         guard let path = configuration.options.logFile else { return .syslog }
         return .descriptor(try LogDescriptor.appending(to: path))
     }

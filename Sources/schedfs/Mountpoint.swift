@@ -30,6 +30,12 @@ struct Mountpoint {
         if Self.schedfsMounts().contains(path) { throw .alreadyMounted(shown) }
     }
 
+    /// The mount point a keeper resolved and mounted on, taken as it is: a server must not
+    /// look at it before it serves, as that would wait on itself.
+    init(mountedBy keeper: FilePath) {
+        path = keeper
+    }
+
     /// Claims the mount point for this process's life, so that of two schedfs started on it
     /// at the same instant exactly one mounts: an exclusive `flock` on the directory, then the
     /// check for a schedfs mount again, under the lock. A racer that opens the path after the

@@ -72,6 +72,14 @@ struct Schedfs: AsyncParsableCommand {
     @Option(name: .customLong("ready-fd"), help: .private)
     var readyDescriptor: Int32?
 
+    /// Set by the keeper for its server: the connection and the state it inherits, by number.
+    @Option(name: .customLong("take-over"), help: .private)
+    var takeOver: String?
+
+    /// Set by a keeper in the foreground for its server.
+    @Flag(name: .customLong("log-to-stderr"), help: .private)
+    var logsToStandardError = false
+
     func validate() throws {
         if paths.isEmpty { throw ValidationError("missing mountpoint: say where to mount, as in 'schedfs mnt'") }
         if paths.count > 2 {
@@ -91,7 +99,13 @@ struct Schedfs: AsyncParsableCommand {
             } catch {
                 throw UsageError(description: "\(error)")
             }
-            let mountpoint = try Mountpoint(checking: Self.rawArgument(paths[paths.count - 1]))
+            let given = Self.rawArgument(paths[paths.count - 1])
+            let connection = try takeOver.map { (text) throws(UsageError) -> (connection: Int32, state: Int32) in
+                let numbers = text.split(separator: ",").compactMap { Int32($0) }
+                guard numbers.count == 2 else { throw UsageError(description: "bad --take-over '\(text)'") }
+                return (numbers[0], numbers[1])
+            }
+            let mountpoint = connection == nil ? try Mountpoint(checking: given) : Mountpoint(mountedBy: given)
             if !foreground && !debug {
                 Glibc.exit(try Background.start())
             }
@@ -99,12 +113,19 @@ struct Schedfs: AsyncParsableCommand {
                 mountpoint: mountpoint,
                 source: source,
                 options: options,
+                rawOptions: mountOptions,
+                takeOver: connection,
+                logsToStandardError: readiness == nil || logsToStandardError,
                 readiness: readiness,
                 debug: debug,
                 threads: singleThreaded ? 1 : Daemon.defaultThreads)
+            // The keeper holds the mount; its server, started with --take-over, serves it.
+            if connection == nil { Glibc.exit(try await Keeper(configuration: configuration).run()) }
             Glibc.exit(try await Daemon(configuration: configuration).run())
         } catch {
             readiness?.failed("\(error)")
+            // A server's failure is the keeper's to report, once.
+            if takeOver != nil { Glibc.exit(1) }
             throw error
         }
     }

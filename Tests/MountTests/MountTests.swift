@@ -250,7 +250,9 @@ import Testing
                 pid_t(log.split(separator: " ")[index + 1].prefix { $0.isNumber })
             }
             let pid = try #require(daemonPID, "the log names the daemon's pid:\n\(log)")
-            #expect(livePIDs(mentioning: root.path, named: "schedfs") == [pid])
+            let daemon = daemonPIDs(keeper: pid)
+            #expect(daemon.count == 2, "the keeper and its server: \(daemon)")
+            #expect(livePIDs(mentioning: root.path, named: "schedfs") == daemon)
             var attributes = stat()
             #expect(stat("/proc/\(pid)/cwd", &attributes) == 0 && attributes.st_ino == 2, "the daemon works in /")
             #expect(getsid(pid) == pid, "the daemon leads its own session")
@@ -529,7 +531,7 @@ import Testing
             #expect(result.status != 0)
             #expect(result.stderr.split(separator: "\n").count == 1)
             #expect(result.stderr.contains("already a schedfs mount"), "\(result.stderr)")
-            #expect(livePIDs(mentioning: mount.root.path, named: "schedfs") == [mount.daemon.pid])
+            #expect(livePIDs(mentioning: mount.root.path, named: "schedfs") == daemonPIDs(keeper: mount.daemon.pid))
             _ = try mount.count()
         }
     }

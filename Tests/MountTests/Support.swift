@@ -369,6 +369,24 @@ struct TemporaryUser {
     }
 }
 
+/// The daemon's processes: the keeper `pid`, which holds the mount, and the server it started,
+/// which serves it; sorted, as ``livePIDs(mentioning:named:)`` lists them.
+func daemonPIDs(keeper pid: pid_t) -> [pid_t] {
+    guard let directory = opendir("/proc") else { return [pid] }
+    defer { closedir(directory) }
+    var found = [pid]
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        guard let child = pid_t(name), let stat = readWhole("/proc/\(child)/stat") else { continue }
+        // After the command's name, in parentheses: the state, then the parent's PID.
+        let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+        // (fusermount3, the keeper's other child, watches for the end of the connection.)
+        let command = stat.split(separator: "(").dropFirst().first?.split(separator: ")").first
+        if fields.count > 1, fields[0] != "Z", pid_t(fields[1]) == pid, command == "schedfs" { found.append(child) }
+    }
+    return found.sorted()
+}
+
 /// PIDs of the live processes whose real user is `uid`.
 func pids(ofUser uid: uid_t) -> [pid_t] {
     guard let directory = opendir("/proc") else { return [] }

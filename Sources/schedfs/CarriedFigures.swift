@@ -1,0 +1,44 @@
+import ProcFS
+import TaskQueue
+
+/// What one server leaves the next in the keeper's ``CarriedState``: the routine's count and
+/// where the tick deadlines stand. Each is stored as it changes, so a server killed at any
+/// instant leaves the next one at most one tick behind, which it then delivers again.
+struct CarriedFigures: Sendable {
+    /// The routine's count, which `sched` shows.
+    let calls: CarriedValue
+    private let hz: CarriedValue
+    private let first: CarriedValue
+    private let ticksBefore: CarriedValue
+    private let ticks: CarriedValue
+
+    init(_ state: CarriedState) throws(KeeperError) {
+        func value(_ name: String) throws(KeeperError) -> CarriedValue {
+            guard let value = state.value(named: name) else { throw .server("no room for \(name) in the keeper's state") }
+            return value
+        }
+        calls = try value("sched.calls")
+        hz = try value("timer.hz")
+        first = try value("timer.first")
+        ticksBefore = try value("timer.ticks-before")
+        ticks = try value("timer.ticks")
+    }
+
+    /// Where the last server's ticks stood; `nil` for the first server.
+    var position: TickSource.Position? {
+        let first = Int64(bitPattern: first.load())
+        guard first != 0 else { return nil }
+        return TickSource.Position(
+            hz: Int(hz.load()), first: first, ticksBefore: ticksBefore.load(), ticks: ticks.load())
+    }
+
+    /// Stores where the ticks stand after a tick (on the tick thread).
+    func save(_ position: TickSource.Position) {
+        ticks.store(position.ticks)
+        if first.load() != UInt64(bitPattern: position.first) || hz.load() != UInt64(position.hz) {
+            hz.store(UInt64(position.hz))
+            ticksBefore.store(position.ticksBefore)
+            first.store(UInt64(bitPattern: position.first))
+        }
+    }
+}
