@@ -174,6 +174,10 @@ public final class FuseServer: @unchecked Sendable {
         _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
     }
 
+    /// Whether this server takes a connection over from another that served it before (it is
+    /// not the first that a ``FuseKeeper``'s state has counted).
+    public var takesOverFromAnother: Bool { fileSystem.openFiles.base >> ProcFileSystem.serverShift > 1 }
+
     /// What ``resumeTakenOver()`` did.
     public struct Resumed: Sendable {
         /// Whether the kernel sends again the requests the last server read and never answered

@@ -93,7 +93,7 @@ struct Daemon {
             try server.serve(threads: configuration.threads, onSessionEnd: daemon.onSessionEnd)
             let resumed = server.resumeTakenOver()
             try server.confirmServing()
-            if continuing != nil {
+            if server.takesOverFromAnother {
                 logger.info(
                     "took the mount over at count \(sched.calls): \(resumed.entriesHeld) entries held by the kernel, \(resumed.pollersWoken) pollers woken, unanswered requests \(resumed.resent ? "sent again" : "lost (the kernel has no FUSE_NOTIFY_RESEND)")")
             }
@@ -102,7 +102,7 @@ struct Daemon {
             configuration.readiness?.failed("\(error)")
             return Self.shutDown(after: nil, sched: nil, timer: timer, server: server, logger: logger)
         }
-        if continuing == nil {
+        if !server.takesOverFromAnother {
             logger.info(
                 "mounted on \(configuration.mountpoint.path.description): hz=\(timer.ticks.hz), \(configuration.threads) request thread(s), pid \(getppid()) (serving: \(getpid()))"
             )

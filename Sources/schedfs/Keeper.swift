@@ -17,8 +17,9 @@ struct Keeper {
     static let startTimeout: Duration = .seconds(10)
     /// How long a server may take to exit once told to shut down.
     static let exitTimeout: Duration = .seconds(10)
-    /// Servers that die within ``restartWindow`` of each other, beyond which the keeper gives up.
-    static let restartLimit = 10
+    /// Servers that die within ``restartWindow`` of each other, beyond which the keeper gives
+    /// up (a server that cannot start at all ends the keeper at once).
+    static let restartLimit = 50
     static let restartWindow: Duration = .seconds(10)
 
     let configuration: Configuration

@@ -1,0 +1,202 @@
+import Glibc
+import KernelSync
+import Synchronization
+import Testing
+
+/// The mount, the count and every reader outlive the server: schedfs's keeper holds the mount
+/// and starts another server when one is killed.
+extension MountTests {
+    @Suite struct Survival {
+        /// `kill -9` of the serving process 20 times under 8 readers (fresh opens, held files,
+        /// pollers, writes to `timer/hz`): no reader sees an error or a bad text, no count goes
+        /// back, the count keeps the pace of `hz` over the whole run, and nothing is left after
+        /// the final unmount.
+        @Test(arguments: MountTests.readModes)
+        func killingTheServerLosesNothing(mode: [String]) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
+            defer { mount.cleanUp() }
+            let load = try SurvivalLoad(mount)
+            let startCount = try mount.count()
+            let started = ContinuousClock.now
+
+            var servers = Set<pid_t>()
+            for kill in 1...20 {
+                let server = try #require(Self.server(of: mount), "no server before kill \(kill)")
+                servers.insert(server)
+                Glibc.kill(server, SIGKILL)
+                let replaced = eventually(timeout: .seconds(2)) {
+                    Self.server(of: mount).map { $0 != server } ?? false
+                        && mount.log.components(separatedBy: "serves in its place").count == kill + 1
+                }
+                try #require(replaced, "no server in place of \(server) within 2 s; log:\n\(mount.log)")
+                usleep(150_000)
+            }
+            usleep(300_000)
+            let endCount = try mount.count()
+            let elapsed = (ContinuousClock.now - started).dispatchSeconds
+            let seen = load.stop()
+
+            #expect(servers.count == 20, "20 servers killed, each once")
+            #expect(seen.errors.isEmpty, "errors: \(seen.errors.prefix(5))")
+            #expect(seen.bad.isEmpty, "bad texts: \(seen.bad.prefix(5))")
+            #expect(seen.backwards.isEmpty, "counts that went back: \(seen.backwards.prefix(5))")
+            #expect(seen.reads > 1000 && seen.polls > 50 && seen.writes > 20, "\(seen)")
+            let pace = Double(endCount - startCount) / elapsed / 100
+            #expect(abs(pace - 1) <= 0.01, "the count grew at \(pace) × hz over \(elapsed) s")
+            print("kill -9 × 20 (\(mode.isEmpty ? "direct_io" : "page_cache")): \(seen), pace \(pace), longest stall \(seen.longestStall)")
+
+            #expect(try unmountWhenFree(mount.mountpoint).status == 0)
+            #expect(mount.daemon.wait(timeout: .seconds(5)) == 0, "log:\n\(mount.log)")
+            print(mount.log.split(separator: "\n").filter { $0.contains("ticks:") }.joined(separator: "\n"))
+            #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: mount.root.path).isEmpty })
+        }
+
+        /// The server the keeper started, if one runs now.
+        static func server(of mount: MountedSchedfs) -> pid_t? {
+            daemonPIDs(keeper: mount.daemon.pid).first { $0 != mount.daemon.pid }
+        }
+    }
+}
+
+/// Eight readers of a mount, as its users would be: two open, read and close `sched`; two read
+/// files they hold open from the start; two poll `sched` for its changes and re-read it; one
+/// writes `timer/hz` its own value; one lists the root and reads `timer/ticks`.
+final class SurvivalLoad: Sendable {
+    struct Seen: CustomStringConvertible, Sendable {
+        var reads = 0
+        var polls = 0
+        var writes = 0
+        var errors: [String] = []
+        var bad: [String] = []
+        var backwards: [String] = []
+        var longestStall: Duration = .zero
+
+        var description: String {
+            "\(reads) reads, \(polls) poll wake-ups, \(writes) writes, \(errors.count) errors, \(bad.count) bad, \(backwards.count) backwards"
+        }
+    }
+
+    private let seen = Mutex(Seen())
+    private let stopping = Atomic<Bool>(false)
+    private let threads: Mutex<[KernelThread]> = Mutex([])
+
+    init(_ mount: MountedSchedfs) throws {
+        let sched = mount.path("sched")
+        var bodies: [@Sendable () -> Void] = []
+        // In page-cache mode a run of reads is one text only if no change falls between them
+        // (see the README): there each open reads once, as the held files do.
+        let pageCache = mount.log.contains("through the page cache")
+        for _ in 0..<2 {
+            bodies.append { [self] in
+                self.loop(counting: { () throws(SystemError) in pageCache ? try readOnce(sched) : try readText(sched) })
+            }
+        }
+        for _ in 0..<2 {
+            let held = open(sched, O_RDONLY)
+            try #require(held >= 0)
+            bodies.append { [self] in
+                self.loop(counting: { () throws(SystemError) in try Self.reread(held) })
+                close(held)
+            }
+        }
+        for _ in 0..<2 {
+            let polled = open(sched, O_RDONLY)
+            try #require(polled >= 0)
+            bodies.append { [self] in
+                self.poll(polled)
+                close(polled)
+            }
+        }
+        bodies.append { [self] in
+            self.repeatedly("write timer/hz") { () throws(SystemError) in
+                try writeText(mount.path("timer/hz"), "100\n")
+                self.seen.withLock { $0.writes += 1 }
+            }
+        }
+        bodies.append { [self] in
+            self.repeatedly("list and read timer/ticks") { () throws(SystemError) in
+                guard try listing(mount.mountpoint).contains("sched") else { throw SystemError(errno: ENOENT) }
+                guard UInt64(try readText(mount.path("timer/ticks")).dropLast()) != nil else { throw SystemError(errno: EINVAL) }
+            }
+        }
+        let started = try bodies.enumerated().map { number, body in try KernelThread(name: "load-\(number)", body: body) }
+        threads.withLock { $0 = started }
+    }
+
+    /// Stops the readers and says what they saw.
+    func stop() -> Seen {
+        stopping.store(true, ordering: .relaxed)
+        for thread in threads.withLock({ $0 }) {
+            if !thread.join(timeout: .seconds(5)) { seen.withLock { $0.errors.append("a reader did not stop within 5 s") } }
+        }
+        return seen.withLock { $0 }
+    }
+
+    /// Reads counts with `read` until stopped: each must parse, and none may go back.
+    private func loop(counting read: () throws(SystemError) -> String) {
+        var last: UInt64 = 0
+        var lastRead = ContinuousClock.now
+        while !stopping.load(ordering: .relaxed) {
+            do {
+                let text = try read()
+                let now = ContinuousClock.now
+                seen.withLock { seen in
+                    seen.reads += 1
+                    seen.longestStall = max(seen.longestStall, now - lastRead)
+                    guard let count = parseSched(text) else { return seen.bad.append(text) }
+                    if count < last { seen.backwards.append("\(last) then \(count)") }
+                    last = max(last, count)
+                }
+                lastRead = now
+            } catch {
+                seen.withLock { $0.errors.append("read: \(error)") }
+            }
+        }
+    }
+
+    /// Polls `descriptor` for a change until stopped: each wake-up must come within a second
+    /// and say `POLLPRI`, and the re-read must show a count that did not go back.
+    private func poll(_ descriptor: Int32) {
+        var last: UInt64 = 0
+        _ = try? Self.reread(descriptor)
+        while !stopping.load(ordering: .relaxed) {
+            var polled = pollfd(fd: descriptor, events: Int16(POLLPRI), revents: 0)
+            let ready = Glibc.poll(&polled, 1, 1000)
+            if stopping.load(ordering: .relaxed) { return }
+            guard ready == 1, polled.revents & Int16(POLLPRI) != 0, polled.revents & Int16(POLLHUP | POLLNVAL) == 0 else {
+                seen.withLock { $0.errors.append("poll: \(ready) ready, revents \(polled.revents)") }
+                continue
+            }
+            do {
+                let text = try Self.reread(descriptor)
+                seen.withLock { seen in
+                    seen.polls += 1
+                    guard let count = parseSched(text) else { return seen.bad.append(text) }
+                    if count < last { seen.backwards.append("poll: \(last) then \(count)") }
+                    last = max(last, count)
+                }
+            } catch {
+                seen.withLock { $0.errors.append("re-read after poll: \(error)") }
+            }
+        }
+    }
+
+    private func repeatedly(_ what: String, _ body: () throws(SystemError) -> Void) {
+        while !stopping.load(ordering: .relaxed) {
+            do {
+                try body()
+            } catch {
+                seen.withLock { $0.errors.append("\(what): \(error)") }
+            }
+            usleep(5000)
+        }
+    }
+
+    /// The text of an open file, read again from offset 0.
+    static func reread(_ descriptor: Int32) throws(SystemError) -> String {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = pread(descriptor, &buffer, buffer.count, 0)
+        guard count >= 0 else { throw SystemError(errno: errno) }
+        return String(decoding: buffer[..<count], as: UTF8.self)
+    }
+}
