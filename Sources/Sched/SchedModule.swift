@@ -49,8 +49,11 @@ public final class SchedModule: Sendable {
 
     /// `init_module`: queues the routine on the timer queue and registers `sched`, `timer/`
     /// and `uptime`.
-    public func start() throws(ProcTreeError) {
-        let start = ContinuousClock.now
+    ///
+    /// - Parameter mounted: when the mount was made, from which `uptime` counts: now, unless
+    ///   this process took the mount over from another.
+    public func start(mountedAt mounted: ContinuousClock.Instant = .now) throws(ProcTreeError) {
+        let start = mounted
         timer.tasks.queue(task)
         // The text needs only the count: capturing the routine, which holds the file, would
         // make a cycle. The routine announces each new count.

@@ -1,3 +1,4 @@
+import Glibc
 import ProcFS
 import TaskQueue
 
@@ -11,6 +12,8 @@ struct CarriedFigures: Sendable {
     private let first: CarriedValue
     private let ticksBefore: CarriedValue
     private let ticks: CarriedValue
+    /// When the mount was made, in nanoseconds of the boot-time clock (ContinuousClock's).
+    private let mounted: CarriedValue
 
     init(_ state: CarriedState) throws(KeeperError) {
         func value(_ name: String) throws(KeeperError) -> CarriedValue {
@@ -22,6 +25,16 @@ struct CarriedFigures: Sendable {
         first = try value("timer.first")
         ticksBefore = try value("timer.ticks-before")
         ticks = try value("timer.ticks")
+        mounted = try value("mount.started")
+    }
+
+    /// When the mount was made: stored by the first server, read by the others.
+    var mountedAt: ContinuousClock.Instant {
+        var now = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &now)
+        let nanoseconds = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+        if mounted.load() == 0 { mounted.store(nanoseconds) }
+        return .now - .nanoseconds(Int64(nanoseconds) - Int64(mounted.load()))
     }
 
     /// Where the last server's ticks stood; `nil` for the first server.

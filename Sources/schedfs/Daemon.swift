@@ -78,7 +78,7 @@ struct Daemon {
             kept.save(tick.position)
         }
         let sched = SchedModule(timer: timer, tree: tree, logger: logger, count: kept.calls)
-        try sched.start()
+        try sched.start(mountedAt: kept.mountedAt)
         let server = try FuseServer(
             tree: tree, arguments: fuseArguments, readMode: configuration.options.readMode, logger: logger,
             takingOver: carried)

@@ -16,8 +16,7 @@ extension MountTests {
             let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
             defer { mount.cleanUp() }
             let load = try SurvivalLoad(mount)
-            let startCount = try mount.count()
-            let started = ContinuousClock.now
+            let (startCount, started) = try Self.tick(of: mount)
 
             var servers = Set<pid_t>()
             for kill in 1...20 {
@@ -32,8 +31,8 @@ extension MountTests {
                 usleep(150_000)
             }
             usleep(300_000)
-            let endCount = try mount.count()
-            let elapsed = (ContinuousClock.now - started).dispatchSeconds
+            let (endCount, ended) = try Self.tick(of: mount)
+            let elapsed = (ended - started).dispatchSeconds
             let seen = load.stop()
 
             #expect(servers.count == 20, "20 servers killed, each once")
@@ -43,12 +42,22 @@ extension MountTests {
             #expect(seen.reads > 1000 && seen.polls > 50 && seen.writes > 20, "\(seen)")
             let pace = Double(endCount - startCount) / elapsed / 100
             #expect(abs(pace - 1) <= 0.01, "the count grew at \(pace) × hz over \(elapsed) s")
-            print("kill -9 × 20 (\(mode.isEmpty ? "direct_io" : "page_cache")): \(seen), pace \(pace), longest stall \(seen.longestStall)")
+            print("kill -9 × 20 (\(mode.isEmpty ? "direct_io" : "page_cache")): \(seen), pace \(pace) (\(startCount) to \(endCount) in \(elapsed) s), longest stall \(seen.longestStall)")
 
             #expect(try unmountWhenFree(mount.mountpoint).status == 0)
             #expect(mount.daemon.wait(timeout: .seconds(5)) == 0, "log:\n\(mount.log)")
             print(mount.log.split(separator: "\n").filter { $0.contains("ticks:") }.joined(separator: "\n"))
             #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: mount.root.path).isEmpty })
+        }
+
+        /// The count as it changes, and when: reading at a tick, not between two, keeps the
+        /// pace measured over a few seconds true to a tick.
+        static func tick(of mount: MountedSchedfs) throws -> (count: UInt64, at: ContinuousClock.Instant) {
+            let before = try mount.count()
+            var now = before
+            let changed = eventually(timeout: .seconds(1)) { now = (try? mount.count()) ?? before; return now != before }
+            try #require(changed, "the count stayed at \(before) for a second")
+            return (now, .now)
         }
 
         /// The server the keeper started, if one runs now.
@@ -86,10 +95,11 @@ final class SurvivalLoad: Sendable {
         // In page-cache mode a run of reads is one text only if no change falls between them
         // (see the README): there each open reads once, as the held files do.
         let pageCache = mount.log.contains("through the page cache")
+        let whole: @Sendable (String) throws(SystemError) -> String = { path throws(SystemError) in
+            pageCache ? try readOnce(path) : try readText(path)
+        }
         for _ in 0..<2 {
-            bodies.append { [self] in
-                self.loop(counting: { () throws(SystemError) in pageCache ? try readOnce(sched) : try readText(sched) })
-            }
+            bodies.append { [self] in self.loop(counting: { () throws(SystemError) in try whole(sched) }) }
         }
         for _ in 0..<2 {
             let held = open(sched, O_RDONLY)
@@ -113,10 +123,16 @@ final class SurvivalLoad: Sendable {
                 self.seen.withLock { $0.writes += 1 }
             }
         }
+        let uptime = Mutex<Double>(0)
         bodies.append { [self] in
-            self.repeatedly("list and read timer/ticks") { () throws(SystemError) in
+            self.repeatedly("list, read timer/ticks and uptime") { () throws(SystemError) in
                 guard try listing(mount.mountpoint).contains("sched") else { throw SystemError(errno: ENOENT) }
-                guard UInt64(try readText(mount.path("timer/ticks")).dropLast()) != nil else { throw SystemError(errno: EINVAL) }
+                guard UInt64(try whole(mount.path("timer/ticks")).dropLast()) != nil else { throw SystemError(errno: EINVAL) }
+                // Seconds since mount, whichever server answers.
+                let text = try whole(mount.path("uptime"))
+                guard let seconds = text.split(separator: " ").first.flatMap({ Double($0) }) else { throw SystemError(errno: EINVAL) }
+                let previous = uptime.withLock { last in defer { last = max(last, seconds) }; return last }
+                if seconds < previous { self.seen.withLock { $0.backwards.append("uptime: \(previous) then \(seconds)") } }
             }
         }
         let started = try bodies.enumerated().map { number, body in try KernelThread(name: "load-\(number)", body: body) }
