@@ -113,6 +113,12 @@ struct Readiness {
 
     func ready() { report("ready") }
 
+    /// Says that a server is ready to take over, keeping the pipe open for what follows.
+    func standingBy() {
+        var bytes = Array("standby\n".utf8)
+        _ = write(descriptor, &bytes, bytes.count)
+    }
+
     func failed(_ message: String) { report("error: \(message)") }
 
     private func report(_ line: String) {

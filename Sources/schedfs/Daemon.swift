@@ -1,11 +1,13 @@
 import CLinux
 import Glibc
+import KernelSync
 import Logging
 import ProcFS
 import ProcFSMetrics
 import Sched
 import ServiceLifecycle
 import TaskQueue
+import UnixSignals
 
 /// Everything the command line decided.
 struct Configuration {
@@ -21,6 +23,10 @@ struct Configuration {
     var takeOver: (connection: Int32, state: Int32)?
     /// Set in a server whose keeper runs in the foreground: log to stderr, as it does.
     var logsToStandardError: Bool
+    /// Set in a server that replaces one still serving: it waits, ready, for a byte here.
+    var goDescriptor: Int32?
+    /// The binary the keeper starts its servers from, as named when it was started.
+    var executable: String
     /// Set in the child that `Background` started: where to say that it is ready.
     var readiness: Readiness?
     /// Log every request (`-d`).
@@ -51,6 +57,8 @@ struct Daemon {
         // Caught from here on: a signal while mounting runs the protocol once serving starts.
         let trigger = ShutdownTrigger()
         let signals = await ShutdownSignals(trigger: trigger)
+        // SIGUSR1 from the keeper: hand the mount over to the next server (see ``handOver``).
+        let handover = await UnixSignalsSequence(trapping: .sigusr1)
         let output = try logOutput()
         // The keeper's death is this server's: the kernel then ends the connection.
         _ = clinux_die_with_parent()
@@ -83,6 +91,14 @@ struct Daemon {
             tree: tree, arguments: fuseArguments, readMode: configuration.options.readMode, logger: logger,
             takingOver: carried)
         try server.takeOver(connection: takeOver.connection, mountpoint: configuration.mountpoint.path)
+        // A server started to replace one that serves waits here, ready, until that one has
+        // stopped; if the keeper gives up on it, it leaves without a word.
+        if let go = configuration.goDescriptor {
+            configuration.readiness?.standingBy()
+            var byte: UInt8 = 0
+            guard (try? retryingOnInterrupt { read(go, &byte, 1) }) == 1 else { _exit(0) }
+            close(go)
+        }
         // Where the server before this one stopped; nil for the first.
         let continuing = kept.position
         let daemon = MountedDaemon(trigger: trigger) { [sched, timer, server, logger] cause in
@@ -98,9 +114,17 @@ struct Daemon {
                     "took the mount over at count \(sched.calls): \(resumed.entriesHeld) entries held by the kernel, \(resumed.pollersWoken) pollers woken, unanswered requests \(resumed.resent ? "sent again" : "lost (the kernel has no FUSE_NOTIFY_RESEND)")")
             }
         } catch {
+            // The keeper holds the mount, and unmounts it if it must.
             logger.error("\(error)")
             configuration.readiness?.failed("\(error)")
-            return Self.shutDown(after: nil, sched: nil, timer: timer, server: server, logger: logger)
+            _ = timer.stop(timeout: Self.stopTimeout)
+            _ = server.stop(timeout: Self.stopTimeout)
+            return 1
+        }
+        Task { [timer, server, logger] in
+            for await _ in handover {
+                Self.handOver(timer: timer, server: server, logger: logger)
+            }
         }
         if !server.takesOverFromAnother {
             logger.info(
@@ -128,6 +152,20 @@ struct Daemon {
         // The group ended without the protocol (it failed): run it here, and fail.
         _ = Self.shutDown(after: trigger.cause, sched: sched, timer: timer, server: server, logger: logger)
         return 1
+    }
+
+    /// Leaves the mount to the next server, which the keeper has started and which waits:
+    /// stops ticking (the count and the deadlines are in the keeper's state already), stops
+    /// taking requests once those in hand are answered, and exits at once, leaving the mount,
+    /// the tree and `sched` as they are. No cleanup protocol: nothing is unloaded.
+    private static func handOver(timer: TimerQueue, server: FuseServer, logger: Logger) {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let ticking = timer.stop(timeout: stopTimeout)
+        let serving = server.stop(timeout: stopTimeout)
+        logger.info("handing the mount over to the next server (stopped in \((clock.now - start).loggedMilliseconds))")
+        if !ticking || !serving { logger.error("handover: a thread was still busy after \(stopTimeout)") }
+        _exit(ticking && serving ? 0 : 1)
     }
 
     /// The cleanup protocol: unregister `sched` and wait for the routine to leave the queue

@@ -32,7 +32,7 @@ struct Keeper {
         for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         let signals = ends[0]
         defer { close(ends[0]) }
-        let caught = await UnixSignalsSequence(trapping: .sigint, .sigterm, .sighup)
+        let caught = await UnixSignalsSequence(trapping: .sigint, .sigterm, .sighup, .sigusr2)
         let passing = Task { [writer = ends[1]] in
             for await signal in caught {
                 var number = signal.rawValue
@@ -52,6 +52,7 @@ struct Keeper {
         // Held, never closed: the lock lasts as long as the keeper.
         _ = try configuration.mountpoint.claim()
         try keeper.mount(at: configuration.mountpoint.path)
+        let control = try UpgradeControl(listeningFor: keeper.mountpoint ?? configuration.mountpoint.path)
         var server: ServerProcess
         switch start(for: keeper) {
         case .success(let started): server = started
@@ -69,17 +70,33 @@ struct Keeper {
             var fds = [
                 pollfd(fd: signals, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: server.exitDescriptor, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: control.descriptor, events: Int16(POLLIN), revents: 0),
             ]
             let wait = shutdownDeadline.map { Int32(clamping: max(($0 - .now).nanoseconds / 1_000_000, 0)) } ?? -1
-            _ = try? retryingOnInterrupt { poll(&fds, 2, wait) }
-            if fds[0].revents & Int16(POLLIN) != 0 {
-                var number: Int32 = 0
-                if read(signals, &number, MemoryLayout<Int32>.size) == MemoryLayout<Int32>.size {
+            _ = try? retryingOnInterrupt { poll(&fds, 3, wait) }
+            var number: Int32 = 0
+            if fds[0].revents & Int16(POLLIN) != 0,
+                read(signals, &number, MemoryLayout<Int32>.size) == MemoryLayout<Int32>.size
+            {
+                if number == SIGUSR2 {
+                    if shutdownSignal == nil { server = upgrade(server, for: keeper, logger: logger).server }
+                } else {
                     // The server runs the cleanup protocol; the keeper waits for it.
                     shutdownSignal = number
                     shutdownDeadline = .now + Self.exitTimeout
                     kill(server.pid, number)
                 }
+                continue
+            }
+            if fds[2].revents & Int16(POLLIN) != 0, let request = control.accept() {
+                if shutdownSignal != nil {
+                    request.answer("error: the daemon is shutting down")
+                } else {
+                    let upgraded = upgrade(server, for: keeper, logger: logger)
+                    server = upgraded.server
+                    request.answer(upgraded.answer)
+                }
+                continue
             }
             if let deadline = shutdownDeadline, ContinuousClock.now >= deadline, fds[1].revents == 0 {
                 logger.error("the server (pid \(server.pid)) did not exit within \(Self.exitTimeout) of the shutdown signal; killing it")
@@ -118,16 +135,92 @@ struct Keeper {
 
     /// Starts a server that takes the keeper's connection over, and waits until it serves.
     private func start(for keeper: FuseKeeper) -> Result<ServerProcess, KeeperError> {
+        let spawned: SpawnedServer
+        switch spawn(for: keeper, standingBy: false) {
+        case .success(let started): spawned = started
+        case .failure(let failure): return .failure(failure)
+        }
+        defer { close(spawned.reports) }
+        return spawned.awaitReport("ready")
+    }
+
+    /// Replaces `current` by a server of the binary now on disk (see ``executable``): the new
+    /// one starts and waits, ready; then `current` hands over (SIGUSR1: it stops and exits,
+    /// leaving the mount as it is), and the new one goes on from where it stopped. If the new
+    /// one fails before it is ready, `current` serves on, and the answer says why.
+    private func upgrade(_ current: ServerProcess, for keeper: FuseKeeper, logger: Logger) -> (server: ServerProcess, answer: String) {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let spawned: SpawnedServer
+        switch spawn(for: keeper, standingBy: true) {
+        case .success(let made): spawned = made
+        case .failure(let failure):
+            logger.error("upgrade: \(failure.message); pid \(current.pid) serves on")
+            return (current, "error: \(failure.message)")
+        }
+        defer { close(spawned.reports) }
+        if case .failure(let failure) = spawned.awaitReport("standby") {
+            close(spawned.go!)
+            logger.error("upgrade: the new server failed: \(failure.message); pid \(current.pid) serves on")
+            return (current, "error: the new server failed: \(failure.message); pid \(current.pid) serves on")
+        }
+        kill(current.pid, SIGUSR1)
+        if !current.exits(within: Self.exitTimeout) {
+            logger.error("upgrade: pid \(current.pid) did not hand over within \(Self.exitTimeout); killing it")
+            kill(current.pid, SIGKILL)
+        }
+        _ = current.reap()
+        var go: UInt8 = 1
+        _ = write(spawned.go!, &go, 1)
+        close(spawned.go!)
+        switch spawned.awaitReport("ready") {
+        case .success(let server):
+            let took = clock.now - started
+            logger.info("upgrade: pid \(server.pid), from \(executable), serves in place of pid \(current.pid) (\(took.loggedMilliseconds))")
+            return (server, "upgraded: pid \(server.pid) serves in place of pid \(current.pid), \(took.loggedMilliseconds)")
+        case .failure(let failure):
+            // The old server has gone: start another, as after a crash.
+            logger.error("upgrade: the new server failed after the old one handed over: \(failure.message)")
+            switch start(for: keeper) {
+            case .success(let server): return (server, "error: the new server failed after the handover (\(failure.message)); pid \(server.pid) serves")
+            case .failure(let again): return (current, "error: no server could start: \(again.message)")
+            }
+        }
+    }
+
+    /// The binary a new server runs: the one the keeper was started from, as it is on disk
+    /// now (a package upgrade replaces it).
+    private var executable: String { configuration.executable }
+
+    /// A server started, with its end of the report pipe (and, standing by, of the go pipe).
+    private struct SpawnedServer {
+        let process: ServerProcess
+        let reports: Int32
+        let go: Int32?
+
+        /// Waits for the report `expected`; on anything else the server is killed.
+        func awaitReport(_ expected: String) -> Result<ServerProcess, KeeperError> {
+            let report = Background.readReport(from: reports, timeout: Keeper.startTimeout)
+            if report == expected { return .success(process) }
+            kill(process.pid, SIGKILL)
+            _ = process.reap()
+            if let report, report.hasPrefix("error: ") { return .failure(.server(String(report.dropFirst("error: ".count)))) }
+            return .failure(.server(report == nil ? "it did not serve within \(Keeper.startTimeout)" : "it exited before it served"))
+        }
+    }
+
+    /// Starts a server of ``executable``; standing by, it waits for a byte on `go`.
+    private func spawn(for keeper: FuseKeeper, standingBy: Bool) -> Result<SpawnedServer, KeeperError> {
         var ends: [Int32] = [0, 0]
-        guard pipe(&ends) == 0 else { return .failure(.system("pipe", Errno(rawValue: errno))) }
-        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
-        defer { close(ends[0]) }
+        var goEnds: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0, !standingBy || pipe(&goEnds) == 0 else { return .failure(.system("pipe", Errno(rawValue: errno))) }
+        for end in ends + goEnds where end >= 0 { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         // Inherited by number: dup2 onto itself clears close-on-exec in the child only.
         posix_spawn_file_actions_adddup2(&actions, ends[1], ends[1])
-        let executable = Background.selfExecutable()
+        if standingBy { posix_spawn_file_actions_adddup2(&actions, goEnds[0], goEnds[0]) }
         var arguments = [executable, "-f"]
         if configuration.debug { arguments.append("-d") }
         if configuration.threads == 1 { arguments.append("-s") }
@@ -136,6 +229,7 @@ struct Keeper {
             "--take-over", "\(keeper.connection),\(keeper.carried.descriptor)", "--ready-fd", "\(ends[1])",
         ]
         if configuration.readiness == nil { arguments.append("--log-to-stderr") }
+        if standingBy { arguments += ["--go-fd", "\(goEnds[0])"] }
         arguments.append("--")
         var argv = arguments.map { strdup($0) }
         if let source = configuration.source { argv.append(strdup(source)) }
@@ -145,16 +239,13 @@ struct Keeper {
         var child = pid_t()
         let spawned = posix_spawn(&child, executable, &actions, nil, argv, environ)
         close(ends[1])
-        guard spawned == 0 else { return .failure(.system("posix_spawn \(executable)", Errno(rawValue: spawned))) }
-        let server = ServerProcess(pid: child)
-        switch Background.readReport(from: ends[0], timeout: Self.startTimeout) {
-        case "ready": return .success(server)
-        case let report:
-            kill(child, SIGKILL)
-            _ = server.reap()
-            if let report, report.hasPrefix("error: ") { return .failure(.server(String(report.dropFirst("error: ".count)))) }
-            return .failure(.server(report == nil ? "it did not serve within \(Self.startTimeout)" : "it exited before it served"))
+        if standingBy { close(goEnds[0]) }
+        guard spawned == 0 else {
+            close(ends[0])
+            if standingBy { close(goEnds[1]) }
+            return .failure(.system("posix_spawn \(executable)", Errno(rawValue: spawned)))
         }
+        return .success(SpawnedServer(process: ServerProcess(pid: child), reports: ends[0], go: standingBy ? goEnds[1] : nil))
     }
 
     /// stderr in the foreground; in the background the log file, or syslog.
@@ -179,6 +270,13 @@ struct ServerProcess {
     enum End {
         case exited(Int32)
         case killed(Int32)
+    }
+
+    /// Whether it exits within `timeout`.
+    func exits(within timeout: Duration) -> Bool {
+        var ready = pollfd(fd: exitDescriptor, events: Int16(POLLIN), revents: 0)
+        let milliseconds = Int32(clamping: timeout.nanoseconds / 1_000_000)
+        return (try? retryingOnInterrupt { poll(&ready, 1, milliseconds) }) == 1
     }
 
     /// Waits for it to exit (call once it has, or after SIGKILL) and says how.

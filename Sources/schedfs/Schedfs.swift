@@ -13,6 +13,7 @@ struct Schedfs: AsyncParsableCommand {
         usage: """
             schedfs MOUNTPOINT [-f] [-d] [-s] [-o option[,option...]]
             schedfs SOURCE MOUNTPOINT -o options    (the form mount.fuse3 uses)
+            schedfs --upgrade MOUNTPOINT
             """,
         discussion: """
             Reading MOUNTPOINT/sched gives 'Timer was called N times so far', where N counts \
@@ -69,12 +70,23 @@ struct Schedfs: AsyncParsableCommand {
             valueName: "options"))
     var mountOptions: [String] = []
 
+    @Flag(
+        name: .customLong("upgrade"),
+        help: ArgumentHelp(
+            "Replace the daemon serving MOUNTPOINT by the binary now on disk.",
+            discussion: "The mount, the count and every open file stay; if the new binary cannot serve, the old one serves on and the command says why (exit 1). SIGUSR2 to the daemon does the same."))
+    var upgrade = false
+
     @Option(name: .customLong("ready-fd"), help: .private)
     var readyDescriptor: Int32?
 
     /// Set by the keeper for its server: the connection and the state it inherits, by number.
     @Option(name: .customLong("take-over"), help: .private)
     var takeOver: String?
+
+    /// Set by the keeper for a server that replaces one still serving.
+    @Option(name: .customLong("go-fd"), help: .private)
+    var goDescriptor: Int32?
 
     /// Set by a keeper in the foreground for its server.
     @Flag(name: .customLong("log-to-stderr"), help: .private)
@@ -100,6 +112,7 @@ struct Schedfs: AsyncParsableCommand {
                 throw UsageError(description: "\(error)")
             }
             let given = Self.rawArgument(paths[paths.count - 1])
+            if upgrade { Glibc.exit(try Self.requestUpgrade(of: given)) }
             let connection = try takeOver.map { (text) throws(UsageError) -> (connection: Int32, state: Int32) in
                 let numbers = text.split(separator: ",").compactMap { Int32($0) }
                 guard numbers.count == 2 else { throw UsageError(description: "bad --take-over '\(text)'") }
@@ -116,6 +129,8 @@ struct Schedfs: AsyncParsableCommand {
                 rawOptions: mountOptions,
                 takeOver: connection,
                 logsToStandardError: readiness == nil || logsToStandardError,
+                goDescriptor: goDescriptor,
+                executable: Self.executable,
                 readiness: readiness,
                 debug: debug,
                 threads: singleThreaded ? 1 : Daemon.defaultThreads)
@@ -128,6 +143,31 @@ struct Schedfs: AsyncParsableCommand {
             if takeOver != nil { Glibc.exit(1) }
             throw error
         }
+    }
+
+    /// `--upgrade`: asks the daemon of the mount on `given` to upgrade, and says how it went.
+    static func requestUpgrade(of given: FilePath) throws -> Int32 {
+        let resolved = given.withPlatformString { realpath($0, nil) }.map { path in
+            defer { free(path) }
+            return FilePath(platformString: path)
+        } ?? given
+        let answer = try UpgradeControl.requestUpgrade(of: resolved, timeout: .seconds(30))
+        guard answer.hasPrefix("error: ") else {
+            LogDescriptor(STDOUT_FILENO).write(line: "schedfs: \(answer)")
+            return 0
+        }
+        throw KeeperError.server(String(answer.dropFirst("error: ".count)))
+    }
+
+    /// This command's binary by the path it was started as, made absolute (a link stays a
+    /// link, so that replacing what it names upgrades the daemon), or else /proc/self/exe.
+    static var executable: String {
+        let named = CommandLine.arguments[0]
+        guard named.contains("/") else { return Background.selfExecutable() }
+        if named.hasPrefix("/") { return named }
+        var directory = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&directory, directory.count) != nil else { return Background.selfExecutable() }
+        return String(cString: directory) + "/" + named
     }
 
     /// The command-line argument that `parsed` was decoded from, as the bytes it was: a path
