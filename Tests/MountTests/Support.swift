@@ -234,9 +234,10 @@ final class MountedSchedfs: Sendable {
     let daemon: ChildProcess
     private let cleaned = Atomic<Bool>(false)
 
-    init(options: [String] = []) throws {
+    /// Mounts with `options`, running `binary` (the one built, unless given).
+    init(options: [String] = [], binary given: String? = nil) throws {
         try requireFuse()
-        let binary = try schedfsBinary()
+        let binary = try given ?? schedfsBinary()
         root = try TemporaryDirectory()
         mountpoint = root.path + "/mnt"
         logPath = root.path + "/schedfs.log"
