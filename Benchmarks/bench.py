@@ -16,7 +16,9 @@ Every row is measured in this one run, beside the reference it is compared with:
          of the same shape: find, ls -lR, reading every file, memory per entry, and the CPU
          of 10,000 files announcing changes at 100 Hz (scale.py);
   scrape node_exporter's textfile collector reading the mount's metrics/, beside one reading a
-         static copy of schedfs.prom on tmpfs, in each read mode (scrape.py).
+         static copy of schedfs.prom on tmpfs, in each read mode (scrape.py);
+  survival  `schedfs --upgrade` and `kill -9` of the server, 30 times each under a reader: how
+         long until the mount serves again, and the longest stall the reader saw (survival.py).
 
 Usage: bench.py SCHEDFS LOADGEN REFSERVER IDLETICK POLLWAKE SCALE OUTPUT.md
 """
@@ -37,6 +39,7 @@ import time
 from harness import Daemon, alive, kib, progress, wait_exactly, wait_for
 from scale import ANNOUNCE_HZ, ANNOUNCING, DIRECTORIES, FILES, RUNS, measure_scale
 from scrape import SCRAPE_ROUNDS, SCRAPE_SECONDS, measure_scrape
+from survival import SURVIVAL_RUNS, measure_survival
 
 SCHEDFS, LOADGEN, REFSERVER, IDLETICK, POLLWAKE, SCALE, OUTPUT = sys.argv[1:8]
 READ_SECONDS = 3
@@ -336,6 +339,7 @@ def main():
     scale_times, per_entry, announcing_cpu = measure_scale(SCALE)
     scrapes = {mode: measure_scrape(SCHEDFS, options) for mode, options in
                (("direct_io (default)", ()), ("-o page_cache", ("-o", "page_cache")))}
+    survival = measure_survival(SCHEDFS)
     progress(f"done in {time.monotonic() - started:.0f} s; writing {OUTPUT}")
 
     def ratio_rows(runs, comparisons, thread_counts):
@@ -471,6 +475,18 @@ def main():
         target_cells = "≥ 0.8× | " + verdict(ours / theirs, 0.8) if mode.startswith("direct_io") else "| "
         lines.append(f"| {mode} | {ours:.0f} | {ours_p50:.0f} | {theirs:.0f} | {theirs_p50:.0f} | "
                      f"{ours / theirs:.2f}× | {target_cells} |")
+    lines += ["", f"## Upgrades and crashes: {SURVIVAL_RUNS} of each on one mount, under a reader", "",
+              "`Benchmarks/survival.py`. An upgrade is timed from the start of `schedfs --upgrade MNT` until it",
+              "returns, once the new server serves (the command's own start included); a crash from `kill -9` of",
+              "the server until a read of `sched` begun right after it returns. The reader opens, reads and closes",
+              "`sched` in a loop throughout; every text it read was whole.", "",
+              "| what | p50 | p99 | target (p99) | verdict | longest stall a reader saw | reads |", "|---|---|---|---|---|---|---|"]
+    for kind, target in (("upgrade", 50), ("crash", 100)):
+        measured = survival[kind]
+        p99 = percentile(measured["times"], 0.99) * 1000
+        lines.append(f"| {'`schedfs --upgrade`' if kind == 'upgrade' else '`kill -9` of the server'} | "
+                     f"{percentile(measured['times'], 0.5) * 1000:.1f} ms | {p99:.1f} ms | ≤ {target} ms | "
+                     f"{verdict(p99, target, False, ' ms')} | {measured['stall'] * 1000:.1f} ms | {measured['reads']} |")
     notes_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
     if os.path.exists(notes_path):
         lines += ["", open(notes_path).read().rstrip()]
