@@ -52,14 +52,15 @@ struct Keeper {
         // Held, never closed: the lock lasts as long as the keeper.
         _ = try configuration.mountpoint.claim()
         try keeper.mount(at: configuration.mountpoint.path)
-        let control = try UpgradeControl(listeningFor: keeper.mountpoint ?? configuration.mountpoint.path)
+        // Nothing is left mounted if the keeper cannot go on (the caller reports why).
+        let control: UpgradeControl
         var server: ServerProcess
-        switch start(for: keeper) {
-        case .success(let started): server = started
-        case .failure(let failure):
-            configuration.readiness?.failed(failure.message)
+        do {
+            control = try UpgradeControl(listeningFor: keeper.mountpoint ?? configuration.mountpoint.path)
+            server = try start(for: keeper).get()
+        } catch {
             keeper.unmount()
-            throw failure
+            throw error
         }
         configuration.readiness?.ready()
 
@@ -102,6 +103,7 @@ struct Keeper {
                 logger.error("the server (pid \(server.pid)) did not exit within \(Self.exitTimeout) of the shutdown signal; killing it")
                 kill(server.pid, SIGKILL)
                 _ = server.reap()
+                control.close()
                 keeper.unmount()
                 return 1
             }
@@ -109,6 +111,7 @@ struct Keeper {
             let ended = server.reap()
             guard case .killed(let signal) = ended, shutdownSignal == nil else {
                 // It ran the cleanup protocol (an unmount, or the signal passed on), or failed.
+                control.close()
                 keeper.unmount()
                 if case .exited(let status) = ended { return status }
                 return 1
@@ -117,6 +120,7 @@ struct Keeper {
             restarts = restarts.filter { now - $0 < Self.restartWindow } + [now]
             guard restarts.count <= Self.restartLimit else {
                 logger.error("the server died \(restarts.count) times within \(Self.restartWindow); giving up and unmounting")
+                control.close()
                 keeper.unmount()
                 return 1
             }
@@ -127,6 +131,7 @@ struct Keeper {
                 server = started
             case .failure(let failure):
                 logger.error("server pid \(server.pid) died by signal \(signal), and another could not start: \(failure.message)")
+                control.close()
                 keeper.unmount()
                 return 1
             }

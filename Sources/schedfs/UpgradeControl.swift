@@ -19,10 +19,30 @@ struct UpgradeControl {
         descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard descriptor >= 0 else { throw .system("socket", Errno(rawValue: errno)) }
         var address = Self.address(device)
-        let bound = withUnsafePointer(to: &address.address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, address.length) }
+        // A keeper of an earlier mount that had this device may still be exiting: wait for it.
+        let deadline = ContinuousClock.now + .seconds(2)
+        while true {
+            let bound = withUnsafePointer(to: &address.address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, address.length) }
+            }
+            if bound == 0 { break }
+            let error = errno
+            guard error == EADDRINUSE, ContinuousClock.now < deadline else {
+                Glibc.close(descriptor)
+                throw .system("bind \(device)", Errno(rawValue: error))
+            }
+            usleep(10_000)
         }
-        guard bound == 0, listen(descriptor, 4) == 0 else { throw .system("bind \(device)", Errno(rawValue: errno)) }
+        guard listen(descriptor, 4) == 0 else {
+            let error = errno
+            Glibc.close(descriptor)
+            throw .system("listen", Errno(rawValue: error))
+        }
+    }
+
+    /// Stops listening, before the mount goes: its device may be given to the next mount.
+    func close() {
+        Glibc.close(descriptor)
     }
 
     /// The request waiting, if it comes from the keeper's user or root.
@@ -54,7 +74,7 @@ struct UpgradeControl {
         func answer(_ line: String) {
             var bytes = Array("\(line)\n".utf8)
             _ = write(descriptor, &bytes, bytes.count)
-            close(descriptor)
+            Glibc.close(descriptor)
         }
     }
 
@@ -65,7 +85,7 @@ struct UpgradeControl {
         }
         let connection = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard connection >= 0 else { throw .system("socket", Errno(rawValue: errno)) }
-        defer { close(connection) }
+        defer { Glibc.close(connection) }
         var address = Self.address(device)
         let connected = withUnsafePointer(to: &address.address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(connection, $0, address.length) }

@@ -163,7 +163,7 @@ import Testing
             let unmount = try runCommand(command[0], Array(command.dropFirst()) + [mount.mountpoint])
             #expect(unmount.status == 0, "\(unmount.stderr)")
             // One tick is 10 ms; 2 s only catches a hang.
-            #expect(mount.daemon.wait(timeout: .seconds(2)) == 0, "log:\n\(mount.log)")
+            #expect(mount.daemon.wait(timeout: .seconds(5)) == 0, "log:\n\(mount.log)")
             #expect(!isSchedfsMounted(mount.mountpoint))
             expectStepsInOrder(mount.log, ["cleanup: started by unmount"] + Self.steps)
         }
@@ -268,7 +268,7 @@ import Testing
 
             let unmount = try runCommand("/usr/bin/fusermount3", ["-u", mountpoint])
             #expect(unmount.status == 0)
-            #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: root.path).isEmpty })
+            #expect(eventually(timeout: .seconds(5)) { livePIDs(mentioning: root.path).isEmpty })
             expectStepsInOrder(readWhole(logPath) ?? "", ["mounted on", "cleanup: started by unmount"] + Self.steps)
         }
     }
@@ -338,7 +338,7 @@ import Testing
             #expect(result.stderr.hasPrefix("schedfs: "))
             #expect(result.stderr.contains(bad.says), "stderr: \(result.stderr)")
             #expect(!isSchedfsMounted(root.path + "/mnt"))
-            #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: root.path).isEmpty })
+            #expect(eventually(timeout: .seconds(5)) { livePIDs(mentioning: root.path).isEmpty })
         }
 
         /// Random `-o` strings, from a fixed seed so that a failure can be replayed: each either
@@ -461,7 +461,7 @@ import Testing
             #expect(result.stderr.hasPrefix("schedfs: "), "stderr: \(result.stderr)")
             #expect(result.stderr.contains("Too many open files"), "stderr: \(result.stderr)")
             #expect(!isSchedfsMounted(mountpoint))
-            #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: root.path).isEmpty })
+            #expect(eventually(timeout: .seconds(5)) { livePIDs(mentioning: root.path).isEmpty })
         }
 
         /// An ordinary user's `-o allow_other`, which fusermount3 refuses without
@@ -491,7 +491,7 @@ import Testing
                         "stderr: \(result.stderr)")
             }
             #expect(!isSchedfsMounted(mountpoint))
-            #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: root.path).isEmpty })
+            #expect(eventually(timeout: .seconds(5)) { livePIDs(mentioning: root.path).isEmpty })
         }
 
         /// Two schedfs started at the same instant on one mount point: exactly one mounts, and
@@ -662,7 +662,7 @@ extension MountTests.CleanupProtocol {
         #expect(mount.log.contains("1 request thread(s)"))
         _ = try mount.count()
         #expect(try runCommand("/usr/bin/fusermount3", ["-u", mount.mountpoint]).status == 0)
-        #expect(mount.daemon.wait(timeout: .seconds(2)) == 0, "log:\n\(mount.log)")
+        #expect(mount.daemon.wait(timeout: .seconds(5)) == 0, "log:\n\(mount.log)")
         expectStepsInOrder(mount.log, ["cleanup: started by unmount"] + Self.steps)
     }
 
@@ -745,7 +745,7 @@ extension MountTests {
             let counts = tally.counts
             #expect(counts.bad.isEmpty, "bad reads: \(counts.bad.prefix(5))")
             #expect(counts.lines > 1000, "\(counts.lines) whole lines in \(cycles) cycles")
-            #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: "/tmp/schedfs-test.").isEmpty })
+            #expect(eventually(timeout: .seconds(5)) { livePIDs(mentioning: "/tmp/schedfs-test.").isEmpty })
             print("unmount under load: \(cycles) cycles, \(counts.lines) lines, \(counts.enoent) ENOENT, "
                 + "\(counts.eio) EIO, \(counts.enotconn) ENOTCONN, \(counts.bad.count) bad reads")
         }
@@ -757,7 +757,7 @@ extension MountTests {
             mount.daemon.send(SIGKILL)
             #expect(mount.daemon.wait(timeout: .seconds(5)) == 128 + SIGKILL)
             #expect(eventually(timeout: .seconds(1)) { !isSchedfsMounted(mount.mountpoint) }, "mount left after kill -9")
-            #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: mount.root.path).isEmpty })
+            #expect(eventually(timeout: .seconds(5)) { livePIDs(mentioning: mount.root.path).isEmpty })
         }
 
         /// Another user (nobody) cannot use a mount made without `allow_other`; with it, they can
