@@ -13,42 +13,9 @@ extension MountTests {
         /// the final unmount.
         @Test(arguments: MountTests.readModes)
         func killingTheServerLosesNothing(mode: [String]) throws {
-            let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
-            defer { mount.cleanUp() }
-            try Self.passTheKnownPageCacheRace(mount, mode: mode)
-            let load = try SurvivalLoad(mount)
-            let (startCount, started) = try Self.tick(of: mount)
-
-            var servers = Set<pid_t>()
-            for kill in 1...20 {
-                let server = try #require(Self.server(of: mount), "no server before kill \(kill)")
-                servers.insert(server)
-                Glibc.kill(server, SIGKILL)
-                let replaced = eventually(timeout: .seconds(2)) {
-                    Self.server(of: mount).map { $0 != server } ?? false
-                        && mount.log.components(separatedBy: "serves in its place").count == kill + 1
-                }
-                try #require(replaced, "no server in place of \(server) within 2 s; log:\n\(mount.log)")
-                usleep(150_000)
+            try Self.replaceTheServer20Times(mode: mode, as: "kill -9", told: "serves in its place") { _, mount, server in
+                kill(server, SIGKILL)
             }
-            usleep(300_000)
-            let (endCount, ended) = try Self.tick(of: mount)
-            let elapsed = (ended - started).dispatchSeconds
-            let seen = load.stop()
-
-            #expect(servers.count == 20, "20 servers killed, each once")
-            #expect(seen.errors.isEmpty, "errors: \(seen.errors.prefix(5))")
-            #expect(seen.bad.isEmpty, "bad texts: \(seen.bad.prefix(5))")
-            #expect(seen.backwards.isEmpty, "counts that went back: \(seen.backwards.prefix(5))")
-            #expect(seen.reads > 1000 && seen.polls > 50 && seen.writes > 20, "\(seen)")
-            let pace = Double(endCount - startCount) / elapsed / 100
-            #expect(abs(pace - 1) <= 0.01, "the count grew at \(pace) × hz over \(elapsed) s")
-            print("kill -9 × 20 (\(mode.isEmpty ? "direct_io" : "page_cache")): \(seen), pace \(pace) (\(startCount) to \(endCount) in \(elapsed) s), longest stall \(seen.longestStall)")
-
-            #expect(try unmountWhenFree(mount.mountpoint).status == 0)
-            #expect(mount.daemon.wait(timeout: .seconds(5)) == 0, "log:\n\(mount.log)")
-            print(mount.log.split(separator: "\n").filter { $0.contains("ticks:") }.joined(separator: "\n"))
-            #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: mount.root.path).isEmpty })
         }
 
         /// `schedfs --upgrade` and SIGUSR2, 10 times each, under the same 8 readers: the same
@@ -56,46 +23,58 @@ extension MountTests {
         @Test(arguments: MountTests.readModes)
         func upgradingLosesNothing(mode: [String]) throws {
             let binary = try schedfsBinary()
-            let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
-            defer { mount.cleanUp() }
-            try Self.passTheKnownPageCacheRace(mount, mode: mode)
-            let load = try SurvivalLoad(mount)
-            let (startCount, started) = try Self.tick(of: mount)
-
-            var servers = Set<pid_t>()
-            for round in 1...20 {
-                let server = try #require(Self.server(of: mount), "no server before upgrade \(round)")
-                servers.insert(server)
+            try Self.replaceTheServer20Times(mode: mode, as: "upgrade", told: "upgrade: pid") { round, mount, _ in
                 if round % 2 == 0 {
                     let asked = try runCommand(binary, ["--upgrade", mount.mountpoint], timeout: .seconds(30))
                     #expect(asked.status == 0 && asked.stdout.hasPrefix("schedfs: upgraded: pid "), "\(asked)")
                 } else {
                     kill(mount.daemon.pid, SIGUSR2)
                 }
+            }
+        }
+
+        /// Mounts, starts the readers, has `replace` end the server 20 times (each time the
+        /// keeper logs `told`, a new one must serve), and checks what the readers saw, the pace,
+        /// and that the final unmount leaves nothing.
+        static func replaceTheServer20Times(
+            mode: [String], as name: String, told: String,
+            _ replace: (_ round: Int, _ mount: MountedSchedfs, _ server: pid_t) throws -> Void
+        ) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
+            defer { mount.cleanUp() }
+            try passTheKnownPageCacheRace(mount, mode: mode)
+            let load = try SurvivalLoad(mount)
+            let (startCount, started) = try tick(of: mount)
+
+            var servers = Set<pid_t>()
+            for round in 1...20 {
+                let server = try #require(Self.server(of: mount), "no server before \(name) \(round)")
+                servers.insert(server)
+                try replace(round, mount, server)
                 let replaced = eventually(timeout: .seconds(5)) {
-                    mount.log.components(separatedBy: "upgrade: pid").count == round + 1
+                    mount.log.components(separatedBy: told).count == round + 1
                         && Self.server(of: mount).map { $0 != server } ?? false
                 }
-                try #require(replaced, "upgrade \(round) did not replace \(server); log:\n\(mount.log)")
-                usleep(100_000)
+                try #require(replaced, "\(name) \(round) did not replace \(server) within 5 s; log:\n\(mount.log)")
+                usleep(150_000)
             }
             usleep(300_000)
-            let (endCount, ended) = try Self.tick(of: mount)
+            let (endCount, ended) = try tick(of: mount)
             let elapsed = (ended - started).dispatchSeconds
             let seen = load.stop()
 
-            #expect(servers.count == 20)
+            #expect(servers.count == 20, "20 servers replaced, each once")
             #expect(seen.errors.isEmpty, "errors: \(seen.errors.prefix(5))")
             #expect(seen.bad.isEmpty, "bad texts: \(seen.bad.prefix(5))")
             #expect(seen.backwards.isEmpty, "counts that went back: \(seen.backwards.prefix(5))")
             #expect(seen.reads > 1000 && seen.polls > 30 && seen.writes > 20, "\(seen)")
             let pace = Double(endCount - startCount) / elapsed / 100
             #expect(abs(pace - 1) <= 0.01, "the count grew at \(pace) × hz over \(elapsed) s")
-            print("upgrade × 20 (\(mode.isEmpty ? "direct_io" : "page_cache")): \(seen), pace \(pace), longest stall \(seen.longestStall)")
+            print("\(name) × 20 (\(mode.isEmpty ? "direct_io" : "page_cache")): \(seen), pace \(pace) (\(startCount) to \(endCount) in \(elapsed) s), longest stall \(seen.longestStall)")
 
             #expect(try unmountWhenFree(mount.mountpoint).status == 0)
             #expect(mount.daemon.wait(timeout: .seconds(5)) == 0, "log:\n\(mount.log)")
-            #expect(eventually(timeout: .seconds(2)) { livePIDs(mentioning: mount.root.path).isEmpty })
+            #expect(eventually(timeout: .seconds(5)) { livePIDs(mentioning: mount.root.path).isEmpty })
         }
 
         /// An upgrade to a binary that cannot serve (one that exits at once, or none at all)
