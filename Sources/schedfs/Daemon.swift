@@ -121,7 +121,7 @@ struct Daemon {
             _ = server.stop(timeout: Self.stopTimeout)
             return 1
         }
-        Task { [timer, server, logger] in
+        let handing = Task { [timer, server, logger] in
             for await _ in handover {
                 Self.handOver(timer: timer, server: server, logger: logger)
             }
@@ -148,6 +148,10 @@ struct Daemon {
         } catch {
             logger.error("the service group failed: \(error)")
         }
+        // Ended, so that it lets go of what it holds before the exit (LeakSanitizer takes what
+        // a task still holds then for leaked).
+        handing.cancel()
+        await handing.value
         if let status = daemon.outcome.status.withLock({ $0 }) { return status }
         // The group ended without the protocol (it failed): run it here, and fail.
         _ = Self.shutDown(after: trigger.cause, sched: sched, timer: timer, server: server, logger: logger)

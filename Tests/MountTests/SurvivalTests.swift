@@ -212,6 +212,8 @@ final class SurvivalLoad: Sendable {
         for thread in threads.withLock({ $0 }) {
             if !thread.join(timeout: .seconds(5)) { seen.withLock { $0.errors.append("a reader did not stop within 5 s") } }
         }
+        // Each thread's body holds this object: letting the threads go ends the cycle.
+        threads.withLock { $0 = [] }
         return seen.withLock { $0 }
     }
 
