@@ -35,6 +35,16 @@ struct Configuration {
     var threads: Int
 }
 
+extension Configuration {
+    /// Where the keeper and its server log: stderr in the foreground; in the background the
+    /// log file, or syslog.
+    func logOutput() throws -> LogOutput {
+        if logsToStandardError { return .descriptor(LogDescriptor(STDERR_FILENO)) }
+        guard let path = options.logFile else { return .syslog }
+        return .descriptor(try LogDescriptor.appending(to: path))
+    }
+}
+
 /// The server's life: set up, take over the keeper's connection (see ``Keeper``), serve until a
 /// shutdown event, then run the cleanup protocol and report how it went as the exit status.
 /// A server that takes over from one that died goes on from the count, the tick deadlines and
@@ -59,7 +69,7 @@ struct Daemon {
         let signals = await ShutdownSignals(trigger: trigger)
         // SIGUSR1 from the keeper: hand the mount over to the next server (see ``handOver``).
         let handover = await UnixSignalsSequence(trapping: .sigusr1)
-        let output = try logOutput()
+        let output = try configuration.logOutput()
         // The keeper's death is this server's: the kernel then ends the connection.
         _ = clinux_die_with_parent()
         let level: Logger.Level = configuration.debug ? .debug : .info
@@ -237,10 +247,4 @@ struct Daemon {
         return arguments
     }
 
-    /// stderr in the foreground; in the background the log file, or syslog.
-    private func logOutput() throws -> LogOutput {
-        if configuration.logsToStandardError { return .descriptor(LogDescriptor(STDERR_FILENO)) }
-        guard let path = configuration.options.logFile else { return .syslog }
-        return .descriptor(try LogDescriptor.appending(to: path))
-    }
 }

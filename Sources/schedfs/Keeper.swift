@@ -41,7 +41,7 @@ struct Keeper {
             close(writer)
         }
         defer { passing.cancel() }
-        let output = try logOutput()
+        let output = try configuration.logOutput()
         configuration.readiness?.detach()
         LoggingSystem.bootstrap { label in output.handler(label: label, level: configuration.debug ? .debug : .info) }
         let logger = Logger(label: "schedfs")
@@ -253,12 +253,6 @@ struct Keeper {
         return .success(SpawnedServer(process: ServerProcess(pid: child), reports: ends[0], go: standingBy ? goEnds[1] : nil))
     }
 
-    /// stderr in the foreground; in the background the log file, or syslog.
-    private func logOutput() throws -> LogOutput {
-        if configuration.readiness == nil { return .descriptor(LogDescriptor(STDERR_FILENO)) }
-        guard let path = configuration.options.logFile else { return .syslog }
-        return .descriptor(try LogDescriptor.appending(to: path))
-    }
 }
 
 /// A server the keeper started.
