@@ -10,8 +10,9 @@ import SystemPackage
 /// It holds the kernel's `INIT` request (sent once per mount, and given again to each new
 /// server), a count of servers started (part of each file handle a server gives out, so that
 /// no two servers give the kernel the same one), the kernel handles of files being polled
-/// (woken by a new server, whose predecessor can no longer wake them), and named 64-bit values
-/// that the program keeps there (see ``value(named:)``).
+/// (woken by a new server, whose predecessor can no longer wake them), named 64-bit values
+/// that the program keeps there (see ``value(named:)``), and the texts that open files are
+/// reading (``CarriedTexts``).
 public final class CarriedState: @unchecked Sendable {
     // @unchecked: `words` points into a MAP_SHARED mapping that lives as long as this object;
     // every access to shared words goes through the C atomics in CLinux, and the fixed areas
@@ -20,8 +21,12 @@ public final class CarriedState: @unchecked Sendable {
 
     /// The memory file; a server started with it inherits it by number.
     public let descriptor: Int32
+    /// The texts of open files; `nil` in a file that a keeper of an earlier layout made,
+    /// which has no room for them.
+    let texts: CarriedTexts?
 
-    private static let size = 8192
+    /// The fixed part: everything but the texts, which follow it.
+    static let fixedSize = 8192
     private static let magic: CUnsignedLongLong = 0x5343_4845_4446_5331  // "SCHEDFS1"
     private enum Layout {
         static let magic = 0
@@ -44,7 +49,7 @@ public final class CarriedState: @unchecked Sendable {
     public convenience init() throws(Errno) {
         let descriptor = clinux_memfd_inherited("procfs-carried")
         guard descriptor >= 0 else { throw Errno(rawValue: errno) }
-        guard ftruncate(descriptor, off_t(Self.size)) == 0 else {
+        guard ftruncate(descriptor, off_t(CarriedTexts.offset + CarriedTexts.length)) == 0 else {
             let error = Errno(rawValue: errno)
             close(descriptor)
             throw error
@@ -62,15 +67,16 @@ public final class CarriedState: @unchecked Sendable {
     }
 
     private init(mapping descriptor: Int32) throws(Errno) {
-        guard let mapped = mmap(nil, Self.size, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0), mapped != MAP_FAILED else {
+        guard let mapped = mmap(nil, Self.fixedSize, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0), mapped != MAP_FAILED else {
             throw Errno(rawValue: errno)
         }
         self.descriptor = descriptor
-        self.words = mapped.bindMemory(to: CUnsignedLongLong.self, capacity: Self.size / 8)
+        self.texts = CarriedTexts(descriptor: descriptor)
+        self.words = mapped.bindMemory(to: CUnsignedLongLong.self, capacity: Self.fixedSize / 8)
     }
 
     deinit {
-        munmap(words, Self.size)
+        munmap(words, Self.fixedSize)
         close(descriptor)
     }
 

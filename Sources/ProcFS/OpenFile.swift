@@ -12,21 +12,39 @@ import Synchronization
 /// - once the entry is removed every read fails (`EIO` in procfs's `proc_reg_read`).
 ///
 /// Concurrent reads of one open take turns, as they do on the `seq_file`'s lock.
+///
+/// Served by a keeper's server, an open keeps each text it makes in the ``CarriedTexts`` before
+/// the read that begins it is answered, so that a server taking over the mount continues it
+/// (see ``init(entry:caller:handle:carrying:resuming:)``).
 final class OpenFile: Sendable {
     let entry: ProcEntry
     /// The entry's version when the file was opened: a poll reports changes after it.
     let openedVersion: UInt64
+    /// The number the kernel knows the open by.
+    let handle: UInt64
+    /// Where its texts are kept for the next server; `nil` when there is none.
+    private let carried: CarriedTexts?
 
     private struct Position {
         /// The text being read; `nil` before the first read.
         var text: [UInt8]?
         /// Where the last read ended: a read there continues the text.
         var next = 0
+        /// Whether the text is another server's, and the next read continues it anywhere in
+        /// it: where that server's last read ended is not known (the kernel may send again a
+        /// read that it began but never answered).
+        var resumes = false
+        /// The slot of ``CarriedTexts`` that keeps the text, once one is taken.
+        var slot: Int?
+        /// Set at `RELEASE`: the slot is freed and no other is taken.
+        var released = false
 
         /// Whether a read at `offset` makes the text anew: at offset 0, anywhere but where the
-        /// last read ended, or before any text.
+        /// last read ended (or, resuming another server's text, past its end), or before any
+        /// text.
         func needsText(at offset: Int) -> Bool {
-            offset == 0 || offset != next || text == nil
+            guard let text, offset != 0 else { return true }
+            return resumes ? offset > text.count : offset != next
         }
 
         /// The bytes of the text a read of `size` at `offset` gets, where the next one then
@@ -35,27 +53,48 @@ final class OpenFile: Sendable {
             guard let text else { return nil }
             let bytes = text.bytes(at: offset, count: size)
             next = offset + bytes.count
+            resumes = false
             return bytes
+        }
+
+        /// Makes `text` the one being read, kept in `carried` if there is one.
+        mutating func begin(_ text: [UInt8]?, handle: UInt64, carried: CarriedTexts?) {
+            self.text = text
+            resumes = false
+            guard let carried, let text, !released else { return }
+            if slot == nil { slot = carried.claim(for: handle) }
+            if let slot { carried.store(text, in: slot) }
         }
     }
 
-    private let position = Mutex(Position())
+    private let position: Mutex<Position>
 
     /// Who opened the file: a file whose text depends on who opens it reads as them, as a
     /// procfs file reads with the opener's credentials (`file->f_cred`).
     let caller: ProcCaller
 
-    init(entry: ProcEntry, caller: ProcCaller) {
+    /// - Parameters:
+    ///   - handle: the number the kernel knows the open by.
+    ///   - carried: where to keep each text this open makes, for a server that takes over.
+    ///   - resuming: for an open that another server made, what it kept of it: the slot, and
+    ///     the text its reader is inside, which the first read here continues.
+    init(
+        entry: ProcEntry, caller: ProcCaller, handle: UInt64, carrying carried: CarriedTexts? = nil,
+        resuming: (slot: Int, text: [UInt8]?)? = nil
+    ) {
         self.entry = entry
         self.caller = caller
+        self.handle = handle
+        self.carried = carried
         self.openedVersion = entry.version
+        position = Mutex(Position(text: resuming?.text, resumes: resuming?.text != nil, slot: resuming?.slot))
     }
 
     /// The bytes a read of at most `size` bytes at `offset` gets; `nil` once the entry is
     /// removed.
     func read(at offset: Int, size: Int) -> ArraySlice<UInt8>? {
         position.withLock { position in
-            if position.needsText(at: offset) { position.text = entry.snapshot(for: caller) }
+            if position.needsText(at: offset) { position.begin(entry.snapshot(for: caller), handle: handle, carried: carried) }
             guard !entry.isRemoved else { return nil }
             return position.read(at: offset, size: size)
         }
@@ -69,7 +108,7 @@ final class OpenFile: Sendable {
         let fresh = needsText ? await entry.awaitedSnapshot(for: caller) : nil
         if needsText && fresh == nil { return nil }
         return position.withLock { position in
-            if let fresh { position.text = fresh }
+            if let fresh { position.begin(fresh, handle: handle, carried: carried) }
             guard !entry.isRemoved else { return nil }
             return position.read(at: offset, size: size)
         }
@@ -84,6 +123,15 @@ final class OpenFile: Sendable {
             if position.text == nil { position.text = entry.snapshot(for: caller) }
             guard let text = position.text, !entry.isRemoved else { return nil }
             return text.count
+        }
+    }
+
+    /// `RELEASE`: frees the slot that kept its text.
+    func release() {
+        position.withLock { position in
+            position.released = true
+            if let slot = position.slot { carried?.free(slot) }
+            position.slot = nil
         }
     }
 }
@@ -142,11 +190,12 @@ final class HandleTable<Object: Sendable>: Sendable {
         state = Mutex(State(next: base + 1))
     }
 
-    /// Keeps `object` and returns the number that stands for it.
-    func insert(_ object: Object) -> UInt64 {
+    /// Keeps the object `make` makes for the number that stands for it, and returns the
+    /// number.
+    func insert(_ make: (UInt64) -> Object) -> UInt64 {
         state.withLock { state in
             defer { state.next += 1 }
-            state.objects[state.next] = object
+            state.objects[state.next] = make(state.next)
             return state.next
         }
     }

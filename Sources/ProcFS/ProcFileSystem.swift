@@ -276,7 +276,8 @@ final class ProcFileSystem: Sendable {
         let writes = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
         guard !writes || entry.kind == .knob else { throw .permissionDenied }
         // Every read comes here, to be read as a seq_file.
-        return Opened(handle: openFiles.insert(OpenFile(entry: entry, caller: caller)), directIO: true)
+        let opened = openFiles.insert { OpenFile(entry: entry, caller: caller, handle: $0, carrying: carried?.texts) }
+        return Opened(handle: opened, directIO: true)
     }
 
     /// The reply to a `READ`: the bytes now, or, for a file whose text an `async` closure
@@ -372,17 +373,30 @@ final class ProcFileSystem: Sendable {
 
     /// The open file `handle` of `entry`: one this server opened, or, for a server that took
     /// over the mount, one another server opened, which is opened here on its first use (as
-    /// the caller the server runs as; its text is made anew).
+    /// the caller the server runs as), going on with the text that server kept for it.
     private func openFile(_ handle: UInt64, of entry: ProcEntry) -> OpenFile? {
-        guard carried != nil, handle >> Self.serverShift != openFiles.base >> Self.serverShift else {
-            return openFiles.object(handle)
+        guard isAnotherServers(handle) else { return openFiles.object(handle) }
+        return openFiles.object(handle) {
+            guard !entry.isRemoved else { return nil }
+            let texts = carried?.texts
+            return OpenFile(entry: entry, caller: .current, handle: handle, carrying: texts, resuming: texts?.taken(by: handle))
         }
-        return openFiles.object(handle) { entry.isRemoved ? nil : OpenFile(entry: entry, caller: .current) }
     }
 
-    /// `RELEASE`: forgets the open and its poller; the poll handle to release, if any.
+    /// Whether `handle` is an open that another server of the mount gave the kernel.
+    private func isAnotherServers(_ handle: UInt64) -> Bool {
+        carried != nil && handle >> Self.serverShift != openFiles.base >> Self.serverShift
+    }
+
+    /// `RELEASE`: forgets the open, its kept text and its poller; the poll handle to release,
+    /// if any.
     func release(handle: UInt64) -> (any KernelPollHandle)? {
-        guard let open = openFiles.remove(handle) else { return nil }
+        guard let open = openFiles.remove(handle) else {
+            // Another server's open that this one never used: the text it kept goes.
+            if isAnotherServers(handle) { carried?.texts?.free(handleOf: handle) }
+            return nil
+        }
+        open.release()
         return pollers.closed(inode: open.entry.inode, key: handle)
     }
 
@@ -392,7 +406,7 @@ final class ProcFileSystem: Sendable {
         guard directory.kind == .directory else { throw .notDirectory }
         // A dynamic directory is computed at each listing: the kernel must ask every time.
         return Opened(
-            handle: openDirectories.insert(OpenDirectory(directory: directory)), directIO: false,
+            handle: openDirectories.insert { _ in OpenDirectory(directory: directory) }, directIO: false,
             cachesListing: cachesListings.load(ordering: .acquiring) && !directory.isDynamicDirectory)
     }
 

@@ -421,11 +421,39 @@ import Testing
         #expect(secondFile.inode == firstFile.inode, "the same tree, built the same way, has the same numbers")
         #expect(try second.attributes(node: firstFile.inode, handle: nil).inode == firstFile.inode)
         #expect(Array(try second.readNow(node: firstFile.inode, handle: opened.handle, offset: 0, size: 100)) == Array("text\n".utf8))
+        #expect(carried.texts?.taken(by: opened.handle)?.text == Array("text\n".utf8), "the text it read is kept for the next")
         #expect(second.release(handle: opened.handle) == nil, "the other server's open is released here")
+        #expect(carried.texts?.taken(by: opened.handle) == nil, "with the text it kept")
         let own = try second.open(node: secondFile.inode, flags: O_RDONLY, caller: .current)
         #expect(own.handle >> ProcFileSystem.serverShift == 2 && opened.handle >> ProcFileSystem.serverShift == 1)
         let added = try secondTree.register("new") { "new\n" }
         #expect(added.inode > late.inode, "a number the first server gave the kernel is not given again")
+    }
+
+    /// A reader inside a text when the server is replaced gets the rest of that text from the
+    /// next server, though the text has grown by a digit meanwhile.
+    @Test func aServerTakingOverGoesOnWithTheTextAReaderIsInside() throws {
+        let carried = try CarriedState()
+        let count = CountBox()
+        func serve(_ server: UInt64) throws -> (ProcFileSystem, ProcEntry) {
+            let tree = ProcTree()
+            let file = try tree.register("sched", announcesChanges: true) { "Timer was called \(count.value.load(ordering: .relaxed)) times so far\n" }
+            let served = ProcFileSystem(tree: tree, requestedMode: .directIO, logger: Logger(label: "test"), takingOver: (carried, server))
+            _ = served.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true)
+            return (served, file)
+        }
+        let (first, file) = try serve(1)
+        let inside = try first.open(node: file.inode, flags: O_RDONLY, caller: .current).handle
+        let atEnd = try first.open(node: file.inode, flags: O_RDONLY, caller: .current).handle
+        #expect(try first.readNow(node: file.inode, handle: inside, offset: 0, size: 1) .elementsEqual("T".utf8))
+        #expect(try first.readNow(node: file.inode, handle: atEnd, offset: 0, size: 4096).count == 33)
+        count.value.store(100, ordering: .relaxed)
+
+        let (second, _) = try serve(2)
+        let rest = try second.readNow(node: file.inode, handle: inside, offset: 1, size: 4096)
+        #expect(String(decoding: rest, as: UTF8.self) == "imer was called 99 times so far\n")
+        #expect(try second.readNow(node: file.inode, handle: atEnd, offset: 33, size: 4096).isEmpty, "the end of the same text")
+        #expect(try second.readNow(node: file.inode, handle: atEnd, offset: 0, size: 4096).count == 34, "and from 0 the new one")
     }
 
     /// A removed entry the kernel still holds answers as procfs does.
@@ -541,4 +569,9 @@ final class CountedPollHandle: KernelPollHandle {
     init(kernelFileHandle: UInt64) { self.kernelFileHandle = kernelFileHandle }
     func notify() {}
     func release() {}
+}
+
+/// A count that a test sets and a text closure reads.
+final class CountBox: Sendable {
+    let value = Atomic<Int>(99)
 }

@@ -39,7 +39,7 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 @Suite struct OpenFileTests {
     @Test func aReadAtOffsetZeroTakesTheCurrentText() throws {
         let file = try Changing()
-        let open = OpenFile(entry: file.entry, caller: .current)
+        let open = OpenFile(entry: file.entry, caller: .current, handle: 1)
         #expect(string(open.read(at: 0, size: 100)) == "first text\n")
         file.set("second text\n")
         #expect(string(open.read(at: 0, size: 100)) == "second text\n")
@@ -47,7 +47,7 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 
     @Test func readsThatContinueStayInOneTextAcrossAChange() throws {
         let file = try Changing()
-        let open = OpenFile(entry: file.entry, caller: .current)
+        let open = OpenFile(entry: file.entry, caller: .current, handle: 1)
         #expect(string(open.read(at: 0, size: 3)) == "fir")
         file.set("SECOND TEXT\n")
         #expect(string(open.read(at: 3, size: 4)) == "st t")
@@ -57,7 +57,7 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 
     @Test func aReadElsewhereTakesANewTextAndSkipsToItsOffset() throws {
         let file = try Changing()
-        let open = OpenFile(entry: file.entry, caller: .current)
+        let open = OpenFile(entry: file.entry, caller: .current, handle: 1)
         #expect(string(open.read(at: 0, size: 3)) == "fir")
         file.set("SECOND TEXT\n")
         #expect(string(open.read(at: 6, size: 100)) == " TEXT\n", "seq_file's traverse")
@@ -66,7 +66,7 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 
     @Test func sizeIsThatOfTheTextBeingRead() throws {
         let file = try Changing()
-        let open = OpenFile(entry: file.entry, caller: .current)
+        let open = OpenFile(entry: file.entry, caller: .current, handle: 1)
         #expect(open.size == 11, "a new text before the first read")
         _ = open.read(at: 0, size: 4)
         file.set("a longer second text\n")
@@ -77,12 +77,116 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 
     @Test func everyReadFailsOnceTheEntryIsRemoved() throws {
         let file = try Changing()
-        let open = OpenFile(entry: file.entry, caller: .current)
+        let open = OpenFile(entry: file.entry, caller: .current, handle: 1)
         _ = open.read(at: 0, size: 4)
         try file.tree.remove(file.entry)
         #expect(open.read(at: 4, size: 4) == nil, "even a read that continues")
         #expect(open.read(at: 0, size: 4) == nil)
         #expect(open.size == nil)
+    }
+}
+
+/// The texts open files are reading, kept for the server that takes over a mount.
+@Suite struct CarriedTextsTests {
+    @Test func aSlotKeepsATextForItsOpenUntilFreed() throws {
+        let texts = try #require(try CarriedState().texts)
+        let slot = try #require(texts.claim(for: 7))
+        #expect(texts.taken(by: 7)?.slot == slot && texts.taken(by: 7)?.text == nil, "claimed, no text yet")
+        texts.store(Array("Timer was called 99 times so far\n".utf8), in: slot)
+        #expect(texts.taken(by: 7)?.text == Array("Timer was called 99 times so far\n".utf8))
+        texts.store(Array("shorter\n".utf8), in: slot)
+        #expect(texts.taken(by: 7)?.text == Array("shorter\n".utf8), "the latest text, at its own length")
+        #expect(texts.taken(by: 8) == nil, "an open that claimed nothing")
+        texts.free(slot)
+        #expect(texts.taken(by: 7) == nil)
+    }
+
+    @Test func theLowestFreeSlotIsTakenAndEachOnce() throws {
+        let texts = try #require(try CarriedState().texts)
+        #expect(texts.claim(for: 1) == 0 && texts.claim(for: 2) == 1 && texts.claim(for: 3) == 2)
+        texts.free(1)
+        #expect(texts.claim(for: 4) == 1, "the freed slot, the lowest")
+        texts.free(handleOf: 3)
+        #expect(texts.taken(by: 3) == nil && texts.claim(for: 5) == 2)
+        for handle in 6...UInt64(CarriedTexts.slotCount + 2) { _ = texts.claim(for: handle) }
+        #expect(texts.claim(for: 99_999) == nil, "all taken")
+    }
+
+    @Test func aTextLongerThanASlotIsNotKept() throws {
+        let texts = try #require(try CarriedState().texts)
+        let slot = try #require(texts.claim(for: 1))
+        texts.store(Array("short\n".utf8), in: slot)
+        texts.store([UInt8](repeating: 65, count: CarriedTexts.capacity + 1), in: slot)
+        #expect(texts.taken(by: 1)?.text == nil, "not the earlier text either")
+        texts.store([UInt8](repeating: 66, count: CarriedTexts.capacity), in: slot)
+        #expect(texts.taken(by: 1)?.text?.count == CarriedTexts.capacity)
+    }
+
+    /// The texts are in the memory file, not in one process's memory: a second mapping of it,
+    /// as the next server makes, sees them.
+    @Test func anotherMappingOfTheFileSeesTheTexts() throws {
+        let state = try CarriedState()
+        let slot = try #require(state.texts?.claim(for: 42))
+        state.texts?.store(Array("kept\n".utf8), in: slot)
+        let copy = dup(state.descriptor)
+        let next = try CarriedState(adopting: copy)
+        #expect(next.texts?.taken(by: 42)?.text == Array("kept\n".utf8))
+    }
+}
+
+/// An open that another server made goes on with the text that server kept for it.
+@Suite struct ResumedOpenFileTests {
+    /// Reads `count` bytes of the text in an open of the first server, and returns what a
+    /// second server's open of the same handle starts from.
+    private func handedOver(after count: Int) throws -> (file: Changing, texts: CarriedTexts, next: OpenFile) {
+        let file = try Changing()
+        file.set("Timer was called 99 times so far\n")
+        let texts = try #require(try CarriedState().texts)
+        let first = OpenFile(entry: file.entry, caller: .current, handle: 1 << 40 | 1, carrying: texts)
+        #expect(first.read(at: 0, size: count)?.count == count)
+        file.set("Timer was called 100 times so far\n")
+        let next = OpenFile(entry: file.entry, caller: .current, handle: 1 << 40 | 1, carrying: texts, resuming: texts.taken(by: 1 << 40 | 1))
+        return (file, texts, next)
+    }
+
+    @Test func aReadInsideTheTextGetsItsRest() throws {
+        let (_, _, next) = try handedOver(after: 1)
+        #expect(string(next.read(at: 1, size: 100)) == "imer was called 99 times so far\n")
+        #expect(string(next.read(at: 33, size: 100)) == "")
+    }
+
+    @Test func aReadAtTheEndOfTheTextGetsTheEndOfFile() throws {
+        let (_, _, next) = try handedOver(after: 33)
+        #expect(string(next.read(at: 33, size: 100)) == "")
+        #expect(string(next.read(at: 0, size: 100)) == "Timer was called 100 times so far\n", "offset 0: the text anew")
+    }
+
+    /// The kernel may send again a read the dead server began and never answered: it starts
+    /// before where that server's last read ended.
+    @Test func aReadSentAgainStillGetsTheSameText() throws {
+        let (_, _, next) = try handedOver(after: 33)
+        #expect(string(next.read(at: 10, size: 100)) == "called 99 times so far\n")
+        #expect(string(next.read(at: 5, size: 100)) == " was called 100 times so far\n", "then reads go on as a seq_file's")
+    }
+
+    @Test func aReadPastTheTextTakesTheNewText() throws {
+        let (file, _, next) = try handedOver(after: 1)
+        file.set("Timer was called 100 times so far\nand more\n")
+        #expect(string(next.read(at: 34, size: 100)) == "and more\n", "past the old text's 33 bytes: the new one, skipped to 34")
+    }
+
+    /// The open keeps the texts it makes in the same slot, for a third server, and frees it at
+    /// `RELEASE`.
+    @Test func theNextServerKeepsItsTextsAndFreesTheSlot() throws {
+        let (file, texts, next) = try handedOver(after: 2)
+        _ = next.read(at: 0, size: 3)
+        file.set("Timer was called 101 times so far\n")
+        let third = OpenFile(entry: file.entry, caller: .current, handle: 1 << 40 | 1, carrying: texts, resuming: texts.taken(by: 1 << 40 | 1))
+        #expect(string(third.read(at: 3, size: 100)) == "er was called 100 times so far\n")
+        third.release()
+        #expect(texts.taken(by: 1 << 40 | 1) == nil)
+        _ = third.read(at: 0, size: 100)
+        #expect(texts.taken(by: 1 << 40 | 1) == nil, "no slot is taken after RELEASE")
     }
 }
 
