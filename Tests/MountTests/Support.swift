@@ -151,6 +151,41 @@ func readOnce(_ path: String) throws(SystemError) -> String {
     return String(decoding: buffer[0..<count], as: UTF8.self)
 }
 
+/// A file opened and read in part, to be read on to its end later: a reader stopped between
+/// two reads of a text.
+final class HeldRead {
+    private let descriptor: Int32
+    private var bytes: [UInt8]
+
+    /// Opens `path` and reads exactly `count` bytes.
+    init(_ path: String, first count: Int) throws(SystemError) {
+        descriptor = open(path, O_RDONLY)
+        guard descriptor >= 0 else { throw SystemError(errno: errno) }
+        var buffer = [UInt8](repeating: 0, count: count)
+        let got = read(descriptor, &buffer, count)
+        guard got == count else {
+            let error = got < 0 ? errno : EIO
+            close(descriptor)
+            throw SystemError(errno: error)
+        }
+        bytes = buffer
+    }
+
+    deinit { close(descriptor) }
+
+    /// Reads on to the end of the file, and returns all the reads got.
+    func rest() throws(SystemError) -> String {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(descriptor, &buffer, buffer.count)
+            if count < 0 { throw SystemError(errno: errno) }
+            if count == 0 { break }
+            bytes += buffer[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
 /// Reads a whole file, or `nil` if it cannot be opened.
 func readWhole(_ path: String) -> String? {
     try? readText(path)

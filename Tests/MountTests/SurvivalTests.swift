@@ -77,6 +77,71 @@ extension MountTests {
             #expect(eventually(timeout: .seconds(5)) { livePIDs(mentioning: mount.root.path).isEmpty })
         }
 
+        /// A reader between two reads of a text when the server is replaced gets the rest of
+        /// that text, though the text grew by a digit meanwhile: at 99 (hz lowered to 5, so the
+        /// count stays for 200 ms) one open has read 1 byte of `sched` and another the whole
+        /// text but not its end of file; the server is killed or upgraded; once fresh reads
+        /// show 100, both go on, and each gets exactly the text of 99. A seq_file keeps its
+        /// text across a pause the same way, which the same probe on /proc/uptime shows.
+        @Test(arguments: ["kill -9", "upgrade"])
+        func aTextGoesOnAcrossAServerChange(replacement: String) throws {
+            let uptimeBefore = try HeldRead("/proc/uptime", first: 1)
+            usleep(100_000)
+            let uptime = try #require(Double(try uptimeBefore.rest().prefix { $0 != " " }))
+            let uptimeAfter = try #require(Double(try readText("/proc/uptime").prefix { $0 != " " }))
+            #expect(uptimeAfter - uptime >= 0.09, "/proc/uptime's held text is the one its first read made")
+
+            let mount = try MountedSchedfs(options: ["-o", "hz=100"])
+            defer { mount.cleanUp() }
+            try Self.holdTheCountAt99(mount)
+            let oneByte = try HeldRead(mount.path("sched"), first: 1)
+            let whole = try HeldRead(mount.path("sched"), first: 33)
+            try #require(try mount.count() == 99, "the count left 99 before both reads began its text (a stall of 200 ms)")
+
+            let server = try #require(Self.server(of: mount))
+            try Self.replace(server, of: mount, by: replacement)
+            #expect(eventually(timeout: .seconds(5)) { ((try? mount.count()) ?? 0) >= 100 }, "the new server counts on")
+            #expect(try oneByte.rest() == "Timer was called 99 times so far\n")
+            #expect(try whole.rest() == "Timer was called 99 times so far\n")
+        }
+
+        /// In page-cache mode a run of reads is one text when no change falls between them (see
+        /// the README's *Reading*): a held reader of `timer/hz`, which no one writes meanwhile,
+        /// goes on in its text across a server change too.
+        @Test(arguments: ["kill -9", "upgrade"])
+        func aPageCacheTextGoesOnAcrossAServerChange(replacement: String) throws {
+            let mount = try MountedSchedfs(options: ["-o", "hz=100", "-o", "page_cache"])
+            defer { mount.cleanUp() }
+            let held = try HeldRead(mount.path("timer/hz"), first: 1)
+            let server = try #require(Self.server(of: mount))
+            try Self.replace(server, of: mount, by: replacement)
+            #expect(try held.rest() == "100\n")
+        }
+
+        /// Brings the count to 99 with `hz` lowered to 5 so that it stays there 200 ms: `hz` 25
+        /// from 50 and 5 from 90, each step leaving over 350 ms before the next.
+        static func holdTheCountAt99(_ mount: MountedSchedfs) throws {
+            for (from, hz) in [(50, 25), (90, 5)] {
+                try #require(eventually(timeout: .seconds(10)) { ((try? mount.count()) ?? 0) >= from })
+                try writeText(mount.path("timer/hz"), "\(hz)\n")
+            }
+            try #require(try mount.count() < 99, "the count passed 99 before hz was lowered to 5")
+            try #require(eventually(timeout: .seconds(5)) { ((try? mount.count()) ?? 0) == 99 })
+        }
+
+        /// Ends `server` by `replacement` (`kill -9`, or `schedfs --upgrade`), and waits until
+        /// another one serves.
+        static func replace(_ server: pid_t, of mount: MountedSchedfs, by replacement: String) throws {
+            if replacement == "upgrade" {
+                let asked = try runCommand(try schedfsBinary(), ["--upgrade", mount.mountpoint], timeout: .seconds(30))
+                try #require(asked.status == 0, "\(asked)")
+            } else {
+                try #require(kill(server, SIGKILL) == 0)
+            }
+            let replaced = eventually(timeout: .seconds(5)) { Self.server(of: mount).map { $0 != server } ?? false }
+            try #require(replaced, "\(replacement) did not replace \(server) within 5 s; log:\n\(mount.log)")
+        }
+
         /// An upgrade to a binary that cannot serve (one that exits at once, or none at all)
         /// leaves the old server serving, and the command says why and exits 1; once the binary
         /// is back, the upgrade works.
