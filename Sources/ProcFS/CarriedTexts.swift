@@ -43,6 +43,7 @@ final class CarriedTexts: @unchecked Sendable {
     /// back when it is freed.
     private static let spilled: CUnsignedLongLong = 1 << 62
     private static let sequenceMask: CUnsignedLongLong = (1 << 30) - 1
+    private static let lengthMask: CUnsignedLongLong = 0xffff_ffff
     private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
     /// Maps the slots of the memory file `descriptor`; `nil` if the file is too short to hold
@@ -64,6 +65,7 @@ final class CarriedTexts: @unchecked Sendable {
 
     private func handleWord(_ slot: Int) -> UnsafeMutablePointer<CUnsignedLongLong> { headers + 2 * slot }
     private func stateWord(_ slot: Int) -> UnsafeMutablePointer<CUnsignedLongLong> { headers + 2 * slot + 1 }
+    private func textBytes(_ slot: Int) -> UnsafeMutableRawPointer { texts + slot * Self.capacity }
 
     /// Takes the lowest free slot for the open file `handle` (never 0); `nil` when all are
     /// taken.
@@ -87,7 +89,7 @@ final class CarriedTexts: @unchecked Sendable {
         clinux_shared_store(word, spilled | sequence)
         guard text.count <= Self.capacity else { return }
         text.withUnsafeBytes { bytes in
-            if let source = bytes.baseAddress { (texts + slot * Self.capacity).copyMemory(from: source, byteCount: bytes.count) }
+            if let source = bytes.baseAddress { textBytes(slot).copyMemory(from: source, byteCount: bytes.count) }
         }
         clinux_shared_store(word, Self.valid | spilled | sequence | CUnsignedLongLong(text.count))
     }
@@ -97,9 +99,9 @@ final class CarriedTexts: @unchecked Sendable {
     func taken(by handle: UInt64) -> (slot: Int, text: [UInt8]?)? {
         guard let slot = slot(of: handle) else { return nil }
         let before = clinux_shared_load(stateWord(slot))
-        let length = Int(before & 0xffff_ffff)
+        let length = Int(before & Self.lengthMask)
         guard before & Self.valid != 0, length <= Self.capacity else { return (slot, nil) }
-        let text = Array(UnsafeRawBufferPointer(start: texts + slot * Self.capacity, count: length))
+        let text = Array(UnsafeRawBufferPointer(start: textBytes(slot), count: length))
         let whole = clinux_shared_load(stateWord(slot)) == before && clinux_shared_load(handleWord(slot)) == handle
         return (slot, whole ? text : nil)
     }
@@ -109,7 +111,7 @@ final class CarriedTexts: @unchecked Sendable {
         let spilled = clinux_shared_load(stateWord(slot)) & Self.spilled != 0
         clinux_shared_store(stateWord(slot), 0)
         if spilled {
-            _ = madvise(texts + slot * Self.capacity + Self.pageSize, Self.capacity - Self.pageSize, MADV_REMOVE)
+            _ = madvise(textBytes(slot) + Self.pageSize, Self.capacity - Self.pageSize, MADV_REMOVE)
         }
         clinux_shared_store(handleWord(slot), 0)
     }

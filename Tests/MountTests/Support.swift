@@ -127,15 +127,19 @@ func readText(_ path: String, chunk: Int = 4096) throws(SystemError) -> String {
     let descriptor = open(path, O_RDONLY)
     guard descriptor >= 0 else { throw SystemError(errno: errno) }
     defer { close(descriptor) }
+    return String(decoding: try readToEnd(descriptor, chunk: chunk), as: UTF8.self)
+}
+
+/// Reads `descriptor` from where it stands to the end of the file, `chunk` bytes at a time.
+func readToEnd(_ descriptor: Int32, chunk: Int = 4096) throws(SystemError) -> [UInt8] {
     var bytes: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: chunk)
     while true {
         let count = read(descriptor, &buffer, chunk)
         if count < 0 { throw SystemError(errno: errno) }
-        if count == 0 { break }
+        if count == 0 { return bytes }
         bytes += buffer[0..<count]
     }
-    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// Reads a small file with one `read` on a fresh open. Tests that check whole lines in both
@@ -175,13 +179,7 @@ final class HeldRead {
 
     /// Reads on to the end of the file, and returns all the reads got.
     func rest() throws(SystemError) -> String {
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = read(descriptor, &buffer, buffer.count)
-            if count < 0 { throw SystemError(errno: errno) }
-            if count == 0 { break }
-            bytes += buffer[0..<count]
-        }
+        bytes += try readToEnd(descriptor)
         return String(decoding: bytes, as: UTF8.self)
     }
 }
