@@ -13,7 +13,7 @@ import SystemPackage
 /// resident memory before and after making the tree.
 @main
 enum ProcFSScale {
-    static func main() throws {
+    static func main() async throws {
         var arguments = CommandLine.arguments
         let readMode: ReadMode = arguments.last == "page_cache" ? .pageCache : .directIO
         if readMode == .pageCache { arguments.removeLast() }
@@ -25,7 +25,6 @@ enum ProcFSScale {
         }
         let announcing = arguments.count == 6 ? Int(arguments[4]) ?? 0 : 0
         let hz = arguments.count == 6 ? Int(arguments[5]) ?? 100 : 100
-        ShutdownEvents.blockSignals()
         let empty = residentKiB()
         let tree = ProcTree()
         var announcers: [ProcEntry] = []
@@ -51,7 +50,7 @@ enum ProcFSScale {
                 }
             }
         }
-        try ProcMount.serve(tree, at: FilePath(arguments[1]), readMode: readMode, logger: Logger(label: "procfs-scale"))
+        try await ProcMount.serve(tree, at: FilePath(arguments[1]), readMode: readMode, logger: Logger(label: "procfs-scale"))
     }
 
     /// VmRSS of this process, in KiB.

@@ -16,7 +16,7 @@ enum CounterFS {
         let changes = Atomic<Int>(0)
     }
 
-    static func main() throws {
+    static func main() async throws {
         guard CommandLine.arguments.count == 2 else {
             _ = "usage: counterfs MOUNTPOINT\n".withCString { write(STDERR_FILENO, $0, strlen($0)) }
             exit(64)
@@ -33,6 +33,13 @@ enum CounterFS {
         try tree.register("changes") { "\(state.changes.load(ordering: .relaxed))\n" }
         try tree.makeSymlink("hello", target: "config/greeting")
         // The path as the bytes it was given in: Linux names need not be UTF-8.
-        try ProcMount.serve(tree, at: FilePath(platformString: CommandLine.unsafeArgv[1]!), logger: Logger(label: "counterfs"))
+        do {
+            try await ProcMount.serve(
+                tree, at: FilePath(platformString: CommandLine.unsafeArgv[1]!), options: [.autoUnmount, .fsName("counterfs")],
+                logger: Logger(label: "counterfs"))
+        } catch {
+            _ = "counterfs: \(error)\n".withCString { write(STDERR_FILENO, $0, strlen($0)) }
+            exit(1)
+        }
     }
 }

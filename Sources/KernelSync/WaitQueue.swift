@@ -42,12 +42,12 @@ public final class WaitQueue: Sendable {
 
 extension Duration {
     /// This duration as a Dispatch interval, in whole nanoseconds.
-    public var dispatchInterval: DispatchTimeInterval {
+    package var dispatchInterval: DispatchTimeInterval {
         .nanoseconds(Int(clamping: nanoseconds))
     }
 
     /// This duration in whole nanoseconds, saturating at the bounds of `Int64`.
-    public var nanoseconds: Int64 {
+    package var nanoseconds: Int64 {
         let (seconds, attoseconds) = components
         let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return seconds < 0 ? .min : .max }
@@ -55,12 +55,12 @@ extension Duration {
     }
 
     /// This duration in milliseconds, for logs.
-    public var milliseconds: Double {
+    package var milliseconds: Double {
         Double(nanoseconds) / 1_000_000
     }
 
     /// This duration for a log line, to a hundredth of a millisecond: `0.12 ms`.
-    public var loggedMilliseconds: String {
+    package var loggedMilliseconds: String {
         "\((milliseconds * 100).rounded() / 100) ms"
     }
 }

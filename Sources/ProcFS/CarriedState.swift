@@ -13,24 +13,24 @@ import SystemPackage
 /// (woken by a new server, whose predecessor can no longer wake them), named 64-bit values
 /// that the program keeps there (see ``value(named:)``), and the texts that open files are
 /// reading (``CarriedTexts``).
-public final class CarriedState: @unchecked Sendable {
+package final class CarriedState: @unchecked Sendable {
     // @unchecked: `words` points into a MAP_SHARED mapping that lives as long as this object;
     // every access to shared words goes through the C atomics in CLinux, and the fixed areas
     // (the INIT bytes) are written once, by the keeper, before any server starts.
     private let words: UnsafeMutablePointer<CUnsignedLongLong>
 
     /// The memory file; a server started with it inherits it by number.
-    public let descriptor: Int32
+    package let descriptor: Int32
     /// The texts of open files; `nil` in a file that a keeper of an earlier layout made,
     /// which has no room for them.
     let texts: CarriedTexts?
 
     /// The fixed part: everything but the texts, which follow it.
     static let fixedSize = 8192
-    private static let magic: CUnsignedLongLong = 0x5343_4845_4446_5331  // "SCHEDFS1"
+    private static let magic: CUnsignedLongLong = 0x5052_4F43_4653_3031  // "PROCFS01"
     private enum Layout {
         static let magic = 0
-        static let generation = 1
+        static let serverCount = 1
         static let initLength = 2
         static let initBytes = 3  // 64 words: 512 bytes
         static let initCapacity = 512
@@ -46,7 +46,7 @@ public final class CarriedState: @unchecked Sendable {
     /// Makes a new, empty state (in the keeper).
     ///
     /// - Throws: the `Errno` of `memfd_create`, `ftruncate` or `mmap`.
-    public convenience init() throws(Errno) {
+    package convenience init() throws(Errno) {
         let descriptor = clinux_memfd_inherited("procfs-carried")
         guard descriptor >= 0 else { throw Errno(rawValue: errno) }
         guard ftruncate(descriptor, off_t(CarriedTexts.offset + CarriedTexts.length)) == 0 else {
@@ -61,7 +61,7 @@ public final class CarriedState: @unchecked Sendable {
     /// Maps the state that a keeper made, inherited as `descriptor` (in a server).
     ///
     /// - Throws: `EINVAL` if `descriptor` holds no such state; the `Errno` of `mmap`.
-    public convenience init(adopting descriptor: Int32) throws(Errno) {
+    package convenience init(adopting descriptor: Int32) throws(Errno) {
         try self.init(mapping: descriptor)
         guard clinux_shared_load(words + Layout.magic) == Self.magic else { throw .invalidArgument }
     }
@@ -96,7 +96,7 @@ public final class CarriedState: @unchecked Sendable {
     }
 
     /// Counts one more server, and returns its number (1 for the first).
-    func nextGeneration() -> UInt64 { UInt64(clinux_shared_add(words + Layout.generation, 1)) }
+    func countServer() -> UInt64 { UInt64(clinux_shared_add(words + Layout.serverCount, 1)) }
 
     /// Keeps the kernel handle of a file with a poller asleep on it (a ring of the latest 256).
     func rememberPolled(_ kernelHandle: UInt64) {
@@ -115,7 +115,7 @@ public final class CarriedState: @unchecked Sendable {
     /// name gives the same value in every server of the mount.
     ///
     /// - Returns: `nil` when all 64 names are taken or `name` is too long.
-    public func value(named name: String) -> CarriedValue? {
+    package func value(named name: String) -> CarriedValue? {
         let bytes = Array(name.utf8)
         guard !bytes.isEmpty, bytes.count <= Layout.nameBytes else { return nil }
         var packed = [CUnsignedLongLong](repeating: 0, count: Layout.nameBytes / 8)
@@ -138,7 +138,7 @@ public final class CarriedState: @unchecked Sendable {
 }
 
 /// A 64-bit value of a ``CarriedState``: it outlives the server that stores it.
-public struct CarriedValue: @unchecked Sendable {
+package struct CarriedValue: @unchecked Sendable {
     // @unchecked: `word` points into the state's shared mapping, which `owner` keeps mapped;
     // every access is one C atomic operation.
     private let word: UnsafeMutablePointer<CUnsignedLongLong>
@@ -150,12 +150,12 @@ public struct CarriedValue: @unchecked Sendable {
     }
 
     /// The value now.
-    public func load() -> UInt64 { UInt64(clinux_shared_load(word)) }
+    package func load() -> UInt64 { UInt64(clinux_shared_load(word)) }
 
     /// Sets the value.
-    public func store(_ value: UInt64) { clinux_shared_store(word, CUnsignedLongLong(value)) }
+    package func store(_ value: UInt64) { clinux_shared_store(word, CUnsignedLongLong(value)) }
 
     /// Adds `delta` and returns the new value.
     @discardableResult
-    public func add(_ delta: UInt64) -> UInt64 { UInt64(clinux_shared_add(word, CUnsignedLongLong(delta))) }
+    package func add(_ delta: UInt64) -> UInt64 { UInt64(clinux_shared_add(word, CUnsignedLongLong(delta))) }
 }

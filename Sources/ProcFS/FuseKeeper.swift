@@ -11,29 +11,28 @@ import SystemPackage
 /// The keeper mounts (through fusermount3, as any libfuse program) and reads the kernel's
 /// `INIT` into its ``carried`` state; it serves nothing. Each server it starts inherits the
 /// connection (``connection``) and the state (``CarriedState/descriptor``), and takes the
-/// connection over (``FuseServer/takeOver(connection:mountpoint:)``). While the keeper lives,
-/// the kernel's connection and fusermount3's `auto_unmount` watch stay open whatever happens
-/// to a server; requests a dead server read and never answered are sent again to the next
-/// (``FuseServer/resumeTakenOver()``). When the keeper exits, the mount goes as it would with
-/// one process.
-public final class FuseKeeper: @unchecked Sendable {
+/// connection over (``FuseServer/takeOver(connection:mountpoint:)``). While
+/// the keeper lives, the kernel's connection and fusermount3's `auto_unmount` watch stay open
+/// whatever happens to a server; requests a dead server read and never answered are sent again
+/// to the next. When the keeper exits, the mount goes as it would with one process.
+package final class FuseKeeper: @unchecked Sendable {
     // @unchecked: `session` is a C pointer, used only from the thread that owns the keeper
     // (mount, read of INIT, unmount).
     private let session: OpaquePointer
     private let logger: Logger
     /// What the keeper's servers share.
-    public let carried: CarriedState
+    package let carried: CarriedState
     /// Where it is mounted, resolved; set by ``mount(at:)``.
-    public private(set) var mountpoint: FilePath?
+    package private(set) var mountpoint: FilePath?
 
-    /// Makes the keeper's libfuse session for `arguments` (as ``FuseServer`` takes them) and
+    /// Makes the keeper's libfuse session for `options` (as ``FuseServer`` takes them) and
     /// its state.
     ///
     /// - Throws: ``FuseServerError/session(_:)`` with what libfuse said, or
     ///   ``FuseServerError/system(_:_:)`` if the state cannot be made.
-    public init(arguments: [String], logger: Logger) throws(FuseServerError) {
+    package init(options: [MountOption], logger: Logger) throws(FuseServerError) {
         session = try FuseServer.newSession(
-            arguments: arguments, operations: fuse_lowlevel_ops(), userData: nil, logger: logger)
+            options: options, operations: fuse_lowlevel_ops(), userData: nil, logger: logger)
         self.logger = logger
         do {
             carried = try CarriedState()
@@ -52,7 +51,7 @@ public final class FuseKeeper: @unchecked Sendable {
     ///
     /// - Throws: ``FuseServerError/mount(_:_:)`` with what libfuse or fusermount3 said, or if
     ///   no `INIT` came in time.
-    public func mount(at given: FilePath, timeout: Duration = .seconds(5)) throws(FuseServerError) {
+    package func mount(at given: FilePath, timeout: Duration = .seconds(5)) throws(FuseServerError) {
         let resolved = try FuseServer.mount(session, at: given, logger: logger)
         mountpoint = resolved
         let descriptor = fuse_session_fd(session)
@@ -71,10 +70,10 @@ public final class FuseKeeper: @unchecked Sendable {
     }
 
     /// The connection's descriptor (`/dev/fuse`), which servers inherit.
-    public var connection: Int32 { fuse_session_fd(session) }
+    package var connection: FileDescriptor { FileDescriptor(rawValue: fuse_session_fd(session)) }
 
     /// Unmounts, if still mounted, and closes the connection.
-    public func unmount() {
+    package func unmount() {
         fuse_session_unmount(session)
     }
 }

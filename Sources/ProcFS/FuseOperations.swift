@@ -101,9 +101,8 @@ enum FuseOperations {
             let written = replies.fileSystem.write(
                 node: node, bytes: Array(UnsafeRawBufferPointer(start: buffer, count: size)), offset: Int(offset),
                 flags: info!.pointee.flags)
-            // Before the reply: the writer may read back at once, and must find the change told.
-            written.changed?.changed()
-            switch written.result {
+            // Announced already, before the reply: the writer may read back at once.
+            switch written {
             case .success(let count): replies.checked(fuse_reply_write(request, count), "write")
             case .failure(let error): replies.send(request, error)
             }

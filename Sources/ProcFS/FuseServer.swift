@@ -6,96 +6,94 @@ import Logging
 import Synchronization
 import SystemPackage
 
-/// Serves a ``ProcTree`` on a FUSE mount through libfuse's low-level API.
+/// One FUSE session that serves a ``ProcTree``, from mount to unmount, through libfuse's
+/// low-level API: every program that serves a tree (``ProcFSService``, ``ProcMount``, schedfs)
+/// runs its mount's life through this one type.
 ///
-/// The server runs its own request loop rather than `fuse_session_loop_mt`: each worker polls
-/// the (nonblocking) `/dev/fuse` descriptor together with a stop event. So ``stop(timeout:)``
-/// ends the workers at once whatever the kernel is doing, and a signal never has to wait for a
-/// request to arrive (libfuse issue 997). When the kernel ends the session (`fusermount3 -u`,
-/// `umount`), the workers see `ENODEV` and the server reports it through `onSessionEnd`.
-///
-/// Life cycle, all from one thread: ``init(tree:arguments:readMode:logger:)``, ``mount(at:)``,
-/// ``serve(threads:onSessionEnd:)``, then to end ``shutDown(timeout:)``, which is
-/// ``detach(timeout:)``, ``stop(timeout:)`` and ``unmount()`` in that order.
+/// Its life, from one thread: ``init(tree:options:readMode:logger:takingOver:)``, then
+/// ``start(at:threads:onSessionEnd:)``, which mounts (with the reason for a failure, as
+/// libfuse or fusermount3 gave it), starts the request threads (``RequestWorkers``) and
+/// checks that the kernel took the connection; then, to end, ``shutDown(timeout:)``: it
+/// removes the tree's entries, waiting for the callbacks inside them, detaches the mount while
+/// the threads still serve, stops them and unmounts. What a tree's change must tell the kernel
+/// leaves by one road, the ``TreeNotifier``.
 public final class FuseServer: @unchecked Sendable {
-    // @unchecked: `session` is a C pointer, which Swift cannot prove Sendable. Workers use it
-    // only through libfuse's thread-safe calls (receive, process, notify); creation, mount,
+    // @unchecked: `session` is a C pointer, which Swift cannot prove Sendable. The workers use
+    // it only through libfuse's thread-safe calls (receive, process, notify); creation, mount,
     // unmount and destruction happen on the owning thread, before the workers start or after
-    // ``stop(timeout:)`` has joined them.
+    // they have been joined.
     private let session: OpaquePointer
     private let replies: FuseReplies
     private var fileSystem: ProcFileSystem { replies.fileSystem }
     private let logger: Logger
-    private let stopEvent: Int32
-    private let workers = Mutex<[KernelThread]>([])
-    private let stopping = Atomic<Bool>(false)
-    private let sessionEnded = Atomic<Bool>(false)
-    private let sessionEnd = WaitQueue()
+    private let workers: RequestWorkers
     private let mountpoint = Mutex<FilePath?>(nil)
     /// The mount's device (`major:minor`), by which it is found when its path has changed.
     private let device = Mutex<String?>(nil)
-    private let notifyFailureLogged = Atomic<Bool>(false)
-    /// Open while notifications may be written to the session's device: ``unmount()`` closes
-    /// and drains it before it closes the device, so that a change announced by another thread
-    /// then cannot write into a descriptor number that the process has since reused.
-    private let notifying = RundownGate()
+    /// Tells the kernel and the pollers of the tree's changes; ``unmount()`` closes it before
+    /// it closes the device.
+    private let notifier: TreeNotifier
+
+    /// How long stopping waits, at each of its steps: for the callbacks inside the tree's
+    /// entries, for the files open on the mount to close, and for the request threads.
+    public static let stopTimeout: Duration = .seconds(1)
 
     /// Creates the libfuse session.
     ///
     /// - Parameters:
-    ///   - arguments: libfuse's command-line arguments without the program name, for example
-    ///     `["-o", "fsname=schedfs", "-d"]`; libfuse rejects the ones it does not know.
+    ///   - options: mount options beside `default_permissions`, which is always on (the kernel
+    ///     enforces each entry's mode and owner, as in procfs); where two set the same thing,
+    ///     the later one wins.
     ///   - readMode: how the kernel reads files (see ``ReadMode``); the page-cache mode is used
     ///     only where the kernel offers it.
-    /// - Throws: ``FuseServerError/session(_:)`` with what libfuse said.
-    ///   - takingOver: for a server of a mount that a ``FuseKeeper`` holds: the keeper's
-    ///     ``CarriedState``. The server then takes the connection over with
-    ///     ``takeOver(connection:mountpoint:)`` rather than mounting, and answers for what
-    ///     the servers before it gave the kernel.
-    public init(
-        tree: ProcTree, arguments: [String], readMode: ReadMode = .directIO, logger: Logger,
-        takingOver carried: CarriedState? = nil
+    /// - Throws: ``FuseServerError/session(_:)`` with what libfuse said;
+    ///   ``FuseServerError/treeServedAlready`` if another server serves the tree.
+    public convenience init(
+        tree: ProcTree, options: [MountOption], readMode: ReadMode = .directIO, logger: Logger
+    ) throws(FuseServerError) {
+        try self.init(tree: tree, options: options, readMode: readMode, logger: logger, takingOver: nil)
+    }
+
+    /// Creates the libfuse session of a server of a mount that a ``FuseKeeper`` holds, given the
+    /// keeper's ``CarriedState`` (`takingOver`): the server then takes the connection over
+    /// rather than mounting, and answers for what the servers before it gave the kernel.
+    package init(
+        tree: ProcTree, options: [MountOption], readMode: ReadMode, logger: Logger, takingOver carried: CarriedState?
     ) throws(FuseServerError) {
         let fileSystem = ProcFileSystem(
             tree: tree, requestedMode: readMode, logger: logger,
-            takingOver: carried.map { ($0, $0.nextGeneration()) })
+            takingOver: carried.map { ($0, $0.countServer()) })
         let replies = FuseReplies(fileSystem: fileSystem, logger: logger)
         let created = try Self.newSession(
-            arguments: arguments, operations: FuseOperations.table,
+            options: options, operations: FuseOperations.table,
             userData: Unmanaged.passUnretained(replies).toOpaque(), logger: logger)
-        let stopEvent = eventfd(0, Int32(EFD_CLOEXEC))
-        guard stopEvent >= 0 else {
+        do {
+            workers = try RequestWorkers(session: created, logger: logger)
+            notifier = try TreeNotifier(fileSystem: fileSystem, channel: SessionNotices(session: created), logger: logger)
+        } catch {
             fuse_session_destroy(created)
-            throw .system("eventfd", Errno(rawValue: errno))
+            throw error
         }
         self.session = created
         self.replies = replies
         self.logger = logger
-        self.stopEvent = stopEvent
-        let observing = tree.observe(
-            as: ObjectIdentifier(self),
-            added: { [weak self] entry in self?.added(entry) },
-            changed: { [weak self] entry in self?.announce(entry) },
-            removed: { [weak self] entry in self?.forget(entry) })
-        // One server per tree: a second one would take the first one's notices.
-        guard observing else { throw .treeServedAlready }
     }
 
-    /// Checks that libfuse takes `arguments`, as ``init(tree:arguments:readMode:logger:)``
+    /// Checks that libfuse takes `options`, as ``init(tree:options:readMode:logger:takingOver:)``
     /// would, without mounting: a command can then refuse a bad option before it starts.
     ///
     /// - Throws: ``FuseServerError/session(_:)`` with what libfuse said.
-    public static func check(arguments: [String], logger: Logger) throws(FuseServerError) {
-        fuse_session_destroy(try newSession(arguments: arguments, operations: fuse_lowlevel_ops(), userData: nil, logger: logger))
+    public static func check(options: [MountOption], logger: Logger) throws(FuseServerError) {
+        fuse_session_destroy(try newSession(options: options, operations: fuse_lowlevel_ops(), userData: nil, logger: logger))
     }
 
-    /// A libfuse session for `arguments`, with what libfuse said if it refused them.
+    /// A libfuse session for `options`, with what libfuse said if it refused them.
     static func newSession(
-        arguments: [String], operations: fuse_lowlevel_ops, userData: UnsafeMutableRawPointer?, logger: Logger
+        options: [MountOption], operations: fuse_lowlevel_ops, userData: UnsafeMutableRawPointer?, logger: Logger
     ) throws(FuseServerError) -> OpaquePointer {
         var operations = operations
         var fuseArguments = fuse_args(argc: 0, argv: nil, allocated: 0)
-        for argument in ["procfs"] + arguments {
+        for argument in ["procfs"] + MountOption.arguments(for: options) {
             fuse_opt_add_arg(&fuseArguments, argument)
         }
         defer { fuse_opt_free_args(&fuseArguments) }
@@ -107,24 +105,39 @@ public final class FuseServer: @unchecked Sendable {
     }
 
     deinit {
-        fileSystem.tree.stopObserving(as: ObjectIdentifier(self))
+        _ = notifier.close(timeout: .zero)
         fileSystem.pollers.forgetAll().forEach { $0.release() }
         // A task still to answer a read would reply into a freed session: leave it then.
         replies.awaitedReplies.close()
-        if replies.awaitedReplies.drain(timeout: .seconds(1)) == 0 {
+        if replies.awaitedReplies.drain(timeout: Self.stopTimeout) == 0 {
             fuse_session_destroy(session)
         } else {
             logger.error("a read of an async text never returned; the session is left allocated")
         }
-        close(stopEvent)
     }
 
-    /// Mounts the file system at `mountpoint`; its bytes need not be UTF-8. A relative path, or
-    /// one through a symbolic link, is resolved first, so that the mount is found where the
-    /// kernel lists it.
+    /// Mounts the file system at `mountpoint`, starts `threads` request threads, and checks that
+    /// the kernel took the connection; then it serves until ``shutDown(timeout:)`` or the end
+    /// of the session, after which `onSessionEnd` runs once. The path's bytes need not be
+    /// UTF-8; a relative path, or one through a symbolic link, is resolved first, so that the
+    /// mount is found where the kernel lists it.
     ///
-    /// - Throws: ``FuseServerError/mount(_:_:)`` with what libfuse or fusermount3 said.
-    public func mount(at given: FilePath) throws(FuseServerError) {
+    /// - Throws: ``FuseServerError/mount(_:_:)`` with what libfuse or fusermount3 said;
+    ///   ``FuseServerError/refused(_:_:)`` if the kernel refused the connection;
+    ///   `KernelThreadError` if a request thread cannot start. Nothing is left mounted then.
+    public func start(at mountpoint: FilePath, threads: Int, onSessionEnd: @escaping @Sendable () -> Void) throws {
+        try mount(at: mountpoint)
+        do {
+            try workers.start(threads, onSessionEnd: onSessionEnd)
+            try confirmServing()
+        } catch {
+            _ = shutDown(timeout: Self.stopTimeout)
+            throw error
+        }
+    }
+
+    /// Mounts at `given`, resolved first.
+    private func mount(at given: FilePath) throws(FuseServerError) {
         let mountpoint = try Self.mount(session, at: given, logger: logger)
         self.mountpoint.withLock { $0 = mountpoint }
         device.withLock { $0 = MountTable.fuseMount(at: mountpoint)?.device }
@@ -151,94 +164,91 @@ public final class FuseServer: @unchecked Sendable {
         return mountpoint
     }
 
-    /// Takes over `descriptor`, the connection of the mount at `mountpoint` that a
-    /// ``FuseKeeper`` made and holds, instead of mounting: libfuse is given the kernel's `INIT`
-    /// that the keeper kept, as if the kernel sent it now. (The kernel sends it once per
-    /// mount; it takes the reply of the first server only, and ignores the others', which
-    /// make the same choices from the same offer.) Then call
-    /// ``serve(threads:onSessionEnd:)`` and ``resumeTakenOver()``.
+    /// Takes over `connection`, the connection of the mount at `mountpoint` that a
+    /// ``FuseKeeper`` made and holds, instead of mounting; then call
+    /// ``resumeServing(threads:onSessionEnd:)``.
+    ///
+    /// libfuse is given the kernel's `INIT` that the keeper kept, as if the kernel sent it now.
+    /// (The kernel sends it once per mount; it takes the reply of the first server only, and
+    /// ignores the others', which make the same choices from the same offer.)
     ///
     /// - Throws: ``FuseServerError/mount(_:_:)`` if the descriptor is not open, or no keeper's
     ///   state was given.
-    public func takeOver(connection descriptor: Int32, mountpoint: FilePath) throws(FuseServerError) {
+    package func takeOver(connection: FileDescriptor, mountpoint: FilePath) throws(FuseServerError) {
         guard let carried = fileSystem.carried, !carried.initRequest.isEmpty else {
             throw .mount(mountpoint.description, "no INIT request was kept for this connection")
         }
-        guard fuse_session_mount(session, "/dev/fd/\(descriptor)") == 0 else {
-            throw .mount(mountpoint.description, "cannot take over /dev/fd/\(descriptor)")
+        guard fuse_session_mount(session, "/dev/fd/\(connection.rawValue)") == 0 else {
+            throw .mount(mountpoint.description, "cannot take over /dev/fd/\(connection.rawValue)")
         }
         self.mountpoint.withLock { $0 = mountpoint }
         device.withLock { $0 = MountTable.fuseMount(at: mountpoint)?.device }
         let request = carried.initRequest
         request.withUnsafeBytes { cfuse3_process_request(session, $0.baseAddress, $0.count) }
-        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+        _ = fcntl(connection.rawValue, F_SETFL, fcntl(connection.rawValue, F_GETFL) | O_NONBLOCK)
+    }
+
+    /// Serves a connection taken over (``takeOver(connection:mountpoint:)``) as
+    /// ``start(at:threads:onSessionEnd:)`` serves a mount of its own. Once serving, it has the
+    /// kernel send again what the last server read and never answered, wakes the pollers that
+    /// server left asleep, so that they poll this one, and finds which of the tree's entries
+    /// the kernel holds (asking it to drop their attributes, which it then asks this server for).
+    ///
+    /// - Throws: as ``start(at:threads:onSessionEnd:)``, but the mount is the keeper's, and
+    ///   stays.
+    package func resumeServing(threads: Int, onSessionEnd: @escaping @Sendable () -> Void) throws -> Resumed {
+        guard let carried = fileSystem.carried else { throw FuseServerError.mount("", "no connection was taken over") }
+        do {
+            try workers.start(threads, onSessionEnd: onSessionEnd)
+            let resumed = resume(carried)
+            try confirmServing()
+            return resumed
+        } catch {
+            _ = stop(timeout: Self.stopTimeout)
+            throw error
+        }
     }
 
     /// Whether this server takes a connection over from another that served it before (it is
     /// not the first that a ``FuseKeeper``'s state has counted).
-    public var takesOverFromAnother: Bool { fileSystem.openFiles.base >> ProcFileSystem.serverShift > 1 }
+    package var takesOverFromAnother: Bool { fileSystem.openFiles.base >> ProcFileSystem.serverShift > 1 }
 
-    /// What ``resumeTakenOver()`` did.
-    public struct Resumed: Sendable {
+    /// What a server that took a connection over found to resume.
+    package struct Resumed: Sendable {
         /// Whether the kernel sends again the requests the last server read and never answered
         /// (`FUSE_NOTIFY_RESEND`, Linux 6.9 and later); if not, their callers wait for ever.
-        public let resent: Bool
+        package let resent: Bool
         /// Pollers woken, that the last server left asleep.
-        public let pollersWoken: Int
+        package let pollersWoken: Int
         /// Entries the kernel still holds, which this server now answers for.
-        public let entriesHeld: Int
+        package let entriesHeld: Int
     }
 
-    /// Once serving a connection taken over (``takeOver(connection:mountpoint:)``, then
-    /// ``serve(threads:onSessionEnd:)``): has the kernel send again what the last server read
-    /// and never answered, wakes the pollers it left asleep, so that they poll this server,
-    /// and finds which of the tree's entries the kernel holds (asking it to drop their
-    /// attributes, which it then asks this server for).
-    public func resumeTakenOver() -> Resumed {
+    /// Resends, wakes and adopts what the last server of the mount left (see
+    /// ``resumeServing(threads:onSessionEnd:)``).
+    private func resume(_ carried: CarriedState) -> Resumed {
         let descriptor = fuse_session_fd(session)
         let resent = cfuse3_notify_resend(descriptor) == 0
-        let polled = fileSystem.carried?.polledHandles ?? []
+        let polled = carried.polledHandles
         for handle in polled { _ = cfuse3_notify_poll(descriptor, handle) }
         var held = 0
-        if notifying.enter() {
-            defer { notifying.leave() }
-            for entry in fileSystem.tree.allEntries where entry.inode != ProcTree.rootInode {
-                _ = fileSystem.adopt(entry)
-                // Attributes only: dropping pages could wait on a READ only this thread would answer.
-                if fuse_lowlevel_notify_inval_inode(session, entry.inode, -1, 0) == -ENOENT {
-                    fileSystem.forget(node: entry.inode, lookups: .max)
-                } else {
-                    held += 1
-                }
+        for entry in fileSystem.tree.allEntries where entry.inode != ProcTree.rootInode {
+            _ = fileSystem.adopt(entry)
+            // Attributes only: dropping pages could wait on a READ only this thread would answer.
+            guard let told = notifier.send(.attributes(entry.inode)) else { break }
+            if told == -ENOENT {
+                fileSystem.forget(node: entry.inode, lookups: .max)
+            } else {
+                held += 1
             }
         }
         return Resumed(resent: resent, pollersWoken: polled.count, entriesHeld: held)
     }
 
-    /// Starts `threads` workers that answer requests until ``stop(timeout:)`` or the end of the
-    /// session; `onSessionEnd` runs once if the kernel ends the session first.
-    public func serve(threads: Int, onSessionEnd: @escaping @Sendable () -> Void) throws {
-        for number in 1...max(threads, 1) {
-            let worker = try KernelThread(name: "procfs/\(number)") { [self] in
-                serveRequests()
-                if !stopping.load(ordering: .acquiring),
-                    !sessionEnded.exchange(true, ordering: .acquiringAndReleasing)
-                {
-                    sessionEnd.wakeUp()
-                    onSessionEnd()
-                }
-            }
-            workers.withLock { $0.append(worker) }
-        }
-    }
-
     /// Checks that the kernel took the connection: it answered libfuse's reply to its `INIT`
     /// (some options, `max_read=4` among them, make the kernel refuse it, and then every access
-    /// fails with `ECONNREFUSED`), and the mount's root answers a `stat`. Call it after
-    /// ``serve(threads:onSessionEnd:)`` and before saying that the mount is ready.
-    ///
-    /// - Throws: ``FuseServerError/refused(_:_:)`` with what the `stat` got.
-    public func confirmServing() throws(FuseServerError) {
+    /// fails with `ECONNREFUSED`), and the mount's root answers a `stat`.
+    private func confirmServing() throws(FuseServerError) {
         // Where the mount is now: its parent may have been renamed since it was made.
         guard let path = currentMountpoint ?? mountpoint.withLock({ $0 }) else { throw .refused("", .invalidArgument) }
         var attributes = stat()
@@ -246,7 +256,50 @@ public final class FuseServer: @unchecked Sendable {
     }
 
     /// Whether the kernel has ended the session (the file system was unmounted from outside).
-    public var hasSessionEnded: Bool { sessionEnded.load(ordering: .acquiring) }
+    public var hasSessionEnded: Bool { workers.hasSessionEnded }
+
+    /// Where the file system is mounted now: found by its device, so a renamed parent
+    /// directory does not lose it; `nil` once it is unmounted.
+    public var currentMountpoint: FilePath? {
+        if let device = device.withLock({ $0 }) { return MountTable.mount(of: device)?.mountpoint }
+        return mountpoint.withLock { $0 }.flatMap { MountTable.fuseMount(at: $0)?.mountpoint }
+    }
+
+    /// What ``shutDown(timeout:)`` managed.
+    public struct Shutdown: Sendable {
+        /// Callbacks still inside the tree's entries when the time was up; 0 when all left.
+        public let callbacksLeft: Int
+        /// Whether the session ended before the workers stopped (see ``detach(timeout:)``);
+        /// if not, closing the device aborted the connection.
+        public let detached: Bool
+        /// Whether every worker finished its request in time (see ``stop(timeout:)``).
+        public let stopped: Bool
+    }
+
+    /// Ends serving in the one order that loses no request and leaves no callback running,
+    /// each step bounded by `timeout`: unless the kernel has ended the session, it removes the
+    /// tree's entries, waiting for the callbacks already inside them (procfs's rundown); then
+    /// it detaches the mount while the workers still serve, stops them, and unmounts.
+    /// Readers racing it get whole texts, `ENOENT` or `EIO`, never a hang.
+    public func shutDown(timeout: Duration = stopTimeout) -> Shutdown {
+        var left = 0
+        if !hasSessionEnded {
+            // One bound for them all: each removal waits only for what is left of it.
+            let deadline = ContinuousClock.now + timeout
+            for entry in fileSystem.tree.children() {
+                do {
+                    try fileSystem.tree.remove(entry, timeout: max(deadline - ContinuousClock.now, .zero))
+                } catch {
+                    logger.warning("stopping: \(error)")
+                    left += 1
+                }
+            }
+        }
+        let detached = detach(timeout: timeout)
+        let stopped = stop(timeout: timeout)
+        unmount()
+        return Shutdown(callbacksLeft: left, detached: detached, stopped: stopped)
+    }
 
     /// Detaches the mount from the file tree (a lazy unmount) while the workers go on serving,
     /// and waits at most `timeout` for the kernel to end the session, which it does once the
@@ -259,35 +312,23 @@ public final class FuseServer: @unchecked Sendable {
     ///
     /// - Returns: whether the session has ended; `false` if a file stayed open, or if the mount
     ///   could not be detached, in which case ``unmount()`` ends it.
-    public func detach(timeout: Duration) -> Bool {
+    private func detach(timeout: Duration) -> Bool {
         if hasSessionEnded { return true }
         guard let path = currentMountpoint else { return false }
         let detached = path.withPlatformString { umount2($0, Int32(MNT_DETACH)) } == 0
             || (errno == EPERM && Fusermount.detach(path))
         guard detached else { return false }
-        return sessionEnd.wait(timeout: timeout) { hasSessionEnded }
+        return workers.awaitSessionEnd(timeout: timeout)
     }
 
-    /// Where the file system is mounted now: found by its device, so a renamed parent
-    /// directory does not lose it; `nil` once it is unmounted.
-    public var currentMountpoint: FilePath? {
-        if let device = device.withLock({ $0 }) { return MountTable.mount(of: device)?.mountpoint }
-        return mountpoint.withLock { $0 }.flatMap { MountTable.fuseMount(at: $0)?.mountpoint }
-    }
-
-    /// Stops the workers and waits at most `timeout` for them to finish their requests.
+    /// Stops the workers and waits at most `timeout` for them to finish their requests, and for
+    /// the reads of async texts still awaited to be answered; the mount stays as it is, for
+    /// another server to take over.
     ///
-    /// - Returns: `false` if a worker was still busy when the time was up.
-    public func stop(timeout: Duration) -> Bool {
-        stopping.store(true, ordering: .releasing)
-        var one: UInt64 = 1
-        _ = write(stopEvent, &one, MemoryLayout<UInt64>.size)
+    /// - Returns: `false` if a worker or a read was still busy when the time was up.
+    package func stop(timeout: Duration) -> Bool {
         let deadline = ContinuousClock.now + timeout
-        let joined = workers.withLock { $0 }.allSatisfy { worker in
-            worker.join(timeout: max(deadline - ContinuousClock.now, .zero))
-        }
-        // Each worker's body holds the server; forgetting the finished workers lets it go.
-        if joined { workers.withLock { $0.removeAll() } }
+        let joined = workers.stop(timeout: timeout)
         // Reads of async texts still awaited are answered before the session goes.
         replies.awaitedReplies.close()
         let awaited = replies.awaitedReplies.drain(timeout: max(deadline - ContinuousClock.now, .zero))
@@ -295,32 +336,12 @@ public final class FuseServer: @unchecked Sendable {
         return joined && awaited == 0
     }
 
-    /// What ``shutDown(timeout:)`` managed.
-    public struct Shutdown: Sendable {
-        /// Whether the session ended before the workers stopped (see ``detach(timeout:)``);
-        /// if not, closing the device aborted the connection.
-        public let detached: Bool
-        /// Whether every worker finished its request in time (see ``stop(timeout:)``).
-        public let stopped: Bool
-    }
-
-    /// Ends serving in the one order that loses no request: ``detach(timeout:)`` while the
-    /// workers still serve, then ``stop(timeout:)``, then ``unmount()``; each wait is bounded
-    /// by `timeout`.
-    public func shutDown(timeout: Duration) -> Shutdown {
-        let detached = detach(timeout: timeout)
-        let stopped = stop(timeout: timeout)
-        unmount()
-        return Shutdown(detached: detached, stopped: stopped)
-    }
-
     /// Unmounts if still mounted; call after ``stop(timeout:)``. Closing the device first aborts
     /// the connection, so a process that still holds a file open gets `ENOTCONN`, not a hang;
     /// ``detach(timeout:)`` before stopping avoids even that where it can.
-    public func unmount() {
-        notifying.close()
-        if notifying.drain(timeout: .seconds(1)) > 0 {
-            logger.warning("a notification to the kernel was still being written after 1 s; unmounting anyway")
+    private func unmount() {
+        if notifier.close(timeout: Self.stopTimeout) > 0 {
+            logger.warning("a notification to the kernel was still being written after \(Self.stopTimeout); unmounting anyway")
         }
         // libfuse unmounts the path it mounted on; if that has moved, unmount where it is now.
         if let path = currentMountpoint, path != mountpoint.withLock({ $0 }) {
@@ -328,80 +349,19 @@ public final class FuseServer: @unchecked Sendable {
         }
         fuse_session_unmount(session)
     }
+}
 
-    /// Tells the kernel and the pollers of a change (see
-    /// ``ProcFileSystem/noticesOfChange(to:)``); then the pollers wake, and a re-read finds the
-    /// new text.
-    private func announce(_ entry: ProcEntry) {
-        guard notifying.enter() else { return }
-        defer { notifying.leave() }
-        send(fileSystem.noticesOfChange(to: entry), about: entry)
-        fileSystem.notifyPollers(of: entry)
-    }
+/// libfuse's notifications on a session's device.
+struct SessionNotices: KernelNoticeChannel, @unchecked Sendable {
+    // @unchecked: `session` is a C pointer. libfuse's notify calls are safe from any thread, and
+    // the ``TreeNotifier`` that sends through this stops sending before the device is closed.
+    let session: OpaquePointer
 
-    /// A directory added changes its parent's link count, which the kernel caches.
-    private func added(_ entry: ProcEntry) {
-        guard notifying.enter() else { return }
-        defer { notifying.leave() }
-        send(fileSystem.noticesOfAddition(of: entry), about: entry)
-    }
-
-    /// Has the kernel forget a removed entry (see ``ProcFileSystem/noticesOfRemoval(of:)``);
-    /// pollers wake to `POLLERR|POLLHUP`.
-    private func forget(_ entry: ProcEntry) {
-        guard notifying.enter() else { return }
-        defer { notifying.leave() }
-        send(fileSystem.noticesOfRemoval(of: entry), about: entry)
-        fileSystem.notifyPollers(of: entry)
-    }
-
-    /// Writes `notices` to the kernel, logging a failure once.
-    private func send(_ notices: [ProcFileSystem.KernelNotice], about entry: ProcEntry) {
-        for notice in notices {
-            switch notice {
-            case .attributes(let inode):
-                report(fuse_lowlevel_notify_inval_inode(session, inode, -1, 0), "invalidate", entry)
-            case .attributesAndContents(let inode):
-                report(fuse_lowlevel_notify_inval_inode(session, inode, 0, 0), "refresh parent of", entry)
-            case .name(let parent, let name):
-                report(fuse_lowlevel_notify_inval_entry(session, parent, name, name.utf8.count), "forget name of", entry)
-            }
-        }
-    }
-
-    /// Logs a failed notification once. `ENOENT` (the kernel holds nothing to drop) is normal,
-    /// and so are `ENODEV`/`ENOTCONN`/`EBADF` while the mount goes away.
-    private func report(_ result: Int32, _ action: String, _ entry: ProcEntry) {
-        guard result != 0, ![ENOENT, ENODEV, ENOTCONN, EBADF].contains(-result) else { return }
-        if !notifyFailureLogged.exchange(true, ordering: .relaxed) {
-            logger.warning("cannot \(action) \(entry.name) in the kernel: \(Errno(rawValue: -result)); further failures are not logged")
-        }
-    }
-
-    private func serveRequests() {
-        var buffer = fuse_buf()
-        defer { free(buffer.mem) }
-        var fds = [
-            pollfd(fd: fuse_session_fd(session), events: Int16(POLLIN), revents: 0),
-            pollfd(fd: stopEvent, events: Int16(POLLIN), revents: 0),
-        ]
-        while true {
-            // Idle until a request, the end of the session, or stop(): each makes a descriptor ready.
-            do {
-                _ = try retryingOnInterrupt { poll(&fds, nfds_t(fds.count), -1) }
-            } catch {
-                logger.error("poll on /dev/fuse: \(error)")
-                return
-            }
-            if fds[1].revents != 0 { return }
-            let received = fuse_session_receive_buf(session, &buffer)
-            if received == -EINTR || received == -EAGAIN { continue }
-            if received == 0 { return }  // ENODEV: the kernel ended the session.
-            if received < 0 {
-                logger.error("reading /dev/fuse: \(Errno(rawValue: -received))")
-                return
-            }
-            fuse_session_process_buf(session, &buffer)
+    func send(_ notice: ProcFileSystem.KernelNotice) -> Int32 {
+        switch notice {
+        case .attributes(let inode): fuse_lowlevel_notify_inval_inode(session, inode, -1, 0)
+        case .attributesAndContents(let inode): fuse_lowlevel_notify_inval_inode(session, inode, 0, 0)
+        case .name(let parent, let name): fuse_lowlevel_notify_inval_entry(session, parent, name, name.utf8.count)
         }
     }
 }

@@ -15,24 +15,27 @@ public enum MountOption: Hashable, Sendable {
     case fsName(String)
     /// The type shown as `fuse.NAME` in `/proc/mounts` (`subtype=`).
     case subtype(String)
+    /// Log every request and reply to stderr (libfuse's `debug`, as `-d` gives it).
+    case debug
     /// Any other option libfuse takes, as `-o` would take it, for example `max_read=4096`.
     case custom(String)
 
     /// The option as libfuse reads it after `-o`.
-    public var argument: String {
+    var argument: String {
         switch self {
         case .allowOther: "allow_other"
         case .readOnly: "ro"
         case .autoUnmount: "auto_unmount"
+        case .debug: "debug"
         case .fsName(let name): "fsname=\(name)"
         case .subtype(let name): "subtype=\(name)"
         case .custom(let option): option
         }
     }
 
-    /// libfuse's command-line arguments for `options`, with `default_permissions` first, in an
-    /// order that does not depend on the set's.
-    static func arguments(for options: Set<MountOption>) -> [String] {
-        ["-o", (["default_permissions"] + options.map(\.argument).sorted()).joined(separator: ",")]
+    /// libfuse's command-line arguments for `options`, in their order after
+    /// `default_permissions`, so that a later option overrides an earlier one.
+    static func arguments(for options: [MountOption]) -> [String] {
+        ["-o", (["default_permissions"] + options.map(\.argument)).joined(separator: ",")]
     }
 }

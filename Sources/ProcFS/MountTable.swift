@@ -6,19 +6,19 @@ import SystemPackage
 /// A mount is found again by its device number, which stays while its path can change (a
 /// parent directory renamed, a bind mount moved). Paths are kept as the bytes they are: Linux
 /// names need not be UTF-8.
-public enum MountTable {
+package enum MountTable {
     /// One mount.
-    public struct Mount: Sendable, Equatable {
+    package struct Mount: Sendable, Equatable {
         /// The device, as `major:minor` (`0:52` for a FUSE connection).
-        public let device: String
+        package let device: String
         /// Where it is mounted now.
-        public let mountpoint: FilePath
+        package let mountpoint: FilePath
         /// The file system type, for example `fuse.schedfs`.
-        public let type: String
+        package let type: String
     }
 
     /// Every mount, in the order of the table (a later one may stack over an earlier one).
-    public static func mounts() -> [Mount] {
+    package static func mounts() -> [Mount] {
         readTable().split(separator: UInt8(ascii: "\n")).compactMap { line in
             // Fields: id parent major:minor root mountpoint options [optional...] - fstype source super
             let fields = line.split(separator: UInt8(ascii: " "))
@@ -31,12 +31,12 @@ public enum MountTable {
     }
 
     /// The mount of `device`, if it is still mounted.
-    public static func mount(of device: String) -> Mount? {
+    package static func mount(of device: String) -> Mount? {
         mounts().last { $0.device == device }
     }
 
     /// The topmost FUSE mount at `path`, if there is one.
-    public static func fuseMount(at path: FilePath) -> Mount? {
+    package static func fuseMount(at path: FilePath) -> Mount? {
         mounts().last { $0.mountpoint == path && $0.type.hasPrefix("fuse") }
     }
 

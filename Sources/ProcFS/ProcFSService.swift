@@ -25,9 +25,9 @@ import SystemPackage
 /// service before the services that add to the tree: they stop first, and it empties the tree
 /// after them. A tree is served by one server at a time.
 public struct ProcFSService: Service {
-    /// How long stopping waits for the callbacks inside the entries, for files to close, and
-    /// for the request threads.
-    public static let stopTimeout: Duration = .seconds(1)
+    /// The options a service mounts with unless told otherwise: fusermount3 unmounts if the
+    /// process dies without unmounting, and `/proc/mounts` shows the source as `procfs`.
+    public static let defaultOptions: Set<MountOption> = [.autoUnmount, .fsName("procfs")]
 
     private let tree: ProcTree
     private let mountpoint: FilePath
@@ -44,7 +44,7 @@ public struct ProcFSService: Service {
     ///   - readMode: how the kernel reads files (see ``ReadMode``).
     ///   - threads: how many threads answer requests.
     public init(
-        tree: ProcTree, mountpoint: FilePath, options: Set<MountOption> = [.autoUnmount, .fsName("procfs")],
+        tree: ProcTree, mountpoint: FilePath, options: Set<MountOption> = defaultOptions,
         readMode: ReadMode = .directIO, threads: Int = 2, logger: Logger
     ) {
         self.tree = tree
@@ -65,16 +65,10 @@ public struct ProcFSService: Service {
         let (ended, end) = AsyncStream<Void>.makeStream()
         // Mounting and stopping wait on the kernel and on fusermount3: off the tasks' threads.
         let server = try await runBlocking { [tree, mountpoint, options, readMode, threads, logger] in
-            let server = try FuseServer(
-                tree: tree, arguments: MountOption.arguments(for: options), readMode: readMode, logger: logger)
-            try server.mount(at: mountpoint)
-            do {
-                try server.serve(threads: threads) { end.finish() }
-                try server.confirmServing()
-            } catch {
-                _ = server.shutDown(timeout: Self.stopTimeout)
-                throw error
-            }
+            // In an order that does not depend on the set's.
+            let ordered = options.sorted { $0.argument < $1.argument }
+            let server = try FuseServer(tree: tree, options: ordered, readMode: readMode, logger: logger)
+            try server.start(at: mountpoint, threads: threads) { end.finish() }
             return server
         }
         logger.info("serving on \(mountpoint)")
@@ -87,21 +81,10 @@ public struct ProcFSService: Service {
         } onCancel: {
             end.finish()
         }
-        try await runBlocking { [tree, logger] in
-            if !server.hasSessionEnded {
-                // One bound for them all: each removal waits only for what is left of it.
-                let deadline = ContinuousClock.now + Self.stopTimeout
-                for entry in tree.children() {
-                    do {
-                        try tree.remove(entry, timeout: max(deadline - ContinuousClock.now, .zero))
-                    } catch {
-                        logger.warning("stopping: \(error)")
-                    }
-                }
-            }
-            let stopped = server.shutDown(timeout: Self.stopTimeout)
+        try await runBlocking { [logger] in
+            let stopped = server.shutDown()
             if !stopped.detached { logger.warning("stopping: files stayed open; aborting the connection") }
-            if !stopped.stopped { logger.error("stopping: a request thread was still busy after \(Self.stopTimeout)") }
+            if !stopped.stopped { logger.error("stopping: a request thread was still busy after \(FuseServer.stopTimeout)") }
         }
         logger.info("stopped serving on \(mountpoint)")
     }

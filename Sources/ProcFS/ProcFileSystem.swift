@@ -142,12 +142,6 @@ final class ProcFileSystem: Sendable {
         var nextOffset: Int
     }
 
-    /// The reply to a `WRITE`, and the entry to announce as changed before it is sent.
-    struct Written {
-        var result: Result<Int, Errno>
-        var changed: ProcEntry?
-    }
-
     /// The reply to a `POLL`: the events, or an error; the handles to release before it is
     /// sent, and those to notify after.
     struct Polled {
@@ -315,22 +309,22 @@ final class ProcFileSystem: Sendable {
     /// write past offset 0 is reported written and changes nothing. The writer is told how many
     /// bytes the knob consumed (`1 2` to an integer knob consumes 2).
     ///
-    /// After every write to a knob, the knob announces a change before the reply is sent
-    /// (``Written/changed``): in page-cache mode the kernel has copied the written bytes into
+    /// After every write to a knob, the knob announces a change before the reply is sent (see
+    /// ``ProcEntry/write(_:)``): in page-cache mode the kernel has copied the written bytes into
     /// its cache, and must drop them even when the knob took nothing, before the writer, woken by
     /// the reply, reads the knob back. (The notice asks only for the attributes again, which
     /// takes no lock the writing kernel holds.)
-    func write(node: UInt64, bytes: [UInt8], offset: Int, flags: Int32) -> Written {
-        guard let entry = heldEntry(node), !entry.isRemoved else {
-            return Written(result: .failure(.ioError), changed: nil)
+    func write(node: UInt64, bytes: [UInt8], offset: Int, flags: Int32) -> Result<Int, Errno> {
+        guard let entry = heldEntry(node), !entry.isRemoved else { return .failure(.ioError) }
+        guard entry.kind == .knob else { return .failure(.permissionDenied) }
+        guard flags & O_APPEND != 0 || offset == 0 else {
+            entry.changed()
+            return .success(bytes.count)
         }
-        guard entry.kind == .knob else { return Written(result: .failure(.permissionDenied), changed: nil) }
-        guard flags & O_APPEND != 0 || offset == 0 else { return Written(result: .success(bytes.count), changed: entry) }
         do {
-            let consumed = try entry.write(bytes)
-            return Written(result: .success(min(consumed, bytes.count)), changed: entry)
+            return .success(min(try entry.write(bytes), bytes.count))
         } catch {
-            return Written(result: .failure(error), changed: entry)
+            return .failure(error)
         }
     }
 

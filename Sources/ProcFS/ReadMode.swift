@@ -22,7 +22,7 @@ public enum ReadMode: String, Sendable {
 
     /// The mode the server uses: the page-cache mode only where it is asked for and the kernel
     /// offers what it needs (`FUSE_CAP_NO_OPEN_SUPPORT` and `FUSE_CAP_AUTO_INVAL_DATA`).
-    public static func choose(kernelOffersPageCache: Bool, requested: ReadMode) -> ReadMode {
+    static func choose(kernelOffersPageCache: Bool, requested: ReadMode) -> ReadMode {
         kernelOffersPageCache && requested == .pageCache ? .pageCache : .directIO
     }
 }

@@ -36,9 +36,6 @@ final class RundownGate: Sendable {
         if lastOut { drained.wakeUp() }
     }
 
-    /// Whether the gate has been closed.
-    var isClosed: Bool { state.withLock { $0.closed } }
-
     /// Closes the gate: no caller enters from now on.
     func close() {
         state.withLock { $0.closed = true }

@@ -16,7 +16,7 @@ enum StandardErrorCapture {
     ///
     /// - Returns: what `body` returned, and the lines written to standard error meanwhile.
     static func capturing<Result>(_ body: () -> Result) -> (Result, [String]) {
-        let memory = clinux_memfd_cloexec("schedfs-stderr")
+        let memory = clinux_memfd_cloexec("procfs-stderr")
         let saved = memory < 0 ? -1 : fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0)
         guard memory >= 0, saved >= 0 else {
             // Most likely the process is out of descriptors, which is then the call's trouble too.

@@ -154,8 +154,8 @@ public final class ProcEntry: Sendable {
     /// the kernel does not hold, it is one atomic operation. It does nothing once the entry is
     /// removed.
     ///
-    /// A knob's store closure need not call this on its own knob: the library announces every
-    /// write to a knob itself, before it answers the write.
+    /// A knob's store closure need not call this on its own knob: every write to a knob, through
+    /// the mount or by ``store(_:)``, is announced by the library, before the write returns.
     public func changed() {
         let before = state.add(Self.oneChange, ordering: .acquiringAndReleasing).oldValue
         guard before & Self.watchedBit != 0, before & Self.removedBit == 0 else { return }
@@ -272,7 +272,9 @@ public final class ProcEntry: Sendable {
         return Array(await make().utf8)
     }
 
-    /// Hands `text` to a knob as one write at offset 0, as `sysctl -w` would.
+    /// Hands `text` to a knob as one write at offset 0, as `sysctl -w` would; then announces a
+    /// change (``changed()``), as a write through the mount does: pollers wake, and the kernel
+    /// drops what it cached of the knob.
     ///
     /// - Throws: the knob's refusal; `Errno.permissionDenied` for an entry that is
     ///   not a knob, and `Errno.ioError` once the entry has been removed, as procfs
@@ -281,12 +283,15 @@ public final class ProcEntry: Sendable {
         _ = try write(Array(text.utf8))
     }
 
-    /// Hands the bytes of one write at offset 0 to a knob.
+    /// Hands the bytes of one write at offset 0 to a knob, then announces a change, whether the
+    /// knob took them or refused them: in page-cache mode the kernel has copied the written
+    /// bytes into its cache, and must drop them before the writer reads the knob back.
     ///
     /// - Returns: how many of the bytes the knob consumed; the writer's `write` returns that.
     /// - Throws: as ``store(_:)``.
     package func write(_ bytes: [UInt8]) throws(Errno) -> Int {
         guard case .knob(let knob) = body else { throw .permissionDenied }
+        defer { changed() }
         let store = knob.store
         let consumed: Int? = try whileLive { () throws(Errno) in try store(bytes) }
         guard let consumed else { throw .ioError }

@@ -360,7 +360,7 @@ public final class ProcTree: Sendable {
     }
 
     /// The live entry at `path`, names separated by `/`, relative to the root.
-    public func entry(atPath path: String) -> ProcEntry? {
+    package func entry(atPath path: String) -> ProcEntry? {
         var current = root
         for name in path.split(separator: "/") {
             guard let next = entry(named: String(name), in: current) else { return nil }

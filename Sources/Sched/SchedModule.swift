@@ -31,7 +31,7 @@ public final class SchedModule: Sendable {
     ///   - count: where the routine keeps its count, if it must outlive this process (a
     ///     keeper's ``CarriedValue``, which the next server goes on from); in this object
     ///     when `nil`.
-    public init(timer: TimerQueue, tree: ProcTree, logger: Logger, count: CarriedValue? = nil) {
+    package init(timer: TimerQueue, tree: ProcTree, logger: Logger, count: CarriedValue? = nil) {
         let routine = TickRoutine(count: count)
         self.timer = timer
         self.tree = tree

@@ -20,7 +20,7 @@ public final class QueueTask: Sendable {
     }
 
     /// Whether the task is on a queue now, waiting for that queue's next run.
-    public var isQueued: Bool { sync.load(ordering: .acquiring) }
+    package var isQueued: Bool { sync.load(ordering: .acquiring) }
 
     /// How many times the routine has been run by a queue.
     public var runs: UInt64 { runCount.load(ordering: .relaxed) }

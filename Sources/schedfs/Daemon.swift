@@ -6,6 +6,7 @@ import ProcFS
 import ProcFSMetrics
 import Sched
 import ServiceLifecycle
+import SystemPackage
 import TaskQueue
 import UnixSignals
 
@@ -52,8 +53,9 @@ extension Configuration {
 struct Daemon {
     /// Threads that answer requests unless `-s` is given.
     static let defaultThreads = 4
-    /// Bounds for stopping the tick thread and the request threads once the routine has left.
-    static let stopTimeout: Duration = .seconds(1)
+    /// Bounds for stopping the tick thread and the request threads once the routine has left:
+    /// the library's, for every step.
+    static let stopTimeout = FuseServer.stopTimeout
 
     let configuration: Configuration
 
@@ -98,9 +100,9 @@ struct Daemon {
         let sched = SchedModule(timer: timer, tree: tree, logger: logger, count: kept.calls)
         try sched.start(mountedAt: kept.mountedAt)
         let server = try FuseServer(
-            tree: tree, arguments: fuseArguments, readMode: configuration.options.readMode, logger: logger,
+            tree: tree, options: mountOptions, readMode: configuration.options.readMode, logger: logger,
             takingOver: carried)
-        try server.takeOver(connection: takeOver.connection, mountpoint: configuration.mountpoint.path)
+        try server.takeOver(connection: FileDescriptor(rawValue: takeOver.connection), mountpoint: configuration.mountpoint.path)
         // A server started to replace one that serves waits here, ready, until that one has
         // stopped; if the keeper gives up on it, it leaves without a word.
         if let go = configuration.goDescriptor {
@@ -116,9 +118,7 @@ struct Daemon {
         }
         do {
             try timer.start(continuing: continuing)
-            try server.serve(threads: configuration.threads, onSessionEnd: daemon.onSessionEnd)
-            let resumed = server.resumeTakenOver()
-            try server.confirmServing()
+            let resumed = try server.resumeServing(threads: configuration.threads, onSessionEnd: daemon.onSessionEnd)
             if server.takesOverFromAnother {
                 logger.info(
                     "took the mount over at count \(sched.calls): \(resumed.entriesHeld) entries held by the kernel, \(resumed.pollersWoken) pollers woken, unanswered requests \(resumed.resent ? "sent again" : "lost (the kernel has no FUSE_NOTIFY_RESEND)")")
@@ -189,17 +189,15 @@ struct Daemon {
     /// mounted (detaching while the request threads still serve), stop the request threads,
     /// and return the exit status.
     private static func shutDown(
-        after cause: ShutdownEvents.Cause?, sched: SchedModule?, timer: TimerQueue, server: FuseServer, logger: Logger
+        after cause: ShutdownCause?, sched: SchedModule?, timer: TimerQueue, server: FuseServer, logger: Logger
     ) -> Int32 {
         let clock = ContinuousClock()
         let start = clock.now
         var status: Int32 = 0
-        switch cause {
-        case nil: status = 1
-        case .failed?:
-            logger.error("cleanup: started by \(cause!)")
+        if let cause {
+            logger.info("cleanup: started by \(cause)")
+        } else {
             status = 1
-        case let cause?: logger.info("cleanup: started by \(cause)")
         }
         do {
             try sched?.cleanup()
@@ -213,7 +211,7 @@ struct Daemon {
             status = 1
         }
         logger.info("\(TickReport(statistics: measured, hz: timer.ticks.hz))")
-        let serving = server.shutDown(timeout: Self.stopTimeout)
+        let serving = server.shutDown()
         if !serving.detached {
             logger.warning("cleanup: could not detach the mount cleanly (files stayed open); aborting the connection")
         }
@@ -229,22 +227,20 @@ struct Daemon {
         return status
     }
 
-    /// libfuse's arguments: our names first, so that the user's `-o` can override them. The
-    /// kernel checks modes (`default_permissions`), so only root may open `sched` for writing
-    /// (and its writes fail with `EACCES`); only the user who mounted can use the mount unless `allow_other` is given; and unless
-    /// `no_auto_unmount` is given, fusermount3 unmounts if the daemon dies without doing so.
-    private var fuseArguments: [String] {
-        Self.fuseArguments(options: configuration.options, source: configuration.source, debug: configuration.debug)
+    /// The mount's options: our names first, so that the user's `-o` can override them. The
+    /// kernel checks modes (`default_permissions`, always on), so only root may open `sched`
+    /// for writing (and its writes fail with `EACCES`); only the user who mounted can use the
+    /// mount unless `allow_other` is given; and unless `no_auto_unmount` is given, fusermount3
+    /// unmounts if the daemon dies without doing so.
+    private var mountOptions: [MountOption] {
+        Self.mountOptions(options: configuration.options, source: configuration.source, debug: configuration.debug)
     }
 
-    /// libfuse's arguments for these options: the fixed ones, then those the user passed on.
-    static func fuseArguments(options: MountOptions, source: String?, debug: Bool) -> [String] {
-        var fixed = ["fsname=\(source ?? "schedfs")", "subtype=schedfs", "default_permissions"]
-        if options.autoUnmount { fixed.append("auto_unmount") }
-        var arguments = ["-o", fixed.joined(separator: ",")]
-        for option in options.passedOn { arguments += ["-o", option] }
-        if debug { arguments.append("-d") }
-        return arguments
+    /// The mount's options for these `-o` options: the fixed ones, then those the user passed on.
+    static func mountOptions(options: MountOptions, source: String?, debug: Bool) -> [MountOption] {
+        var fixed: [MountOption] = [.fsName(source ?? "schedfs"), .subtype("schedfs")]
+        if options.autoUnmount { fixed.append(.autoUnmount) }
+        return fixed + options.passedOn.map(MountOption.custom) + (debug ? [.debug] : [])
     }
 
 }

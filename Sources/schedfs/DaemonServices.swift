@@ -1,22 +1,47 @@
+import Glibc
 import KernelSync
 import ProcFS
 import ServiceLifecycle
 import Synchronization
 import UnixSignals
 
+/// What starts the cleanup protocol: a shutdown signal, or the end of the FUSE session.
+enum ShutdownCause: CustomStringConvertible, Sendable {
+    /// A shutdown signal, by number.
+    case signal(Int32)
+    /// The kernel ended the FUSE session: `fusermount3 -u` or `umount`.
+    case unmounted
+
+    var description: String {
+        switch self {
+        case .signal(let number): "signal \(String(cString: strsignal(number)).lowercased()) (\(Self.name(of: number)))"
+        case .unmounted: "unmount (fusermount3 -u or umount)"
+        }
+    }
+
+    private static func name(of signal: Int32) -> String {
+        switch signal {
+        case SIGINT: "SIGINT"
+        case SIGTERM: "SIGTERM"
+        case SIGHUP: "SIGHUP"
+        default: "signal \(signal)"
+        }
+    }
+}
+
 /// What started the cleanup protocol: the first of a shutdown signal and an unmount.
 final class ShutdownTrigger: Sendable {
-    private let first = Mutex<ShutdownEvents.Cause?>(nil)
+    private let first = Mutex<ShutdownCause?>(nil)
 
     /// Records `cause`, unless another came first.
-    func record(_ cause: ShutdownEvents.Cause) {
+    func record(_ cause: ShutdownCause) {
         first.withLock { first in
             if first == nil { first = cause }
         }
     }
 
     /// The cause recorded first, if any.
-    var cause: ShutdownEvents.Cause? { first.withLock { $0 } }
+    var cause: ShutdownCause? { first.withLock { $0 } }
 }
 
 /// Waits for SIGINT, SIGTERM or SIGHUP, and records it: its return shuts the service group
@@ -59,7 +84,7 @@ struct MountedDaemon: Service {
 
     /// - Parameter cleanUp: runs the cleanup protocol, started by the cause given, and returns
     ///   the exit status; it blocks for a bounded time, on a thread of its own.
-    init(trigger: ShutdownTrigger, cleanUp: @escaping @Sendable (ShutdownEvents.Cause?) -> Int32) {
+    init(trigger: ShutdownTrigger, cleanUp: @escaping @Sendable (ShutdownCause?) -> Int32) {
         self.trigger = trigger
         self.cleanUp = OneShot { [trigger] in cleanUp(trigger.cause) }
         (sessionEnded, endWaiting) = AsyncStream<Void>.makeStream()

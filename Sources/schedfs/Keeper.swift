@@ -47,7 +47,7 @@ struct Keeper {
         let logger = Logger(label: "schedfs")
 
         let keeper = try FuseKeeper(
-            arguments: Daemon.fuseArguments(options: configuration.options, source: configuration.source, debug: configuration.debug),
+            options: Daemon.mountOptions(options: configuration.options, source: configuration.source, debug: configuration.debug),
             logger: logger)
         // Held, never closed: the lock lasts as long as the keeper.
         _ = try configuration.mountpoint.claim()
@@ -63,7 +63,20 @@ struct Keeper {
             throw error
         }
         configuration.readiness?.ready()
+        // The keeper's idle life is a wait in `poll`: on a thread of its own, not one of the few
+        // that run Swift tasks.
+        return try await runBlocking { [self, server] in
+            watch(server, for: keeper, control: control, signals: signals, logger: logger)
+        }
+    }
 
+    /// Watches the server, the signals passed on through `signals` and the upgrade requests
+    /// until the mount's life ends; returns the exit status. It starts a server in place of
+    /// one that dies by a signal, and one of the binary on disk on request (``upgrade``).
+    private func watch(
+        _ started: ServerProcess, for keeper: FuseKeeper, control: UpgradeControl, signals: Int32, logger: Logger
+    ) -> Int32 {
+        var server = started
         var restarts: [ContinuousClock.Instant] = []
         var shutdownSignal: Int32?
         var shutdownDeadline: ContinuousClock.Instant?
@@ -231,7 +244,7 @@ struct Keeper {
         if configuration.threads == 1 { arguments.append("-s") }
         for option in configuration.rawOptions { arguments += ["-o", option] }
         arguments += [
-            "--take-over", "\(keeper.connection),\(keeper.carried.descriptor)", "--ready-fd", "\(ends[1])",
+            "--take-over", "\(keeper.connection.rawValue),\(keeper.carried.descriptor)", "--ready-fd", "\(ends[1])",
         ]
         if configuration.readiness == nil { arguments.append("--log-to-stderr") }
         if standingBy { arguments += ["--go-fd", "\(goEnds[0])"] }

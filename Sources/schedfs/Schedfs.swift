@@ -106,7 +106,7 @@ struct Schedfs: AsyncParsableCommand {
             let source = paths.count == 2 ? paths[0] : nil
             do {
                 try FuseServer.check(
-                    arguments: Daemon.fuseArguments(options: options, source: source, debug: debug),
+                    options: Daemon.mountOptions(options: options, source: source, debug: debug),
                     logger: Logger(label: "schedfs"))
             } catch {
                 throw UsageError(description: "\(error)")
@@ -167,7 +167,7 @@ struct Schedfs: AsyncParsableCommand {
         if named.hasPrefix("/") { return named }
         var directory = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         guard getcwd(&directory, directory.count) != nil else { return Background.selfExecutable() }
-        return String(cString: directory) + "/" + named
+        return directory.withUnsafeBufferPointer { FilePath(platformString: $0.baseAddress!) }.string + "/" + named
     }
 
     /// The command-line argument that `parsed` was decoded from, as the bytes it was: a path
@@ -188,7 +188,7 @@ struct Schedfs: AsyncParsableCommand {
     static func main() async {
         // Before any thread exists, so that every thread inherits it: the shutdown signals
         // reach the daemon only through ShutdownSignals, never a thread that would ignore them.
-        ShutdownEvents.blockSignals()
+        blockShutdownSignals()
         let command: ParsableCommand
         do {
             command = try parseAsRoot()
@@ -213,6 +213,16 @@ struct Schedfs: AsyncParsableCommand {
             Glibc.exit(error is CommandLineError ? ExitCode.validationFailure.rawValue : 1)
         }
     }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread, and so in every thread it creates
+/// after this: one that comes while the daemon mounts waits, pending, for the service that
+/// catches it.
+private func blockShutdownSignals() {
+    var set = sigset_t()
+    sigemptyset(&set)
+    for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, signal) }
+    pthread_sigmask(SIG_BLOCK, &set, nil)
 }
 
 extension String {

@@ -29,14 +29,14 @@ final class LibraryMount: Sendable {
         mountpoint = root.path + "/mnt"
         mkdir(mountpoint, 0o755)
         server = try FuseServer(
-            tree: tree, arguments: ["-o", "default_permissions,subtype=procfs-test"], readMode: directIO ? .directIO : .pageCache,
+            tree: tree, options: [.subtype("procfs-test")], readMode: directIO ? .directIO : .pageCache,
             logger: Logger(label: "test"))
-        try server.mount(at: FilePath(mountpoint))
-        try server.serve(threads: 2) {}
+        try server.start(at: FilePath(mountpoint), threads: 2) {}
         DispatchQueue.global().asyncAfter(deadline: .now() + Self.watchdogTimeout.dispatchSeconds) { [self] in
             guard !tornDown.exchange(true, ordering: .acquiringAndReleasing) else { return }
             Issue.record("the test hung on \(mountpoint); aborting the mount")
-            server.unmount()
+            // Waiting for nothing, it ends in closing the device.
+            _ = server.shutDown(timeout: .zero)
         }
     }
 
