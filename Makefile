@@ -7,6 +7,7 @@
 #   make soak   minutes at 1000 Hz under readers: pace, RSS and descriptors must stay flat
 #   make install    the binary, schedfs(8), bash/zsh/fish completions and a systemd mount unit
 #   make man    regenerates Packaging/man/schedfs.8 from the definitions --help prints
+#   make docs   the libraries' documentation (DocC), with no warnings
 
 SWIFT   ?= swift
 PREFIX  ?= /usr/local
@@ -14,7 +15,7 @@ MNT     ?= mnt
 RELEASE := .build/release/schedfs
 BENCH   := .build/bench
 
-.PHONY: all deps test-deps build release run stop test check-man man test-asan test-tsan bench soak install install-files uninstall clean
+.PHONY: all deps test-deps build release run stop test check-man man docs test-asan test-tsan bench soak install install-files uninstall clean
 
 all: build
 
@@ -82,6 +83,7 @@ endef
 test: deps test-deps
 	$(SWIFT) build
 	$(MAKE) check-man
+	$(MAKE) docs
 	$(call run-tests,$(SWIFT) test --disable-xctest)
 
 # schedfs(8) is made by swift-argument-parser's generate-manual plugin from the definitions
@@ -105,6 +107,17 @@ check-man:
 		echo "$(MANPAGE) differs from what --help's definitions make now: run 'make man' and commit it" >&2; \
 		exit 1; \
 	fi
+
+# The public API of the libraries an embedder links, with the ProcFS article on the kernel's
+# caching, as DocC archives in .build/docs; a warning (a broken link, an undocumented
+# parameter) fails it, and so `make test`.
+DOC_TARGETS := ProcFS ProcFSCore ProcFSMetrics
+docs:
+	@mkdir -p .build/docs; for target in $(DOC_TARGETS); do \
+		$(SWIFT) package --allow-writing-to-directory .build/docs generate-documentation --target $$target \
+			--warnings-as-errors --output-path .build/docs/$$target.doccarchive >/dev/null || exit 1; \
+		echo "documentation of $$target: .build/docs/$$target.doccarchive"; \
+	done
 
 # A benchmark, not a test: speed is measured here, never asserted in `make test`.
 bench: release

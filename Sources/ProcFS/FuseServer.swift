@@ -6,17 +6,17 @@ import Logging
 import Synchronization
 import SystemPackage
 
-/// One FUSE session that serves a ``ProcTree``, from mount to unmount, through libfuse's
+/// One FUSE session that serves a `ProcTree`, from mount to unmount, through libfuse's
 /// low-level API: every program that serves a tree (``ProcFSService``, ``ProcMount``, schedfs)
 /// runs its mount's life through this one type.
 ///
-/// Its life, from one thread: ``init(tree:options:readMode:logger:takingOver:)``, then
+/// Its life, from one thread: ``init(tree:options:readMode:logger:)``, then
 /// ``start(at:threads:onSessionEnd:)``, which mounts (with the reason for a failure, as
-/// libfuse or fusermount3 gave it), starts the request threads (``RequestWorkers``) and
+/// libfuse or fusermount3 gave it), starts the request threads (`RequestWorkers`) and
 /// checks that the kernel took the connection; then, to end, ``shutDown(timeout:)``: it
 /// removes the tree's entries, waiting for the callbacks inside them, detaches the mount while
 /// the threads still serve, stops them and unmounts. What a tree's change must tell the kernel
-/// leaves by one road, the ``TreeNotifier``.
+/// leaves by one road, the `TreeNotifier`.
 public final class FuseServer: @unchecked Sendable {
     // @unchecked: `session` is a C pointer, which Swift cannot prove Sendable. The workers use
     // it only through libfuse's thread-safe calls (receive, process, notify); creation, mount,
@@ -41,11 +41,13 @@ public final class FuseServer: @unchecked Sendable {
     /// Creates the libfuse session.
     ///
     /// - Parameters:
+    ///   - tree: the tree to serve; a tree is served by one server at a time.
     ///   - options: mount options beside `default_permissions`, which is always on (the kernel
     ///     enforces each entry's mode and owner, as in procfs); where two set the same thing,
     ///     the later one wins.
     ///   - readMode: how the kernel reads files (see ``ReadMode``); the page-cache mode is used
     ///     only where the kernel offers it.
+    ///   - logger: where the server logs, libfuse's own messages included.
     /// - Throws: ``FuseServerError/session(_:)`` with what libfuse said;
     ///   ``FuseServerError/treeServedAlready`` if another server serves the tree.
     public convenience init(
@@ -79,7 +81,7 @@ public final class FuseServer: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Checks that libfuse takes `options`, as ``init(tree:options:readMode:logger:takingOver:)``
+    /// Checks that libfuse takes `options`, as ``init(tree:options:readMode:logger:)``
     /// would, without mounting: a command can then refuse a bad option before it starts.
     ///
     /// - Throws: ``FuseServerError/session(_:)`` with what libfuse said.
@@ -269,10 +271,10 @@ public final class FuseServer: @unchecked Sendable {
     public struct Shutdown: Sendable {
         /// Callbacks still inside the tree's entries when the time was up; 0 when all left.
         public let callbacksLeft: Int
-        /// Whether the session ended before the workers stopped (see ``detach(timeout:)``);
-        /// if not, closing the device aborted the connection.
+        /// Whether the session ended before the workers stopped: the mount was detached and
+        /// every file on it closed in time. If not, closing the device aborted the connection.
         public let detached: Bool
-        /// Whether every worker finished its request in time (see ``stop(timeout:)``).
+        /// Whether every request thread, and every read of an async text, finished in time.
         public let stopped: Bool
     }
 

@@ -3,7 +3,7 @@ import Logging
 import ServiceLifecycle
 import SystemPackage
 
-/// Serves a ``ProcTree`` on a FUSE mount as a swift-service-lifecycle `Service`, so a Swift
+/// Serves a `ProcTree` on a FUSE mount as a swift-service-lifecycle `Service`, so a Swift
 /// server runs it beside its other services, and the `ServiceGroup` owns the signals:
 ///
 /// ```swift
@@ -39,10 +39,12 @@ public struct ProcFSService: Service {
     /// Prepares the service; nothing is mounted until ``run()``.
     ///
     /// - Parameters:
+    ///   - tree: the tree to serve; a tree is served by one server at a time.
     ///   - mountpoint: an existing directory; its bytes need not be UTF-8.
     ///   - options: mount options beside `default_permissions`, which is always on.
     ///   - readMode: how the kernel reads files (see ``ReadMode``).
     ///   - threads: how many threads answer requests.
+    ///   - logger: where the service logs, libfuse's own messages included.
     public init(
         tree: ProcTree, mountpoint: FilePath, options: Set<MountOption> = defaultOptions,
         readMode: ReadMode = .directIO, threads: Int = 2, logger: Logger

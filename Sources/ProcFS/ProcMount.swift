@@ -2,7 +2,7 @@ import Logging
 import ServiceLifecycle
 import SystemPackage
 
-/// Serves a ``ProcTree`` for a program whose job is just that, in one call.
+/// Serves a `ProcTree` for a program whose job is just that, in one call.
 ///
 /// ```swift
 /// let tree = ProcTree()

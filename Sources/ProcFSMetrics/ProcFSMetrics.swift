@@ -2,7 +2,7 @@ import CoreMetrics
 import ProcFSCore
 import Synchronization
 
-/// A swift-metrics backend that shows every metric as files of a ``ProcTree``: one file per
+/// A swift-metrics backend that shows every metric as files of a `ProcTree`: one file per
 /// metric in a directory, one line per label set, and one file in the Prometheus text format
 /// with them all, for node_exporter's textfile collector.
 ///
@@ -52,10 +52,17 @@ public final class ProcFSMetrics: MetricsFactory {
     /// Makes the directory `directory` in `parent` (the root when `nil`) and in it the file
     /// `expositionFile`, in the Prometheus text format.
     ///
-    /// - Parameter help: what each metric means, by its swift-metrics label, for its `# HELP`
-    ///   line (swift-metrics has no place for it); a metric not named here is described by its
-    ///   label.
-    /// - Throws: ``ProcTreeError`` when the names are taken or bad.
+    /// - Parameters:
+    ///   - tree: the tree to add the files to.
+    ///   - parent: the directory to add `directory` to; the root when `nil`.
+    ///   - directory: the name of the directory of the metrics' files.
+    ///   - expositionFile: the name of the file with every metric in the Prometheus text format.
+    ///   - recorderBuckets: the histogram buckets of a recorder that aggregates.
+    ///   - timerBuckets: the histogram buckets of a timer, in seconds.
+    ///   - help: what each metric means, by its swift-metrics label, for its `# HELP` line
+    ///     (swift-metrics has no place for it); a metric not named here is described by its
+    ///     label.
+    /// - Throws: `ProcTreeError` when the names are taken or bad.
     public init(
         tree: ProcTree, in parent: ProcEntry? = nil, directory: String = "metrics",
         expositionFile: String = "metrics.prom", recorderBuckets: [Double] = ProcFSMetrics.defaultBuckets,
