@@ -43,7 +43,7 @@ enum ProcFSScale {
         if !announcers.isEmpty {
             let all = announcers
             // Runs until the process exits.
-            _ = try KernelThread(name: "announce") {
+            _ = try JoinableThread(name: "announce") {
                 while true {
                     usleep(useconds_t(1_000_000 / hz))
                     for entry in all { entry.changed() }

@@ -126,7 +126,7 @@ public final class FuseServer: @unchecked Sendable {
     ///
     /// - Throws: ``FuseServerError/mount(_:_:)`` with what libfuse or fusermount3 said;
     ///   ``FuseServerError/refused(_:_:)`` if the kernel refused the connection;
-    ///   `KernelThreadError` if a request thread cannot start. Nothing is left mounted then.
+    ///   `JoinableThreadError` if a request thread cannot start. Nothing is left mounted then.
     public func start(at mountpoint: FilePath, threads: Int, onSessionEnd: @escaping @Sendable () -> Void) throws {
         try mount(at: mountpoint)
         do {

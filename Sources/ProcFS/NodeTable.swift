@@ -3,7 +3,7 @@ import Synchronization
 /// The entries the kernel holds, by inode number, as libfuse's `passthrough_ll.c` keeps its
 /// inodes: one node per entry the kernel was told of in a `LOOKUP` reply, with how many lookups
 /// of it the kernel holds, until `FORGET` takes the last. In page-cache mode each file's node
-/// also keeps what the kernel's cache holds of its text (``KernelCopy``).
+/// also keeps what the kernel's cache holds of its text (``PageCacheCopy``).
 ///
 /// A removed entry stays here while the kernel holds it, so its open files answer `EIO`, as
 /// in procfs; the tree gives inode numbers once, so a number here never names another entry.
@@ -14,7 +14,7 @@ final class NodeTable: Sendable {
         let entry: ProcEntry
         var lookups: UInt64
         /// What the kernel caches of a file's text, in page-cache mode.
-        let copy: KernelCopy?
+        let copy: PageCacheCopy?
     }
 
     private let nodes: Mutex<[UInt64: Node]>
@@ -40,7 +40,7 @@ final class NodeTable: Sendable {
     func adopt(_ entry: ProcEntry, keepingCopy: Bool) -> ProcEntry {
         nodes.withLock { nodes in
             if let known = nodes[entry.inode] { return known.entry }
-            let copy = keepingCopy && (entry.kind == .file || entry.kind == .knob) ? KernelCopy() : nil
+            let copy = keepingCopy && (entry.kind == .file || entry.kind == .knob) ? PageCacheCopy() : nil
             nodes[entry.inode] = Node(entry: entry, lookups: 0, copy: copy)
             entry.setWatched(true)
             return entry
@@ -49,7 +49,7 @@ final class NodeTable: Sendable {
 
     /// Counts one more lookup of `entry`, which the kernel is about to be told of in a
     /// `LOOKUP` reply; refuses once the entry is removed. A file's first lookup in page-cache
-    /// mode (`keepingCopy`) starts its ``KernelCopy``.
+    /// mode (`keepingCopy`) starts its ``PageCacheCopy``.
     ///
     /// - Returns: whether the lookup was counted.
     func lookedUp(_ entry: ProcEntry, keepingCopy: Bool) -> Bool {
@@ -58,7 +58,7 @@ final class NodeTable: Sendable {
             if nodes[entry.inode] != nil {
                 nodes[entry.inode]!.lookups += 1
             } else {
-                let copy = keepingCopy && (entry.kind == .file || entry.kind == .knob) ? KernelCopy() : nil
+                let copy = keepingCopy && (entry.kind == .file || entry.kind == .knob) ? PageCacheCopy() : nil
                 nodes[entry.inode] = Node(entry: entry, lookups: 1, copy: copy)
                 // Before the kernel gets anything of the entry: its changes are told from now on.
                 entry.setWatched(true)
@@ -85,7 +85,7 @@ final class NodeTable: Sendable {
     }
 
     /// What the kernel's cache holds of `inode`'s text, if it holds the file in page-cache mode.
-    func copy(of inode: UInt64) -> KernelCopy? {
+    func copy(of inode: UInt64) -> PageCacheCopy? {
         nodes.withLock { $0[inode]?.copy }
     }
 }

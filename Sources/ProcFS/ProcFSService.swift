@@ -61,7 +61,7 @@ public struct ProcFSService: Service {
     /// gracefully (or the task is cancelled), then stops as the type's documentation says.
     ///
     /// - Throws: ``FuseServerError`` when it cannot mount, when the kernel refuses the
-    ///   connection, or when another server serves the tree; `KernelThreadError` when a request
+    ///   connection, or when another server serves the tree; `JoinableThreadError` when a request
     ///   thread cannot start. Nothing is left mounted then.
     public func run() async throws {
         let (ended, end) = AsyncStream<Void>.makeStream()

@@ -12,7 +12,7 @@ import SystemPackage
 /// ``NodeTable`` counts its lookups of them; a name is dropped from the kernel only when its
 /// entry is removed, so an open file never looks deleted. How files read depends on the
 /// ``ReadMode``: in direct_io mode each open is an ``OpenFile``; in page-cache mode the kernel
-/// opens files itself and each file's ``KernelCopy``, in its node, keeps its cache true.
+/// opens files itself and each file's ``PageCacheCopy``, in its node, keeps its cache true.
 ///
 /// What procfs does not allow is refused with the errno that Linux procfs gives a caller
 /// without privilege, as measured on Linux 6.18 on `/proc/uptime` (mode 0444):

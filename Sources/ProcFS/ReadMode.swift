@@ -13,7 +13,7 @@ public enum ReadMode: String, Sendable {
     /// The kernel handles `open` and `release` itself (`FUSE_CAP_NO_OPEN_SUPPORT`) and serves
     /// reads from its page cache, which all opens of a file share; when a file announces a
     /// change, the server has the kernel ask for its attributes again, and the kernel then
-    /// drops the stale pages (see `KernelCopy`). `cat` then costs no round trip to the daemon
+    /// drops the stale pages (see `PageCacheCopy`). `cat` then costs no round trip to the daemon
     /// between changes.
     case pageCache = "page cache"
     /// Every open and read is a round trip to the daemon (`direct_io`), and each open reads

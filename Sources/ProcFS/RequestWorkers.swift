@@ -20,7 +20,7 @@ final class RequestWorkers: @unchecked Sendable {
     private let session: OpaquePointer
     private let logger: Logger
     private let stopEvent: FileDescriptor
-    private let threads = Mutex<[KernelThread]>([])
+    private let threads = Mutex<[JoinableThread]>([])
     private let stopping = Atomic<Bool>(false)
     private let sessionEnded = Atomic<Bool>(false)
     private let sessionEnd = WaitQueue()
@@ -42,7 +42,7 @@ final class RequestWorkers: @unchecked Sendable {
     /// session; `onSessionEnd` runs once if the kernel ends the session first.
     func start(_ count: Int, onSessionEnd: @escaping @Sendable () -> Void) throws {
         for number in 1...max(count, 1) {
-            let worker = try KernelThread(name: "procfs/\(number)") { [self] in
+            let worker = try JoinableThread(name: "procfs/\(number)") { [self] in
                 serveRequests()
                 if !stopping.load(ordering: .acquiring),
                     !sessionEnded.exchange(true, ordering: .acquiringAndReleasing)

@@ -30,7 +30,7 @@ public final class TickSource: Sendable {
     private let timer: Int32
     private let stopping = Atomic<Bool>(false)
     private let requestedHz: Atomic<Int>
-    private let thread = Mutex<KernelThread?>(nil)
+    private let thread = Mutex<JoinableThread?>(nil)
     private let measured: Mutex<(schedule: Schedule, statistics: TickStatistics)>
 
     /// The accepted tick rates, as the kernel's `CONFIG_HZ` would never exceed.
@@ -128,7 +128,7 @@ public final class TickSource: Sendable {
             let first = Self.monotonicNanoseconds() + period
             try arm(first: first, period: period, ticksBefore: 0, next: first)
         }
-        let started = try KernelThread(name: "tick") { [self] in tickLoop(armedAt: hz) }
+        let started = try JoinableThread(name: "tick") { [self] in tickLoop(armedAt: hz) }
         thread.withLock { $0 = started }
     }
 

@@ -24,7 +24,7 @@ import Testing
     @Test func wakesWhenAnotherThreadMakesTheConditionTrue() throws {
         let queue = WaitQueue()
         let flag = Atomic<Bool>(false)
-        let waker = try KernelThread(name: "waker") {
+        let waker = try JoinableThread(name: "waker") {
             usleep(20_000)
             flag.store(true, ordering: .releasing)
             queue.wakeUp()
@@ -43,7 +43,7 @@ import Testing
         for _ in 0..<rounds {
             let queue = WaitQueue()
             let flag = Atomic<Bool>(false)
-            let waker = try KernelThread(name: "waker") {
+            let waker = try JoinableThread(name: "waker") {
                 flag.store(true, ordering: .releasing)
                 queue.wakeUp()
             }
@@ -61,7 +61,7 @@ import Testing
         let flag = Atomic<Bool>(false)
         let woken = Atomic<Int>(0)
         let sleepers = try (0..<8).map { number in
-            try KernelThread(name: "sleeper-\(number)") {
+            try JoinableThread(name: "sleeper-\(number)") {
                 if queue.wait(timeout: .seconds(5), until: { flag.load(ordering: .acquiring) }) {
                     woken.add(1, ordering: .relaxed)
                 }
@@ -76,10 +76,10 @@ import Testing
     }
 }
 
-@Suite struct KernelThreadTests {
+@Suite struct JoinableThreadTests {
     @Test func joinReportsABodyThatDoesNotReturnInTime() throws {
         let release = DispatchSemaphore(value: 0)
-        let thread = try KernelThread(name: "blocked") { release.wait() }
+        let thread = try JoinableThread(name: "blocked") { release.wait() }
         #expect(!thread.join(timeout: .milliseconds(30)))
         #expect(!thread.hasFinished)
         release.signal()
@@ -91,7 +91,7 @@ import Testing
     /// ("é" is two bytes, the 15th and 16th here) is cut before that character, not in it.
     @Test func aNameCutInsideACharacterLosesTheWholeCharacter() throws {
         let seen = Mutex<String?>(nil)
-        let thread = try KernelThread(name: "abcdefghijklmné-tail") {
+        let thread = try JoinableThread(name: "abcdefghijklmné-tail") {
             let descriptor = open("/proc/thread-self/comm", O_RDONLY)
             defer { close(descriptor) }
             var buffer = [UInt8](repeating: 0, count: 64)

@@ -102,7 +102,7 @@ extension MountTests {
             defer { mount.cleanUp() }
             let texts = Mutex<[String]>([])
             let readers = try (0..<3).map { number in
-                try KernelThread(name: "awaiting-\(number)") {
+                try JoinableThread(name: "awaiting-\(number)") {
                     let text = (try? readOnce(mount.path("awaited"))) ?? "failed"
                     texts.withLock { $0.append(text) }
                 }
@@ -126,7 +126,7 @@ extension MountTests {
             let mount = try LibraryMount(tree, directIO: directIO)
             defer { mount.cleanUp() }
             let stop = Atomic<Bool>(false)
-            let lister = try KernelThread(name: "lister") {
+            let lister = try JoinableThread(name: "lister") {
                 while !stop.load(ordering: .relaxed) { _ = try? listing(mount.path("d")) }
             }
             defer {
@@ -252,7 +252,7 @@ extension MountTests {
             #expect(poll(&urgent, 1, 50) == 1 && urgent.revents == Int16(POLLPRI | POLLERR))
             #expect(poll(&urgent, 1, 50) == 0, "each change is reported once")
 
-            let changer = try KernelThread(name: "changer") {
+            let changer = try JoinableThread(name: "changer") {
                 usleep(100_000)
                 entry.changed()
             }
@@ -269,7 +269,7 @@ extension MountTests {
             #expect(epoll_ctl(epoll, EPOLL_CTL_ADD, descriptor, &interest) == 0)
             var ready = epoll_event()
             #expect(epoll_wait(epoll, &ready, 1, 50) == 0)
-            let second = try KernelThread(name: "changer") {
+            let second = try JoinableThread(name: "changer") {
                 usleep(100_000)
                 entry.changed()
             }

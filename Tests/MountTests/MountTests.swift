@@ -675,7 +675,7 @@ extension MountTests.CleanupProtocol {
         let stop = Atomic<Bool>(false)
         let reads = Atomic<Int>(0)
         let readers = try (0..<2).map { number in
-            try KernelThread(name: "reader-\(number)") {
+            try JoinableThread(name: "reader-\(number)") {
                 while !stop.load(ordering: .relaxed) {
                     if (try? readText(mount.path("timer/hz"))) != nil { reads.add(1, ordering: .relaxed) }
                     _ = try? readOnce(mount.path("sched"))
@@ -725,7 +725,7 @@ extension MountTests {
                 defer { mount.cleanUp() }
                 let stop = Atomic<Bool>(false)
                 let readers = try (0..<8).map { number in
-                    try KernelThread(name: "reader-\(number)") {
+                    try JoinableThread(name: "reader-\(number)") {
                         while !stop.load(ordering: .relaxed) { tally.read(mount.path("sched")) }
                     }
                 }

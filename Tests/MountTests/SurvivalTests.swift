@@ -219,7 +219,7 @@ final class SurvivalLoad: Sendable {
 
     private let seen = Mutex(Seen())
     private let stopping = Atomic<Bool>(false)
-    private let threads: Mutex<[KernelThread]> = Mutex([])
+    private let threads: Mutex<[JoinableThread]> = Mutex([])
 
     init(_ mount: MountedSchedfs) throws {
         let sched = mount.path("sched")
@@ -267,7 +267,7 @@ final class SurvivalLoad: Sendable {
                 if seconds < previous { self.seen.withLock { $0.backwards.append("uptime: \(previous) then \(seconds)") } }
             }
         }
-        let started = try bodies.enumerated().map { number, body in try KernelThread(name: "load-\(number)", body: body) }
+        let started = try bodies.enumerated().map { number, body in try JoinableThread(name: "load-\(number)", body: body) }
         threads.withLock { $0 = started }
     }
 

@@ -191,14 +191,14 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 }
 
 /// What page-cache mode gives the kernel, and when the kernel must be told of a change.
-@Suite struct KernelCopyTests {
+@Suite struct PageCacheCopyTests {
     private func time(_ seconds: Int, _ nanoseconds: Int = 0) -> timespec {
         timespec(tv_sec: seconds, tv_nsec: nanoseconds)
     }
 
     @Test func theModificationTimeMovesOnlyWhenTheTextIsNew() throws {
         let file = try Changing(announcesChanges: false)
-        let copy = KernelCopy()
+        let copy = PageCacheCopy()
         let first = try #require(copy.publish(file.entry, now: time(10)))
         let same = try #require(copy.publish(file.entry, now: time(11)))
         #expect(same.modified.tv_sec == 10, "the same text keeps its time")
@@ -210,7 +210,7 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
 
     @Test func anAnnouncedChangeMovesTheTimeEvenForTheSameText() throws {
         let file = try Changing()
-        let copy = KernelCopy()
+        let copy = PageCacheCopy()
         #expect(copy.publish(file.entry, now: time(10))?.settled == true)
         file.set("first text\n")
         #expect(copy.invalidate(), "the kernel holds a current copy: tell it")
@@ -230,14 +230,14 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
         announcer.entry.withLock { $0 = entry }
         // The entry's closure holds the box, which holds the entry: break the cycle at the end.
         defer { announcer.entry.withLock { $0 = nil } }
-        let copy = KernelCopy()
+        let copy = PageCacheCopy()
         #expect(copy.publish(entry, now: time(10))?.settled == false, "the kernel must not keep these attributes")
         #expect(!copy.invalidate(), "not current: the next read asks again anyway")
     }
 
     @Test func aReadGetsTheTextLastPublishedWhateverChangedSince() throws {
         let file = try Changing()
-        let copy = KernelCopy()
+        let copy = PageCacheCopy()
         _ = copy.publish(file.entry, now: time(10))
         file.set("second\n")
         let read = try #require(copy.published(file.entry, now: time(11)))

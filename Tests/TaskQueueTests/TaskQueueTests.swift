@@ -81,7 +81,7 @@ import Testing
         let tasks = (0..<200).map { index in QueueTask(name: "\(index)") { _ in runs.withLock { $0[index] += 1 } } }
         let inserted = Atomic<Int>(0)
         let threads = try (0..<8).map { number in
-            try KernelThread(name: "queuer-\(number)") {
+            try JoinableThread(name: "queuer-\(number)") {
                 for task in tasks where queue.queue(task) { inserted.add(1, ordering: .relaxed) }
             }
         }
@@ -99,13 +99,13 @@ import Testing
         let inserted = Atomic<Int>(0)
         let done = Atomic<Bool>(false)
         let queuers = try (0..<4).map { number in
-            try KernelThread(name: "queuer-\(number)") {
+            try JoinableThread(name: "queuer-\(number)") {
                 for _ in 0..<500 {
                     for task in tasks where queue.queue(task) { inserted.add(1, ordering: .relaxed) }
                 }
             }
         }
-        let runner = try KernelThread(name: "runner") {
+        let runner = try JoinableThread(name: "runner") {
             while !done.load(ordering: .acquiring) { queue.run() }
         }
         for queuer in queuers { #expect(queuer.join(timeout: .seconds(30))) }

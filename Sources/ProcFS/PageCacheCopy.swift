@@ -28,7 +28,7 @@ import Synchronization
 ///
 /// Reads that do not go through `read` (`splice`, `sendfile`, `mmap`) do not ask for
 /// attributes, so they see the text the kernel has until some `read` does.
-final class KernelCopy: Sendable {
+final class PageCacheCopy: Sendable {
     /// A text as given to the kernel, with its modification time.
     struct Published {
         let text: [UInt8]

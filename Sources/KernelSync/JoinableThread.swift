@@ -7,7 +7,7 @@ import SystemPackage
 ///
 /// The thread inherits the signal mask of the thread that creates it; schedfs blocks its
 /// shutdown signals before it creates any, so none of these threads ever takes one.
-public final class KernelThread: Sendable {
+public final class JoinableThread: Sendable {
     /// The name the thread carries (shown by `ps -L` and `top -H`), at most 15 bytes.
     public let name: String
     private let thread: pthread_t
@@ -15,8 +15,8 @@ public final class KernelThread: Sendable {
 
     /// Starts a thread running `body`.
     ///
-    /// - Throws: ``KernelThreadError`` when the system cannot create the thread.
-    public init(name: String, body: @escaping @Sendable () -> Void) throws(KernelThreadError) {
+    /// - Throws: ``JoinableThreadError`` when the system cannot create the thread.
+    public init(name: String, body: @escaping @Sendable () -> Void) throws(JoinableThreadError) {
         self.name = name
         let start = ThreadStart(name: Self.threadName(name), body: body)
         self.start = start
@@ -29,7 +29,7 @@ public final class KernelThread: Sendable {
         }, context)
         guard result == 0 else {
             Unmanaged<ThreadStart>.fromOpaque(context).release()
-            throw KernelThreadError(name: name, errno: Errno(rawValue: result))
+            throw JoinableThreadError(name: name, errno: Errno(rawValue: result))
         }
         self.thread = thread
     }
@@ -59,7 +59,7 @@ public final class KernelThread: Sendable {
 }
 
 /// A thread could not be created.
-public struct KernelThreadError: Error, CustomStringConvertible {
+public struct JoinableThreadError: Error, CustomStringConvertible {
     /// The name of the thread that could not start.
     public let name: String
     /// What `pthread_create` answered.
