@@ -177,7 +177,7 @@ public final class FuseServer: @unchecked Sendable {
     /// - Throws: ``FuseServerError/mount(_:_:)`` if the descriptor is not open, or no keeper's
     ///   state was given.
     package func takeOver(connection: FileDescriptor, mountpoint: FilePath) throws(FuseServerError) {
-        guard let carried = fileSystem.carried, !carried.initRequest.isEmpty else {
+        guard let carried = fileSystem.succession?.carried, !carried.initRequest.isEmpty else {
             throw .mount(mountpoint.description, "no INIT request was kept for this connection")
         }
         guard fuse_session_mount(session, "/dev/fd/\(connection.rawValue)") == 0 else {
@@ -199,7 +199,7 @@ public final class FuseServer: @unchecked Sendable {
     /// - Throws: as ``start(at:threads:onSessionEnd:)``, but the mount is the keeper's, and
     ///   stays.
     package func resumeServing(threads: Int, onSessionEnd: @escaping @Sendable () -> Void) throws -> Resumed {
-        guard let carried = fileSystem.carried else { throw FuseServerError.mount("", "no connection was taken over") }
+        guard let carried = fileSystem.succession?.carried else { throw FuseServerError.mount("", "no connection was taken over") }
         do {
             try workers.start(threads, onSessionEnd: onSessionEnd)
             let resumed = resume(carried)
@@ -213,7 +213,7 @@ public final class FuseServer: @unchecked Sendable {
 
     /// Whether this server takes a connection over from another that served it before (it is
     /// not the first that a ``FuseKeeper``'s state has counted).
-    package var takesOverFromAnother: Bool { fileSystem.openFiles.base >> ProcFileSystem.serverShift > 1 }
+    package var takesOverFromAnother: Bool { fileSystem.succession?.followsAnother ?? false }
 
     /// What a server that took a connection over found to resume.
     package struct Resumed: Sendable {

@@ -58,11 +58,10 @@ final class ProcFileSystem: Sendable {
     /// round trip.
     static let unchangingAttributeTimeout = 86_400.0
 
-    /// What the servers of one mount share, when a server may take over from another (see
-    /// ``CarriedState``); `nil` for a server that mounted on its own.
-    let carried: CarriedState?
-    /// The inode numbers given so far, by every server of the mount.
-    private let inodesGiven: CarriedValue?
+    /// What this server owes the servers of its mount before and after it, when a keeper hands
+    /// the mount from one to the next (see ``Succession``); `nil` for a server that mounted on
+    /// its own, which then pays nothing for takeover.
+    let succession: Succession?
 
     /// - Parameter takingOver: the state of a mount that servers hand on to each other, and
     ///   this server's number among them. Its file handles then carry its number, so that
@@ -74,21 +73,16 @@ final class ProcFileSystem: Sendable {
         takingOver: (state: CarriedState, server: UInt64)? = nil
     ) {
         self.tree = tree
-        let handleBase = (takingOver?.server ?? 0) << Self.serverShift
-        self.openFiles = HandleTable(base: handleBase)
-        self.openDirectories = HandleTable(base: handleBase)
-        self.carried = takingOver?.state
-        self.inodesGiven = takingOver?.state.value(named: "procfs.inodes-given")
-        if let inodesGiven { tree.reserveInodes(below: inodesGiven.load() + 1) }
+        let succession = takingOver.map { Succession($0.state, server: $0.server, tree: tree) }
+        self.succession = succession
+        self.openFiles = HandleTable(base: succession?.firstHandle ?? 0)
+        self.openDirectories = HandleTable(base: succession?.firstHandle ?? 0)
         self.nodes = NodeTable(root: tree.root)
         self.requestedMode = requestedMode
         self.mounter = mounter
         self.createdAt = Self.now
         self.logger = logger
     }
-
-    /// Where a server's number starts in its file handles: 2^24 servers of 2^40 opens each.
-    static let serverShift: UInt64 = 40
 
     /// How the kernel reads files; decided when the kernel says what it offers (`FUSE_INIT`).
     var readMode: ReadMode { servesFromPageCache.load(ordering: .acquiring) ? .pageCache : .directIO }
@@ -97,83 +91,6 @@ final class ProcFileSystem: Sendable {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         return now
-    }
-
-    // MARK: Replies
-
-    /// A node's attributes as the kernel is told them (FUSE's `fuse_attr`), with how long it may
-    /// cache them.
-    struct Attributes {
-        var inode: UInt64
-        /// The file type and permission bits (`st_mode`).
-        var mode: mode_t
-        var linkCount: Int
-        var owner: ProcOwner
-        var size: Int
-        var created: timespec
-        var modified: timespec
-        /// Seconds the kernel may keep these.
-        var timeout: Double
-    }
-
-    /// The reply to a `LOOKUP`. Its generation is always 0: a tree never gives an inode
-    /// number twice.
-    struct Entry {
-        var attributes: Attributes
-        var entryTimeout: Double
-    }
-
-    /// The reply to an `OPEN` or `OPENDIR`.
-    struct Opened {
-        var handle: UInt64
-        /// Whether every read of this open comes to the server.
-        var directIO: Bool
-        /// For a directory: whether the kernel may keep its listing (`cache_readdir` and
-        /// `keep_cache`).
-        var cachesListing = false
-    }
-
-    /// One name of a directory listing, and the offset at which the listing goes on after it.
-    struct DirectoryItem: Equatable {
-        var name: String
-        var inode: UInt64
-        /// The file type bits of `st_mode`, for example `S_IFDIR`.
-        var type: mode_t
-        var nextOffset: Int
-    }
-
-    /// The reply to a `POLL`: the events, or an error; the handles to release before it is
-    /// sent, and those to notify after.
-    struct Polled {
-        var result: Result<Int32, Errno>
-        var release: [any KernelPollHandle] = []
-        var notify: [any KernelPollHandle] = []
-    }
-
-    /// What the kernel must be told of a change in the tree
-    /// (`fuse_lowlevel_notify_inval_inode` and `_inval_entry`).
-    enum KernelNotice: Equatable {
-        /// Ask again for the attributes of `inode` before using them; keep its pages.
-        case attributes(UInt64)
-        /// Ask again for the attributes and the contents of `inode` (for a directory: its
-        /// link count and its listing).
-        case attributesAndContents(UInt64)
-        /// Forget the name `name` in the directory `parent`.
-        case name(parent: UInt64, name: String)
-    }
-
-    /// The operations that always fail, as procfs fails them.
-    enum RefusedOperation: CaseIterable {
-        case getxattr, setxattr, removexattr, unlink, rmdir, create, mknod, mkdir, symlink, link, rename
-    }
-
-    /// The errno a refused operation gets (see the table above).
-    static func refusal(of operation: RefusedOperation) -> Errno {
-        switch operation {
-        case .getxattr: .notSupported
-        case .setxattr, .removexattr, .unlink, .rmdir: .permissionDenied
-        case .create, .mknod, .mkdir, .symlink, .link, .rename: .noSuchFileOrDirectory
-        }
     }
 
     // MARK: Operations
@@ -218,7 +135,7 @@ final class ProcFileSystem: Sendable {
             throw .noSuchFileOrDirectory
         }
         // Before the kernel has the number: a server after this one must not give it again.
-        if let inodesGiven, inodesGiven.load() < tree.nextInode - 1 { inodesGiven.store(tree.nextInode - 1) }
+        succession?.giving(entry.inode)
         // The kernel keeps no name in a dynamic directory, which is told of no change.
         return Entry(attributes: attributes, entryTimeout: directory.isDynamicDirectory ? 0 : Self.entryTimeout)
     }
@@ -270,7 +187,7 @@ final class ProcFileSystem: Sendable {
         let writes = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
         guard !writes || entry.kind == .knob else { throw .permissionDenied }
         // Every read comes here, to be read as a seq_file.
-        let opened = openFiles.insert { OpenFile(entry: entry, caller: caller, handle: $0, carrying: carried?.texts) }
+        let opened = openFiles.insert { OpenFile(entry: entry, caller: caller, handle: $0, carrying: succession?.texts) }
         return Opened(handle: opened, directIO: true)
     }
 
@@ -345,8 +262,7 @@ final class ProcFileSystem: Sendable {
             // A page-cache poll that will not sleep does not say which open it is.
             return Polled(result: .success(now))
         }
-        // A server after this one cannot know who sleeps here: it wakes them all once.
-        if let handle { carried?.rememberPolled(handle.kernelFileHandle) }
+        if let handle { succession?.sleeping(handle.kernelFileHandle) }
         let answer = pollers.poll(entry, key: key, since: open?.openedVersion ?? entry.version, handle: handle)
         return Polled(result: .success(answer.events), release: answer.release, notify: answer.notify)
     }
@@ -356,7 +272,7 @@ final class ProcFileSystem: Sendable {
     /// then on.
     private func heldEntry(_ inode: UInt64) -> ProcEntry? {
         if let held = nodes.entry(inode) { return held }
-        guard carried != nil, let found = tree.entry(inode: inode) else { return nil }
+        guard succession != nil, let found = tree.entry(inode: inode) else { return nil }
         return adopt(found)
     }
 
@@ -369,17 +285,8 @@ final class ProcFileSystem: Sendable {
     /// over the mount, one another server opened, which is opened here on its first use (as
     /// the caller the server runs as), going on with the text that server kept for it.
     private func openFile(_ handle: UInt64, of entry: ProcEntry) -> OpenFile? {
-        guard isAnotherServers(handle) else { return openFiles.object(handle) }
-        return openFiles.object(handle) {
-            guard !entry.isRemoved else { return nil }
-            let texts = carried?.texts
-            return OpenFile(entry: entry, caller: .current, handle: handle, carrying: texts, resuming: texts?.taken(by: handle))
-        }
-    }
-
-    /// Whether `handle` is an open that another server of the mount gave the kernel.
-    private func isAnotherServers(_ handle: UInt64) -> Bool {
-        carried != nil && handle >> Self.serverShift != openFiles.base >> Self.serverShift
+        guard let succession, succession.isAnothers(handle) else { return openFiles.object(handle) }
+        return openFiles.object(handle) { succession.adoptOpen(handle, of: entry) }
     }
 
     /// `RELEASE`: forgets the open, its kept text and its poller; the poll handle to release,
@@ -387,7 +294,7 @@ final class ProcFileSystem: Sendable {
     func release(handle: UInt64) -> (any KernelPollHandle)? {
         guard let open = openFiles.remove(handle) else {
             // Another server's open that this one never used: the text it kept goes.
-            if isAnotherServers(handle) { carried?.texts?.free(handleOf: handle) }
+            if let succession, succession.isAnothers(handle) { succession.releasedUnused(handle) }
             return nil
         }
         open.release()
@@ -408,7 +315,7 @@ final class ProcFileSystem: Sendable {
     /// the entries by name, each with the offset that follows it.
     func readDirectory(node: UInt64, handle: UInt64, offset: Int) throws(Errno) -> ArraySlice<DirectoryItem> {
         // A server that took over the mount lists anew a directory another server opened.
-        let found = carried == nil
+        let found = succession == nil
             ? openDirectories.object(handle)
             : openDirectories.object(handle) { self.heldEntry(node).map { OpenDirectory(directory: $0) } }
         guard let open = found else { throw .badFileDescriptor }
@@ -421,48 +328,6 @@ final class ProcFileSystem: Sendable {
     /// `RELEASEDIR`.
     func releaseDirectory(handle: UInt64) {
         openDirectories.remove(handle)
-    }
-
-    // MARK: Notices to the kernel
-
-    /// What the kernel must be told when `entry` announces a change: in page-cache mode it must
-    /// ask for the file's attributes again before its next read (which then drops the stale
-    /// pages), unless it holds nothing of the file or its copy is stale already.
-    func noticesOfChange(to entry: ProcEntry) -> [KernelNotice] {
-        guard readMode == .pageCache, let copy = nodes.copy(of: entry.inode), copy.invalidate() else { return [] }
-        return [.attributes(entry.inode)]
-    }
-
-    /// What the kernel must be told when `entry` is added, if it holds the parent: ask again for
-    /// the parent's attributes (its link count, its modification time) and drop the listing it
-    /// may have cached.
-    func noticesOfAddition(of entry: ProcEntry) -> [KernelNotice] {
-        guard let parent = nodes.entry(entry.parentInode), !parent.isDynamicDirectory else { return [] }
-        return [.attributesAndContents(entry.parentInode)]
-    }
-
-    /// What the kernel must be told when `entry` is removed: forget its name, refresh the parent
-    /// as for an addition, and ask for the attributes of the entry before using it again (a
-    /// file then fails with `EIO`; a directory, which lists nothing now, drops its listing too).
-    func noticesOfRemoval(of entry: ProcEntry) -> [KernelNotice] {
-        var notices = noticesOfAddition(of: entry)
-        if !inDynamicDirectory(entry) { notices.insert(.name(parent: entry.parentInode, name: entry.name), at: 0) }
-        if nodes.lookups(of: entry.inode) > 0 {
-            notices.append(entry.kind == .directory ? .attributesAndContents(entry.inode) : .attributes(entry.inode))
-        }
-        return notices
-    }
-
-    /// Whether `entry` is in a dynamic directory, whose names and attributes the kernel does not
-    /// keep, and which is changed while the kernel looks in it: it holds the directory locked
-    /// for the lookup, and dropping a name there would wait on that lock for ever.
-    private func inDynamicDirectory(_ entry: ProcEntry) -> Bool {
-        nodes.entry(entry.parentInode)?.isDynamicDirectory ?? false
-    }
-
-    /// Wakes the pollers of `entry` after a change or its removal.
-    func notifyPollers(of entry: ProcEntry) {
-        for handle in pollers.wake(entry) { handle.notify() }
     }
 
     // MARK: Attributes

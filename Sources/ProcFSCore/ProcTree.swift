@@ -350,9 +350,6 @@ public final class ProcTree: Sendable {
         }
     }
 
-    /// The number the next entry will get.
-    package var nextInode: UInt64 { state.withLock { $0.nextInode } }
-
     /// Gives no entry added from now on a number below `inode`: a server that takes over a
     /// mount must not give a number that another server gave the kernel to another entry.
     package func reserveInodes(below inode: UInt64) {

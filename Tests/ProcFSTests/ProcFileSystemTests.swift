@@ -429,7 +429,7 @@ import Testing
         #expect(second.release(handle: opened.handle) == nil, "the other server's open is released here")
         #expect(carried.texts?.taken(by: opened.handle) == nil, "with the text it kept")
         let own = try second.open(node: secondFile.inode, flags: O_RDONLY, caller: .current)
-        #expect(own.handle >> ProcFileSystem.serverShift == 2 && opened.handle >> ProcFileSystem.serverShift == 1)
+        #expect(own.handle >> Succession.serverShift == 2 && opened.handle >> Succession.serverShift == 1)
         let added = try secondTree.register("new") { "new\n" }
         #expect(added.inode > late.inode, "a number the first server gave the kernel is not given again")
     }

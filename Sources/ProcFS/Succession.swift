@@ -1,0 +1,75 @@
+import Synchronization
+
+/// What a server of a mount that a ``FuseKeeper`` holds owes the servers before and after it,
+/// as far as the FUSE operations are concerned: the one place where takeover meets them.
+///
+/// A ``ProcFileSystem`` is given one only when it takes a connection over; without one it pays
+/// nothing for takeover on any operation. With one, an operation asks it only on a miss (a
+/// node or an open this server never made), and a `LOOKUP` touches the shared memory only when
+/// it gives the kernel a number larger than any it gave before.
+final class Succession: Sendable {
+    /// Where a server's number starts in its file handles: 2^24 servers of 2^40 opens each.
+    static let serverShift: UInt64 = 40
+
+    /// What the mount's servers share.
+    let carried: CarriedState
+    /// This server's number among the mount's servers (1 for the first); its file handles
+    /// carry it, so that none is one another server gave the kernel.
+    let server: UInt64
+    /// The largest inode number any server of the mount gave the kernel, in the shared memory,
+    /// and this server's own copy of it.
+    private let inodesGiven: CarriedValue?
+    private let largestGiven: Atomic<UInt64>
+
+    /// Joins the mount's servers as number `server`: the tree gives no inode number that a
+    /// server before this one gave the kernel.
+    init(_ carried: CarriedState, server: UInt64, tree: ProcTree) {
+        self.carried = carried
+        self.server = server
+        inodesGiven = carried.value(named: "procfs.inodes-given")
+        let given = inodesGiven?.load() ?? 0
+        largestGiven = Atomic(given)
+        tree.reserveInodes(below: given + 1)
+    }
+
+    /// The first of this server's file handles.
+    var firstHandle: UInt64 { server << Self.serverShift }
+
+    /// Whether this server takes the mount over from another that served it before.
+    var followsAnother: Bool { server > 1 }
+
+    /// Where open files keep their texts for the next server.
+    var texts: CarriedTexts? { carried.texts }
+
+    /// Records, before the kernel has it, that the kernel is given `inode`: a server after
+    /// this one must not give it again.
+    func giving(_ inode: UInt64) {
+        guard inode > largestGiven.load(ordering: .relaxed) else { return }
+        _ = largestGiven.max(inode, ordering: .relaxed)
+        if let inodesGiven, inodesGiven.load() < inode { inodesGiven.store(inode) }
+    }
+
+    /// Whether `handle` is an open that another server of the mount gave the kernel.
+    func isAnothers(_ handle: UInt64) -> Bool {
+        handle >> Self.serverShift != server
+    }
+
+    /// Another server's open of `entry`, opened here on its first use (as the caller this
+    /// server runs as), going on with the text that server kept for it; `nil` once the entry
+    /// is removed.
+    func adoptOpen(_ handle: UInt64, of entry: ProcEntry) -> OpenFile? {
+        guard !entry.isRemoved else { return nil }
+        return OpenFile(entry: entry, caller: .current, handle: handle, carrying: texts, resuming: texts?.taken(by: handle))
+    }
+
+    /// Another server's open that this server never used was released: the text it kept goes.
+    func releasedUnused(_ handle: UInt64) {
+        texts?.free(handleOf: handle)
+    }
+
+    /// A poll of the kernel's file handle `kernelHandle` will sleep: a server after this one
+    /// cannot know who sleeps, so it wakes them all once.
+    func sleeping(_ kernelHandle: UInt64) {
+        carried.rememberPolled(kernelHandle)
+    }
+}
