@@ -349,7 +349,7 @@ final class ProcFileSystem: Sendable {
         // A removed directory still answers, as procfs's does: it lists nothing.
         guard !entry.isRemoved || entry.kind == .directory else { return nil }
         var attributes = Attributes(
-            inode: entry.inode, mode: mode_t(entry.permissions) | entry.fileType, linkCount: 1,
+            inode: entry.inode, mode: entry.permissions.rawValue | entry.fileType, linkCount: 1,
             owner: entry.owner ?? mounter, size: 0, created: createdAt, modified: createdAt,
             timeout: Self.unchangingAttributeTimeout)
         switch entry.kind {

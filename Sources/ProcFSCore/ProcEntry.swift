@@ -74,7 +74,7 @@ public final class ProcEntry: Sendable {
     /// The inode number of the directory the entry is in; the root's is its own.
     public let parentInode: UInt64
     /// The permission bits, for example `0o444`.
-    public let permissions: UInt16
+    public let permissions: FilePermissions
     /// Who owns the entry; `nil` means the user who mounted the tree.
     public let owner: ProcOwner?
     /// Whether the owner calls ``changed()`` whenever the text changes, so that the kernel may
@@ -95,7 +95,7 @@ public final class ProcEntry: Sendable {
     private static let oneChange: UInt64 = 1 << 26
 
     init(
-        name: String, inode: UInt64, parentInode: UInt64, permissions: UInt16,
+        name: String, inode: UInt64, parentInode: UInt64, permissions: FilePermissions,
         owner: ProcOwner?, announcesChanges: Bool, body: Body, observers: ProcTreeObservers
     ) {
         self.name = name

@@ -42,7 +42,7 @@ public final class ProcTree: Sendable {
     private let observers = ProcTreeObservers()
 
     /// Makes an empty tree whose root directory has the mode `rootPermissions`.
-    public init(rootPermissions: UInt16 = 0o555) {
+    public init(rootPermissions: FilePermissions = [.ownerReadExecute, .groupReadExecute, .otherReadExecute]) {
         root = ProcEntry(
             name: "", inode: Self.rootInode, parentInode: Self.rootInode,
             permissions: rootPermissions, owner: nil, announcesChanges: false, body: .directory(ProcEntry.DirectoryState()),
@@ -65,7 +65,7 @@ public final class ProcTree: Sendable {
     /// - Throws: ``ProcTreeError`` when the name is bad or taken, or the parent is gone.
     @discardableResult
     public func register(
-        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o444, owner: ProcOwner? = nil,
+        _ name: String, in parent: ProcEntry? = nil, permissions: FilePermissions = [.ownerRead, .groupRead, .otherRead], owner: ProcOwner? = nil,
         announcesChanges: Bool = false, content: @escaping @Sendable () -> String
     ) throws(ProcTreeError) -> ProcEntry {
         try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
@@ -80,7 +80,7 @@ public final class ProcTree: Sendable {
     /// - Parameters: as for ``register(_:in:permissions:owner:announcesChanges:content:)``.
     @discardableResult
     public func registerBytes(
-        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o444, owner: ProcOwner? = nil,
+        _ name: String, in parent: ProcEntry? = nil, permissions: FilePermissions = [.ownerRead, .groupRead, .otherRead], owner: ProcOwner? = nil,
         announcesChanges: Bool = false, content: @escaping @Sendable () -> [UInt8]
     ) throws(ProcTreeError) -> ProcEntry {
         try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
@@ -100,7 +100,7 @@ public final class ProcTree: Sendable {
     /// - Parameters: as for ``register(_:in:permissions:owner:announcesChanges:content:)``.
     @discardableResult
     public func registerPerCaller(
-        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o444, owner: ProcOwner? = nil,
+        _ name: String, in parent: ProcEntry? = nil, permissions: FilePermissions = [.ownerRead, .groupRead, .otherRead], owner: ProcOwner? = nil,
         content: @escaping @Sendable (ProcCaller) -> String
     ) throws(ProcTreeError) -> ProcEntry {
         try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false,
@@ -122,7 +122,7 @@ public final class ProcTree: Sendable {
     /// - Parameters: as for ``register(_:in:permissions:owner:announcesChanges:content:)``.
     @discardableResult
     public func registerAwaiting(
-        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o444, owner: ProcOwner? = nil,
+        _ name: String, in parent: ProcEntry? = nil, permissions: FilePermissions = [.ownerRead, .groupRead, .otherRead], owner: ProcOwner? = nil,
         content: @escaping @Sendable () async -> String
     ) throws(ProcTreeError) -> ProcEntry {
         try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false,
@@ -146,7 +146,7 @@ public final class ProcTree: Sendable {
     ///   the mode defaults to `0o644`.
     @discardableResult
     public func registerKnob(
-        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o644, owner: ProcOwner? = nil,
+        _ name: String, in parent: ProcEntry? = nil, permissions: FilePermissions = [.ownerReadWrite, .groupRead, .otherRead], owner: ProcOwner? = nil,
         announcesChanges: Bool = false, content: @escaping @Sendable () -> String,
         store: @escaping @Sendable (String) throws(Errno) -> Void
     ) throws(ProcTreeError) -> ProcEntry {
@@ -171,7 +171,7 @@ public final class ProcTree: Sendable {
     ///   with `value` giving the current value.
     @discardableResult
     public func registerIntegerKnob(
-        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o644, owner: ProcOwner? = nil,
+        _ name: String, in parent: ProcEntry? = nil, permissions: FilePermissions = [.ownerReadWrite, .groupRead, .otherRead], owner: ProcOwner? = nil,
         announcesChanges: Bool = false, value: @escaping @Sendable () -> Int32,
         set: @escaping @Sendable (Int32) throws(Errno) -> Void
     ) throws(ProcTreeError) -> ProcEntry {
@@ -187,7 +187,7 @@ public final class ProcTree: Sendable {
     /// Adds a directory (`proc_mkdir`).
     @discardableResult
     public func makeDirectory(
-        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o555, owner: ProcOwner? = nil
+        _ name: String, in parent: ProcEntry? = nil, permissions: FilePermissions = [.ownerReadExecute, .groupReadExecute, .otherReadExecute], owner: ProcOwner? = nil
     ) throws(ProcTreeError) -> ProcEntry {
         try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false, body: .directory(ProcEntry.DirectoryState()))
     }
@@ -214,7 +214,7 @@ public final class ProcTree: Sendable {
     /// ```
     @discardableResult
     public func makeDynamicDirectory(
-        _ name: String, in parent: ProcEntry? = nil, permissions: UInt16 = 0o555, owner: ProcOwner? = nil,
+        _ name: String, in parent: ProcEntry? = nil, permissions: FilePermissions = [.ownerReadExecute, .groupReadExecute, .otherReadExecute], owner: ProcOwner? = nil,
         names: @escaping @Sendable () -> [String],
         makeEntry: @escaping @Sendable (
             _ tree: ProcTree, _ name: String, _ directory: ProcEntry
@@ -248,12 +248,12 @@ public final class ProcTree: Sendable {
     public func makeSymlink(
         _ name: String, in parent: ProcEntry? = nil, target: String, owner: ProcOwner? = nil
     ) throws(ProcTreeError) -> ProcEntry {
-        try add(name, in: parent, permissions: 0o777, owner: owner, announcesChanges: false,
+        try add(name, in: parent, permissions: [.ownerReadWriteExecute, .groupReadWriteExecute, .otherReadWriteExecute], owner: owner, announcesChanges: false,
                 body: .symlink(target: target))
     }
 
     private func add(
-        _ name: String, in parent: ProcEntry?, permissions: UInt16, owner: ProcOwner?, announcesChanges: Bool,
+        _ name: String, in parent: ProcEntry?, permissions: FilePermissions, owner: ProcOwner?, announcesChanges: Bool,
         body: ProcEntry.Body
     ) throws(ProcTreeError) -> ProcEntry {
         guard !name.isEmpty, name != ".", name != "..", !name.contains("/"), name.utf8.count <= 255 else {

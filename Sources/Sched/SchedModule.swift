@@ -57,7 +57,7 @@ public final class SchedModule: Sendable {
         timer.tasks.queue(task)
         // The text needs only the count: capturing the routine, which holds the file, would
         // make a cycle. The routine announces each new count.
-        let file = try tree.register(Self.fileName, permissions: 0o444, announcesChanges: true) {
+        let file = try tree.register(Self.fileName, permissions: [.ownerRead, .groupRead, .otherRead], announcesChanges: true) {
             [calls = routine.calls] in SchedText.format(calls: calls.value)
         }
         routine.file.withLock { $0 = file }

@@ -282,10 +282,10 @@ extension MountTests {
         @Test(arguments: Library.directIO)
         func nestedDirectoriesShowTheirAttributes(directIO: Bool) throws {
             let tree = ProcTree()
-            let net = try tree.makeDirectory("net", permissions: 0o550)
+            let net = try tree.makeDirectory("net", permissions: FilePermissions(rawValue: 0o550))
             let ipv4 = try tree.makeDirectory("ipv4", in: net)
             try tree.makeDirectory("ipv6", in: net)
-            let forward = try tree.registerKnob("forward", in: ipv4, permissions: 0o600, owner: ProcOwner(uid: 0, gid: 7),
+            let forward = try tree.registerKnob("forward", in: ipv4, permissions: FilePermissions(rawValue: 0o600), owner: ProcOwner(uid: 0, gid: 7),
                                                 content: { "0\n" }, store: { _ throws(Errno) in })
             try tree.makeSymlink("self", target: "net/ipv4")
             let mount = try LibraryMount(tree, directIO: directIO)

@@ -9,7 +9,7 @@ import SystemPackage
 @Suite struct ProcTreeTests {
     @Test func registeredEntriesAreFoundByNameAndPath() throws {
         let tree = ProcTree()
-        let b = try tree.register("b", permissions: 0o400, owner: .root) { "B\n" }
+        let b = try tree.register("b", permissions: FilePermissions(rawValue: 0o400), owner: .root) { "B\n" }
         let a = try tree.register("a") { "A\n" }
         let directory = try tree.makeDirectory("d")
         let nested = try tree.register("n", in: directory) { "N\n" }
@@ -20,7 +20,7 @@ import SystemPackage
         #expect(tree.entry(atPath: "") === tree.root)
         #expect(tree.entry(named: "n") == nil, "n is in d, not in the root")
         #expect(nested.parentInode == directory.inode)
-        #expect(b.permissions == 0o400 && b.owner == .root && a.owner == nil)
+        #expect(b.permissions.rawValue == 0o400 && b.owner == .root && a.owner == nil)
         #expect(tree.children().map(\.name) == ["a", "b", "d"], "sorted by name, as procfs lists")
         #expect(a.snapshot() == Array("A\n".utf8))
         #expect(directory.snapshot() == nil)
@@ -69,7 +69,7 @@ import SystemPackage
             guard let level = Int(text), (0...9).contains(level) else { throw .invalidArgument }
             value.withLock { $0 = level }
         }
-        #expect(knob.kind == .knob && knob.permissions == 0o644)
+        #expect(knob.kind == .knob && knob.permissions.rawValue == 0o644)
         try knob.store("7")
         #expect(knob.snapshot() == Array("7\n".utf8))
         #expect(throws: Errno.invalidArgument) { try knob.store("10") }

@@ -38,7 +38,7 @@ import SystemPackage
         let queue = timer.tasks
         try sched.start()
         #expect(queue.queuedTasks.map(\.name) == ["sched"])
-        #expect(tree.entry(named: "sched")?.permissions == 0o444)
+        #expect(tree.entry(named: "sched")?.permissions.rawValue == 0o444)
         #expect(text(tree) == "Timer was called 0 times so far\n")
         for _ in 0..<7 { queue.run() }
         #expect(sched.calls == 7)
@@ -80,7 +80,7 @@ import SystemPackage
         #expect(tree.children().map(\.name) == ["sched", "timer", "uptime"])
         #expect(tree.children(of: tree.entry(named: "timer")).map(\.name) == ["hz", "latency", "queue", "tasks", "ticks"])
         #expect(tree.entry(atPath: "timer/hz")?.kind == .knob)
-        #expect(tree.entry(atPath: "timer/hz")?.permissions == 0o644)
+        #expect(tree.entry(atPath: "timer/hz")?.permissions.rawValue == 0o644)
         #expect(read(tree, "timer/hz") == "100\n")
         #expect(read(tree, "timer/ticks") == "0\n")
         for _ in 0..<3 { queue.run() }
