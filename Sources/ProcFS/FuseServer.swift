@@ -133,7 +133,8 @@ public final class FuseServer: @unchecked Sendable {
             try workers.start(threads, onSessionEnd: onSessionEnd)
             try confirmServing()
         } catch {
-            _ = shutDown(timeout: Self.stopTimeout)
+            // The tree stays as it was given: only what this call made is undone.
+            _ = endServing(timeout: Self.stopTimeout)
             throw error
         }
     }
@@ -297,10 +298,16 @@ public final class FuseServer: @unchecked Sendable {
                 }
             }
         }
+        let (detached, stopped) = endServing(timeout: timeout)
+        return Shutdown(callbacksLeft: left, detached: detached, stopped: stopped)
+    }
+
+    /// Detaches, stops and unmounts, each step bounded by `timeout`; the tree stays as it is.
+    private func endServing(timeout: Duration) -> (detached: Bool, stopped: Bool) {
         let detached = detach(timeout: timeout)
         let stopped = stop(timeout: timeout)
         unmount()
-        return Shutdown(callbacksLeft: left, detached: detached, stopped: stopped)
+        return (detached, stopped)
     }
 
     /// Detaches the mount from the file tree (a lazy unmount) while the workers go on serving,
