@@ -141,7 +141,12 @@ public final class FuseServer: @unchecked Sendable {
 
     /// Mounts at `given`, resolved first.
     private func mount(at given: FilePath) throws(FuseServerError) {
-        let mountpoint = try Self.mount(session, at: given, logger: logger)
+        connected(at: try Self.mount(session, at: given, logger: logger))
+    }
+
+    /// Records where the session's connection is mounted, and makes its device nonblocking
+    /// for the request loop; for a mount of its own and one taken over alike.
+    private func connected(at mountpoint: FilePath) {
         self.mountpoint.withLock { $0 = mountpoint }
         device.withLock { $0 = MountTable.fuseMount(at: mountpoint)?.device }
         let descriptor = fuse_session_fd(session)
@@ -184,11 +189,9 @@ public final class FuseServer: @unchecked Sendable {
         guard fuse_session_mount(session, "/dev/fd/\(connection.rawValue)") == 0 else {
             throw .mount(mountpoint.description, "cannot take over /dev/fd/\(connection.rawValue)")
         }
-        self.mountpoint.withLock { $0 = mountpoint }
-        device.withLock { $0 = MountTable.fuseMount(at: mountpoint)?.device }
         let request = carried.initRequest
         request.withUnsafeBytes { cfuse3_process_request(session, $0.baseAddress, $0.count) }
-        _ = fcntl(connection.rawValue, F_SETFL, fcntl(connection.rawValue, F_GETFL) | O_NONBLOCK)
+        connected(at: mountpoint)
     }
 
     /// Serves a connection taken over (``takeOver(connection:mountpoint:)``) as
