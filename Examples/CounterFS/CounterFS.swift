@@ -16,30 +16,30 @@ enum CounterFS {
         let changes = Atomic<Int>(0)
     }
 
-    static func main() async throws {
-        guard CommandLine.arguments.count == 2 else {
-            _ = "usage: counterfs MOUNTPOINT\n".withCString { write(STDERR_FILENO, $0, strlen($0)) }
-            exit(64)
-        }
-        let state = State()
-        let tree = ProcTree()
-        let config = try tree.makeDirectory("config")
-        try tree.registerKnob("greeting", in: config, content: { "\(state.greeting.withLock { $0 })\n" }) {
-            text throws(Errno) in
-            guard (1...64).contains(text.count) else { throw .invalidArgument }
-            state.greeting.withLock { $0 = text }
-            state.changes.add(1, ordering: .relaxed)
-        }
-        try tree.register("changes") { "\(state.changes.load(ordering: .relaxed))\n" }
-        try tree.makeSymlink("hello", target: "config/greeting")
-        // The path as the bytes it was given in: Linux names need not be UTF-8.
+    static func main() async {
+        guard CommandLine.arguments.count == 2 else { fail("usage: counterfs MOUNTPOINT", status: 64) }
         do {
+            let state = State()
+            let tree = ProcTree()
+            let config = try tree.makeDirectory("config")
+            try tree.registerKnob("greeting", in: config, content: { "\(state.greeting.withLock { $0 })\n" }) { text in
+                guard (1...64).contains(text.count) else { throw Errno.invalidArgument }
+                state.greeting.withLock { $0 = text }
+                state.changes.add(1, ordering: .relaxed)
+            }
+            try tree.register("changes") { "\(state.changes.load(ordering: .relaxed))\n" }
+            try tree.makeSymlink("hello", target: "config/greeting")
+            // The path as the bytes it was given in: Linux names need not be UTF-8.
             try await ProcMount.serve(
-                tree, at: FilePath(platformString: CommandLine.unsafeArgv[1]!), options: [.autoUnmount, .fsName("counterfs")],
+                tree, at: FilePath(platformString: CommandLine.unsafeArgv[1]!), options: [.fsName("counterfs")],
                 logger: Logger(label: "counterfs"))
         } catch {
-            _ = "counterfs: \(error)\n".withCString { write(STDERR_FILENO, $0, strlen($0)) }
-            exit(1)
+            fail("counterfs: \(error)", status: 1)
         }
+    }
+
+    static func fail(_ message: String, status: Int32) -> Never {
+        _ = try? FileDescriptor.standardError.writeAll("\(message)\n".utf8)
+        exit(status)
     }
 }

@@ -11,33 +11,38 @@ import SystemPackage
 ///
 ///     requests          requests handled so far (announces each change: poll it)
 ///     rate              a knob: requests a second, 1 to 1000
-///     clients/          one file per client connected now, holding its requests: a
-///                       directory computed each time it is looked in
+///     clients/N/requests  one directory per client connected now, by number, with the
+///                       requests handled since it came: computed each time it is looked in
 @main
 struct StatusService {
-    static func main() async throws {
-        guard CommandLine.arguments.count == 2 else {
-            let standardError = FileDescriptor.standardError
-            _ = try? standardError.writeAll("usage: statusfs MOUNTPOINT\n".utf8)
-            exit(64)
-        }
+    static func main() async {
+        guard CommandLine.arguments.count == 2 else { fail("usage: statusfs MOUNTPOINT", status: 64) }
         var logger = Logger(label: "statusfs")
         logger.logLevel = .info
-        let tree = ProcTree()
-        let work = try SimulatedWork(tree: tree)
-        let procfs = ProcFSService(
-            tree: tree, mountpoint: FilePath(CommandLine.arguments[1]), options: [.autoUnmount, .fsName("statusfs")],
-            logger: logger)
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: [
-                    // Unmounted from outside: the whole server stops.
-                    .init(service: procfs, successTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: work),
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
-        try await group.run()
+        do {
+            let tree = ProcTree()
+            let work = try SimulatedWork(tree: tree)
+            let procfs = ProcFSService(
+                tree: tree, mountpoint: FilePath(CommandLine.arguments[1]), options: [.fsName("statusfs")], logger: logger)
+            let group = ServiceGroup(
+                configuration: ServiceGroupConfiguration(
+                    services: [
+                        // Unmounted from outside: the whole server stops.
+                        .init(service: procfs, successTerminationBehavior: .gracefullyShutdownGroup),
+                        .init(service: work),
+                    ],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger))
+            try await group.run()
+        } catch {
+            // A missing mount point, a mount refused: one line, as a command says it.
+            fail("statusfs: \(error)", status: 1)
+        }
+    }
+
+    static func fail(_ message: String, status: Int32) -> Never {
+        _ = try? FileDescriptor.standardError.writeAll("\(message)\n".utf8)
+        exit(status)
     }
 }
 
@@ -46,8 +51,8 @@ struct SimulatedWork: Service {
     final class State: Sendable {
         let requests = Atomic<Int>(0)
         let rate = Atomic<Int32>(100)
-        /// The clients connected now, by name, each with the requests handled when it connected.
-        let clients = Mutex<[String: Int]>([:])
+        /// The clients connected now, by number, each with the requests handled when it connected.
+        let clients = Mutex<[Int: Int]>([:])
     }
 
     let state = State()
@@ -58,15 +63,16 @@ struct SimulatedWork: Service {
         requestsFile = try tree.register("requests", announcesChanges: true) {
             "\(state.requests.load(ordering: .relaxed))\n"
         }
-        try tree.registerIntegerKnob("rate", value: { state.rate.load(ordering: .relaxed) }) { rate throws(Errno) in
-            guard (1...1000).contains(rate) else { throw .invalidArgument }
-            state.rate.store(rate, ordering: .relaxed)
+        // A write outside 1...1000 is refused with EINVAL, as proc_dointvec_minmax refuses it.
+        try tree.registerIntegerKnob("rate", range: 1...1000, value: { state.rate.load(ordering: .relaxed) }) {
+            state.rate.store($0, ordering: .relaxed)
         }
         // Computed when looked in, as /proc/<pid> is: the work only keeps its own list.
         try tree.makeDynamicDirectory("clients", names: { state.clients.withLock { Array($0.keys) } }) {
-            tree, name, directory throws(ProcTreeError) in
-            guard let since = state.clients.withLock({ $0[name] }) else { return }
-            try tree.register(name, in: directory) { "\(state.requests.load(ordering: .relaxed) - since)\n" }
+            tree, client, directory in
+            guard let since = state.clients.withLock({ $0[client] }) else { return }
+            let files = try tree.makeDirectory("\(client)", in: directory)
+            try tree.register("requests", in: files) { "\(state.requests.load(ordering: .relaxed) - since)\n" }
         }
     }
 
@@ -84,8 +90,8 @@ struct SimulatedWork: Service {
                     guard handled % 50 == 0 else { continue }
                     client += 1
                     state.clients.withLock { clients in
-                        clients["client-\(client)"] = handled
-                        clients["client-\(client - 4)"] = nil
+                        clients[client] = handled
+                        clients[client - 4] = nil
                     }
                 }
             }

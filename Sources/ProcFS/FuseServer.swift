@@ -28,6 +28,8 @@ public final class FuseServer: @unchecked Sendable {
     private let logger: Logger
     private let workers: RequestWorkers
     private let mountpoint = Mutex<FilePath?>(nil)
+    /// The mount point's directory, locked from before the mount to after the unmount.
+    private let claim = Mutex<FileDescriptor?>(nil)
     /// The mount's device (`major:minor`), by which it is found when its path has changed.
     private let device = Mutex<String?>(nil)
     /// Tells the kernel and the pollers of the tree's changes; ``unmount()`` closes it before
@@ -121,14 +123,29 @@ public final class FuseServer: @unchecked Sendable {
     /// Mounts the file system at `mountpoint`, starts `threads` request threads, and checks that
     /// the kernel took the connection; then it serves until ``shutDown(timeout:)`` or the end
     /// of the session, after which `onSessionEnd` runs once. The path's bytes need not be
-    /// UTF-8; a relative path, or one through a symbolic link, is resolved first, so that the
-    /// mount is found where the kernel lists it.
+    /// UTF-8; a relative path, or one through a directory that is a symbolic link, is resolved
+    /// first, so that the mount is found where the kernel lists it.
     ///
-    /// - Throws: ``FuseServerError/mount(_:_:)`` with what libfuse or fusermount3 said;
-    ///   ``FuseServerError/refused(_:_:)`` if the kernel refused the connection;
-    ///   `JoinableThreadError` if a request thread cannot start. Nothing is left mounted then.
+    /// Before it mounts, it checks the directory as schedfs does, and holds an exclusive
+    /// `flock` on it until it unmounts: of two servers started on one directory, one mounts and
+    /// the other is refused, whatever program each is.
+    ///
+    /// - Throws: ``MountpointError`` when the path is missing, not a directory, a symbolic
+    ///   link, or a FUSE mount already (live, or dead with its server gone), or when another
+    ///   server is mounting on it; ``FuseServerError/mount(_:_:)`` with what libfuse or
+    ///   fusermount3 said; ``FuseServerError/refused(_:_:)`` if the kernel refused the
+    ///   connection; `JoinableThreadError` if a request thread cannot start. Nothing is left
+    ///   mounted then.
     public func start(at mountpoint: FilePath, threads: Int, onSessionEnd: @escaping @Sendable () -> Void) throws {
-        try mount(at: mountpoint)
+        let checked = try Mountpoint(checking: mountpoint)
+        let claim = try checked.claim()
+        do {
+            connected(at: try Self.mount(session, at: checked.path, logger: logger))
+        } catch {
+            try? claim.close()
+            throw error
+        }
+        self.claim.withLock { $0 = claim }
         do {
             try workers.start(threads, onSessionEnd: onSessionEnd)
             try confirmServing()
@@ -137,11 +154,6 @@ public final class FuseServer: @unchecked Sendable {
             _ = endServing(timeout: Self.stopTimeout)
             throw error
         }
-    }
-
-    /// Mounts at `given`, resolved first.
-    private func mount(at given: FilePath) throws(FuseServerError) {
-        connected(at: try Self.mount(session, at: given, logger: logger))
     }
 
     /// Records where the session's connection is mounted, and makes its device nonblocking
@@ -360,6 +372,10 @@ public final class FuseServer: @unchecked Sendable {
             _ = path.withPlatformString { umount2($0, Int32(MNT_DETACH)) }
         }
         fuse_session_unmount(session)
+        try? claim.withLock { claim in
+            defer { claim = nil }
+            try claim?.close()
+        }
     }
 }
 
@@ -390,6 +406,8 @@ public enum FuseServerError: Error, CustomStringConvertible {
     case refused(String, Errno)
     /// Another server serves the tree already; a tree is served by one server at a time.
     case treeServedAlready
+    /// The server has stopped serving.
+    case stopped
 
     public var description: String {
         switch self {
@@ -401,6 +419,7 @@ public enum FuseServerError: Error, CustomStringConvertible {
         case .refused(let path, let error): "the mount on \(path) does not answer: \(error)"
         case .system(let call, let error): "\(call): \(error)"
         case .treeServedAlready: "the tree is served already: a tree is served by one server at a time"
+        case .stopped: "the server has stopped serving the tree"
         }
     }
 }

@@ -74,6 +74,9 @@ final class PageCacheCopy: Sendable {
         return entry.isRemoved ? nil : known
     }
 
+    /// The size of the text published last, if one was.
+    var publishedSize: Int? { state.withLock { $0.text?.count } }
+
     /// The entry announced a change (its version has moved already).
     ///
     /// - Returns: whether the kernel's copy was current until now, so that the kernel must be

@@ -27,31 +27,37 @@ import SystemPackage
 public struct ProcFSService: Service {
     /// The options a service mounts with unless told otherwise: fusermount3 unmounts if the
     /// process dies without unmounting, and `/proc/mounts` shows the source as `procfs`.
-    public static let defaultOptions: Set<MountOption> = [.autoUnmount, .fsName("procfs")]
+    public static let defaultOptions: [MountOption] = [.autoUnmount, .fsName("procfs")]
 
     private let tree: ProcTree
     private let mountpoint: FilePath
-    private let options: Set<MountOption>
+    private let options: [MountOption]
     private let readMode: ReadMode
     private let threads: Int
     private let logger: Logger
+    private let state = ServingState()
 
     /// Prepares the service; nothing is mounted until ``run()``.
     ///
     /// - Parameters:
     ///   - tree: the tree to serve; a tree is served by one server at a time.
     ///   - mountpoint: an existing directory; its bytes need not be UTF-8.
-    ///   - options: mount options beside `default_permissions`, which is always on.
+    ///   - options: mount options added to `defaults`; where one sets what a default sets
+    ///     (`.fsName`, say), it wins. `default_permissions` is always on.
+    ///   - defaults: the options `options` are added to: ``defaultOptions`` unless given; `[]`
+    ///     mounts with `options` alone (no `auto_unmount`, so no fusermount3 process waits
+    ///     beside the program).
     ///   - readMode: how the kernel reads files (see ``ReadMode``).
-    ///   - threads: how many threads answer requests.
+    ///   - threads: how many threads answer requests; 2 serve the tests' 8 readers at full
+    ///     speed on 2 cores.
     ///   - logger: where the service logs, libfuse's own messages included.
     public init(
-        tree: ProcTree, mountpoint: FilePath, options: Set<MountOption> = defaultOptions,
+        tree: ProcTree, mountpoint: FilePath, options: [MountOption] = [], defaults: [MountOption] = defaultOptions,
         readMode: ReadMode = .directIO, threads: Int = 2, logger: Logger
     ) {
         self.tree = tree
         self.mountpoint = mountpoint
-        self.options = options
+        self.options = defaults + options
         self.readMode = readMode
         self.threads = threads
         self.logger = logger
@@ -60,19 +66,26 @@ public struct ProcFSService: Service {
     /// Mounts and serves until the file system is unmounted or the service group shuts down
     /// gracefully (or the task is cancelled), then stops as the type's documentation says.
     ///
-    /// - Throws: ``FuseServerError`` when it cannot mount, when the kernel refuses the
-    ///   connection, or when another server serves the tree; `JoinableThreadError` when a request
-    ///   thread cannot start. Nothing is left mounted then.
+    /// - Throws: ``MountpointError`` when the mount point is missing, not a directory, a FUSE
+    ///   mount already, or being mounted by another server at this moment (one server holds a
+    ///   directory at a time); ``FuseServerError`` when it cannot mount, when the kernel
+    ///   refuses the connection, or when another server serves the tree; `JoinableThreadError`
+    ///   when a request thread cannot start. Nothing is left mounted then.
     public func run() async throws {
         let (ended, end) = AsyncStream<Void>.makeStream()
-        // Mounting and stopping wait on the kernel and on fusermount3: off the tasks' threads.
-        let server = try await runBlocking { [tree, mountpoint, options, readMode, threads, logger] in
-            // In an order that does not depend on the set's.
-            let ordered = options.sorted { $0.argument < $1.argument }
-            let server = try FuseServer(tree: tree, options: ordered, readMode: readMode, logger: logger)
-            try server.start(at: mountpoint, threads: threads) { end.finish() }
-            return server
+        let server: FuseServer
+        do {
+            // Mounting and stopping wait on the kernel and on fusermount3: off the tasks' threads.
+            server = try await runBlocking { [tree, mountpoint, options, readMode, threads, logger] in
+                let server = try FuseServer(tree: tree, options: options, readMode: readMode, logger: logger)
+                try server.start(at: mountpoint, threads: threads) { end.finish() }
+                return server
+            }
+        } catch {
+            state.ended(error)
+            throw error
         }
+        state.serving()
         logger.info("serving on \(mountpoint)")
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
@@ -83,11 +96,27 @@ public struct ProcFSService: Service {
         } onCancel: {
             end.finish()
         }
+        state.ended(FuseServerError.stopped)
         try await runBlocking { [logger] in
             let stopped = server.shutDown()
             if !stopped.detached { logger.warning("stopping: files stayed open; aborting the connection") }
             if !stopped.stopped { logger.error("stopping: a request thread was still busy after \(FuseServer.stopTimeout)") }
         }
         logger.info("stopped serving on \(mountpoint)")
+    }
+
+    /// Waits until ``run()`` serves the tree: the mount is made and the kernel answers on it,
+    /// so a read of the mount from now on reaches the tree (as go-fuse's `WaitMount`).
+    ///
+    /// ```swift
+    /// async let served: Void = group.run()
+    /// try await procfs.waitUntilServing()
+    /// print("serving on /run/myserver")
+    /// ```
+    ///
+    /// - Throws: what ``run()`` threw if it could not serve, ``FuseServerError/stopped`` once it
+    ///   has stopped serving, or `CancellationError` if the waiting task is cancelled.
+    public func waitUntilServing() async throws {
+        try await state.wait()
     }
 }

@@ -112,7 +112,7 @@ final class ProcFileSystem: Sendable {
                 ? " (the tree holds files that the page cache cannot hold: texts per caller, or made by async closures)"
                 : " (the kernel lacks FUSE_CAP_NO_OPEN_SUPPORT or FUSE_CAP_AUTO_INVAL_DATA)"
             : ""
-        logger.info("serving reads through the \(mode.rawValue)\(lacking)")
+        logger.info("reading files \(mode == .pageCache ? "through the page cache" : "in direct_io mode")\(lacking)")
         cachesListings.store(kernelOffersAutoInvalidation, ordering: .releasing)
         return kernelOffersAutoInvalidation
     }
@@ -202,6 +202,8 @@ final class ProcFileSystem: Sendable {
     /// page-cache mode (where the kernel opens files itself and `handle` is 0), from the text
     /// given to the kernel with the size it holds.
     func read(node: UInt64, handle: UInt64, offset: Int, size: Int) throws(Errno) -> ReadReply {
+        // As a held /proc/<pid> file reads once the process is gone.
+        if heldEntry(node)?.isOrphaned == true { throw .noSuchProcess }
         let bytes: ArraySlice<UInt8>?
         if handle == 0 {
             bytes = heldEntry(node).flatMap { entry in
@@ -232,7 +234,9 @@ final class ProcFileSystem: Sendable {
     /// the reply, reads the knob back. (The notice asks only for the attributes again, which
     /// takes no lock the writing kernel holds.)
     func write(node: UInt64, bytes: [UInt8], offset: Int, flags: Int32) -> Result<Int, Errno> {
-        guard let entry = heldEntry(node), !entry.isRemoved else { return .failure(.ioError) }
+        guard let entry = heldEntry(node) else { return .failure(.ioError) }
+        guard !entry.isOrphaned else { return .failure(.noSuchProcess) }
+        guard !entry.isRemoved else { return .failure(.ioError) }
         guard entry.kind == .knob else { return .failure(.permissionDenied) }
         guard flags & O_APPEND != 0 || offset == 0 else {
             entry.changed()
@@ -255,8 +259,9 @@ final class ProcFileSystem: Sendable {
         let now = entry.isRemoved ? PollWaiters<any KernelPollHandle>.removed : PollWaiters<any KernelPollHandle>.readable
         // A file that does not announce its changes has nothing to wake a poller for, as
         // /proc/uptime has not (procfs's DEFAULT_POLLMASK): no poller is kept. (Go's runtime
-        // polls every file it opens, so each open would otherwise leave one behind.)
-        guard entry.announcesChanges else { return Polled(result: .success(now), release: [handle].compactMap { $0 }) }
+        // polls every file it opens, so each open would otherwise leave one behind.) A knob
+        // announces every write to it, as /proc/sys/kernel/hostname wakes its pollers.
+        guard entry.announcesChanges || entry.kind == .knob else { return Polled(result: .success(now), release: [handle].compactMap { $0 }) }
         // An open is its fh in direct_io mode, and the kernel's own handle in page-cache mode.
         guard let key = open == nil ? handle?.kernelFileHandle : fileHandle else {
             // A page-cache poll that will not sleep does not say which open it is.
@@ -346,8 +351,10 @@ final class ProcFileSystem: Sendable {
     /// `GETATTR` (`lasting`), may be cached until the next change: a `LOOKUP` or `SETATTR` reply
     /// may arrive after a change the kernel could not yet be told of.
     private func attributes(of entry: ProcEntry, open: OpenFile?, lasting: Bool = false) -> Attributes? {
-        // A removed directory still answers, as procfs's does: it lists nothing.
-        guard !entry.isRemoved || entry.kind == .directory else { return nil }
+        // A removed directory still answers, as procfs's does: it lists nothing. So does a file
+        // of a dynamic entry that is gone, as a held /proc/<pid> file's fstat does.
+        let orphaned = entry.isOrphaned
+        guard !entry.isRemoved || entry.kind == .directory || orphaned else { return nil }
         var attributes = Attributes(
             inode: entry.inode, mode: entry.permissions.rawValue | entry.fileType, linkCount: 1,
             owner: entry.owner ?? mounter, size: 0, created: createdAt, modified: createdAt,
@@ -363,13 +370,21 @@ final class ProcFileSystem: Sendable {
             guard let target = entry.symlinkTarget else { return nil }
             attributes.size = target.utf8.count
         case .file, .knob:
-            if entry.bypassesPageCache {
+            if orphaned {
+                // Its process is gone: a time never given before, so that the kernel drops what
+                // it cached and reads again, which fails with ESRCH. The page cache reads only
+                // below the size, so there it is not 0.
+                attributes.modified = Self.now
+                attributes.timeout = 0
+                if readMode == .pageCache { attributes.size = max(nodes.copy(of: entry.inode)?.publishedSize ?? 0, 1) }
+            } else if entry.bypassesPageCache {
                 // Its size depends on who asks, or on an async closure: 0, as in procfs.
             } else if readMode == .pageCache {
                 guard let copy = nodes.copy(of: entry.inode)?.publish(entry, now: Self.now) else { return nil }
                 attributes.size = copy.text.count
                 attributes.modified = copy.modified
-                let cached = lasting && entry.announcesChanges && copy.settled
+                // Below a dynamic directory, a name may go with no notice to the kernel.
+                let cached = lasting && entry.announcesChanges && copy.settled && !entry.isBelowDynamicDirectory
                 attributes.timeout = cached ? Self.unchangingAttributeTimeout : 0
             } else if entry.announcesChanges {
                 guard let size = open?.size ?? entry.snapshot()?.count else { return nil }

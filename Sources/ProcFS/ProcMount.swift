@@ -15,14 +15,16 @@ public enum ProcMount {
     /// as ``ProcFSService`` stops, which this runs alone in a `ServiceGroup` that owns those
     /// signals.
     ///
-    /// - Parameters: as for ``ProcFSService/init(tree:mountpoint:options:readMode:threads:logger:)``.
+    /// - Parameters: as for ``ProcFSService/init(tree:mountpoint:options:defaults:readMode:threads:logger:)``.
     /// - Throws: what ``ProcFSService/run()`` throws.
     public static func serve(
-        _ tree: ProcTree, at mountpoint: FilePath, options: Set<MountOption> = ProcFSService.defaultOptions,
-        readMode: ReadMode = .directIO, threads: Int = 2, logger: Logger
+        _ tree: ProcTree, at mountpoint: FilePath, options: [MountOption] = [],
+        defaults: [MountOption] = ProcFSService.defaultOptions, readMode: ReadMode = .directIO, threads: Int = 2,
+        logger: Logger
     ) async throws {
         let service = ProcFSService(
-            tree: tree, mountpoint: mountpoint, options: options, readMode: readMode, threads: threads, logger: logger)
+            tree: tree, mountpoint: mountpoint, options: options, defaults: defaults, readMode: readMode,
+            threads: threads, logger: logger)
         // The group's own lines are for its failures only.
         var groupLogger = logger
         groupLogger.logLevel = .warning

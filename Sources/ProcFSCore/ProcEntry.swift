@@ -82,6 +82,9 @@ public final class ProcEntry: Sendable {
     public let announcesChanges: Bool
     let body: Body
     private let observers: ProcTreeObservers
+    /// For an entry below a dynamic directory, whether that directory still holds the name the
+    /// entry is, or is below; `nil` for every other entry.
+    let listed: (@Sendable () -> Bool)?
     /// The entry's life in one word, so that an entry costs no lock of its own (procfs keeps
     /// `in_use` in the `proc_dir_entry` the same way): the callers inside it (procfs's
     /// `use_pde`) in the low bits, whether a server watches it, whether it is removed, and above
@@ -96,7 +99,8 @@ public final class ProcEntry: Sendable {
 
     init(
         name: String, inode: UInt64, parentInode: UInt64, permissions: FilePermissions,
-        owner: ProcOwner?, announcesChanges: Bool, body: Body, observers: ProcTreeObservers
+        owner: ProcOwner?, announcesChanges: Bool, body: Body, observers: ProcTreeObservers,
+        listed: (@Sendable () -> Bool)? = nil
     ) {
         self.name = name
         self.inode = inode
@@ -106,6 +110,7 @@ public final class ProcEntry: Sendable {
         self.announcesChanges = announcesChanges
         self.body = body
         self.observers = observers
+        self.listed = listed
     }
 
     /// What the entry is.
@@ -144,6 +149,18 @@ public final class ProcEntry: Sendable {
     public var symlinkTarget: String? {
         if case .symlink(let target) = body { return target }
         return nil
+    }
+
+    /// Whether the entry is in a dynamic directory, or below one.
+    package var isBelowDynamicDirectory: Bool { listed != nil }
+
+    /// Whether the entry is below a dynamic directory that no longer holds the name it is, or
+    /// is below, as a `/proc/<pid>` file is once the process is gone: its open files read
+    /// `ESRCH` then, before and after the directory's next lookup or listing removes it. It
+    /// asks the directory's `names`.
+    package var isOrphaned: Bool {
+        guard let listed else { return false }
+        return isRemoved || !listed()
     }
 
     /// How many changes the entry has announced.

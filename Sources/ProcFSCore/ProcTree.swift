@@ -135,12 +135,25 @@ public final class ProcTree: Sendable {
 
     /// Adds a writable file, a *knob* like those of `/proc/sys`: `content` makes its text, and
     /// `store` takes each write at offset 0, less one trailing newline. `store` checks the text
-    /// and throws `Errno.invalidArgument` (or another errno) to refuse it; the writer
-    /// gets that errno. After a stored write the knob announces its change itself.
+    /// and throws to refuse it: the writer gets the `Errno` it throws (`Errno.invalidArgument`
+    /// is `EINVAL`), and `EINVAL` for an error of any other type.
+    ///
+    /// Every write to a knob, through the mount or by ``ProcEntry/store(_:)``, taken or
+    /// refused, wakes its pollers and drops what the kernel cached of it, as a write to
+    /// `/proc/sys/kernel/hostname` wakes its pollers; `store` need not call
+    /// ``ProcEntry/changed()``. Register the knob with `announcesChanges: true` when its value
+    /// also changes by other means and the program calls ``ProcEntry/changed()`` then.
     ///
     /// Writes follow `/proc/sys` with `sysctl_writes_strict` (the kernel's default): an
     /// appending write (`>>`) goes to offset 0, as a `/proc/sys` file's size is 0, and a write
     /// past offset 0 is reported written and changes nothing.
+    ///
+    /// ```swift
+    /// try tree.registerKnob("greeting", content: { greeting.withLock { $0 } + "\n" }) { text in
+    ///     guard !text.isEmpty else { throw Errno.invalidArgument }
+    ///     greeting.withLock { $0 = text }
+    /// }
+    /// ```
     ///
     /// - Parameters: as for ``register(_:in:permissions:owner:announcesChanges:content:)``;
     ///   the mode defaults to `0o644`.
@@ -148,12 +161,12 @@ public final class ProcTree: Sendable {
     public func registerKnob(
         _ name: String, in parent: ProcEntry? = nil, permissions: FilePermissions = [.ownerReadWrite, .groupRead, .otherRead], owner: ProcOwner? = nil,
         announcesChanges: Bool = false, content: @escaping @Sendable () -> String,
-        store: @escaping @Sendable (String) throws(Errno) -> Void
+        store: @escaping @Sendable (String) throws -> Void
     ) throws(ProcTreeError) -> ProcEntry {
         let storeText: @Sendable ([UInt8]) throws(Errno) -> Int = { bytes throws(Errno) in
             let text = bytes.last == UInt8(ascii: "\n") ? bytes.dropLast() : bytes[...]
             guard let text = String(validating: text, as: UTF8.self) else { throw .invalidArgument }
-            try store(text)
+            try Self.refusal { try store(text) }
             return bytes.count
         }
         return try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
@@ -161,27 +174,46 @@ public final class ProcTree: Sendable {
     }
 
     /// Adds an integer knob that reads and takes writes exactly as a `/proc/sys` integer does
-    /// (`proc_dointvec`): it reads as the number and a newline; a write may have white space
-    /// around the number and may be in hex (`0x10`) or octal (`010`); `+5`, `5x` and numbers
-    /// beyond a C `int` are refused with `EINVAL`; `1 2` stores 1. `set` takes each parsed
-    /// value and throws `Errno.invalidArgument` to refuse it, as
-    /// `proc_dointvec_minmax` refuses a value out of range.
+    /// (`proc_dointvec_minmax`): it reads as the number and a newline; a write may have white
+    /// space around the number and may be in hex (`0x10`) or octal (`010`); `+5`, `5x`, numbers
+    /// beyond a C `int` and numbers outside `range` are refused with `EINVAL`, and `1 2` stores 1.
+    /// `set` takes each value in range, and may still throw to refuse it, as for
+    /// ``registerKnob(_:in:permissions:owner:announcesChanges:content:store:)``.
+    ///
+    /// ```swift
+    /// try tree.registerIntegerKnob("workers", range: 1...64, value: { workers.load(ordering: .relaxed) }) {
+    ///     workers.store($0, ordering: .relaxed)
+    /// }
+    /// ```
     ///
     /// - Parameters: as for ``registerKnob(_:in:permissions:owner:announcesChanges:content:store:)``,
-    ///   with `value` giving the current value.
+    ///   with `range` the values a write may set (every `Int32` when left out), and `value`
+    ///   giving the current value.
     @discardableResult
     public func registerIntegerKnob(
         _ name: String, in parent: ProcEntry? = nil, permissions: FilePermissions = [.ownerReadWrite, .groupRead, .otherRead], owner: ProcOwner? = nil,
-        announcesChanges: Bool = false, value: @escaping @Sendable () -> Int32,
-        set: @escaping @Sendable (Int32) throws(Errno) -> Void
+        announcesChanges: Bool = false, range: ClosedRange<Int32> = .min ... .max, value: @escaping @Sendable () -> Int32,
+        set: @escaping @Sendable (Int32) throws -> Void
     ) throws(ProcTreeError) -> ProcEntry {
         let storeInteger: @Sendable ([UInt8]) throws(Errno) -> Int = { bytes throws(Errno) in
             let (parsed, consumed) = try SysctlInteger.parse(bytes)
-            try set(parsed)
+            guard range.contains(parsed) else { throw .invalidArgument }
+            try Self.refusal { try set(parsed) }
             return consumed
         }
         return try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: announcesChanges,
                        body: .knob(ProcEntry.Knob(content: { "\(value())\n" }, store: storeInteger)))
+    }
+
+    /// Runs an owner's store closure; what it throws becomes the writer's errno.
+    private static func refusal(_ store: () throws -> Void) throws(Errno) {
+        do {
+            try store()
+        } catch let errno as Errno {
+            throw errno
+        } catch {
+            throw .invalidArgument
+        }
     }
 
     /// Adds a directory (`proc_mkdir`).
@@ -194,34 +226,46 @@ public final class ProcTree: Sendable {
 
     /// Adds a directory whose entries are computed when it is looked in, as procfs computes
     /// `/proc/<pid>` (`proc_pid_lookup`, `proc_pid_readdir`): each lookup of a name in it, each
-    /// listing of it and each `stat` of it first asks `names` for the names it holds now, removes
-    /// the entries whose names are gone (with the rundown of ``remove(_:timeout:)``), and calls
-    /// `makeEntry` for each new name, which adds an entry of that name to the directory with the
-    /// methods of the tree it is given (this tree, passed so that the closure need not hold it):
-    /// a file, a link, or a directory with entries of its own. An entry whose name
-    /// stays is kept, with its inode number. A name that is not valid, or for which `makeEntry`
-    /// throws, is left out.
+    /// listing of it and each `stat` of it first asks `names` for the names it holds now (each
+    /// name is its `description`), removes the entries whose names are gone (with the rundown
+    /// of ``remove(_:timeout:)``), and calls `makeEntry` for each new name, which adds an entry of
+    /// that name to the directory with the methods of the tree it is given (this tree, passed so
+    /// that the closure need not hold it): a file, a link, or a directory with entries of its
+    /// own. An entry whose name stays is kept, with its inode number. A name that is not valid,
+    /// or for which `makeEntry` throws, is left out.
     ///
     /// The kernel keeps no name in such a directory: every path walk through it asks again, so it
-    /// is never out of date, at the cost of one call to `names` per lookup. `names` and
-    /// `makeEntry` run on the server's threads, one directory's at a time; they must be quick and
-    /// must not look in the directory themselves.
+    /// is never out of date, at the cost of one call to `names` per lookup. An open file below a
+    /// name that `names` no longer gives reads and writes `ESRCH`, as a held `/proc/<pid>/status`
+    /// does once the process is gone: each read or write of a file below such a directory
+    /// asks `names` first. `names` and `makeEntry` run on the server's threads, one directory's
+    /// at a time; they must be quick and must not look in the directory themselves.
     ///
     /// ```swift
-    /// try tree.makeDynamicDirectory("tasks", names: { queue.taskNames }) { tree, name, directory in
-    ///     try tree.register(name, in: directory) { queue.describe(name) }
+    /// try tree.makeDynamicDirectory("workers", names: { pool.workerIDs }) { tree, id, directory in
+    ///     let worker = try tree.makeDirectory("\(id)", in: directory)
+    ///     try tree.register("state", in: worker) { pool.state(of: id) + "\n" }
     /// }
     /// ```
+    ///
+    /// - Parameters:
+    ///   - name, parent, permissions, owner: as for ``makeDirectory(_:in:permissions:owner:)``.
+    ///   - names: the names the directory holds now, each of a type that converts to and from
+    ///     its text (`Int`, `String`, `UInt32`, …): `makeEntry` gets back the value, made
+    ///     from its text.
+    ///   - makeEntry: adds the entry of one new name to `directory`.
     @discardableResult
-    public func makeDynamicDirectory(
+    public func makeDynamicDirectory<Name: LosslessStringConvertible & Sendable>(
         _ name: String, in parent: ProcEntry? = nil, permissions: FilePermissions = [.ownerReadExecute, .groupReadExecute, .otherReadExecute], owner: ProcOwner? = nil,
-        names: @escaping @Sendable () -> [String],
-        makeEntry: @escaping @Sendable (
-            _ tree: ProcTree, _ name: String, _ directory: ProcEntry
-        ) throws(ProcTreeError) -> Void
+        names: @escaping @Sendable () -> [Name],
+        makeEntry: @escaping @Sendable (_ tree: ProcTree, _ name: Name, _ directory: ProcEntry) throws -> Void
     ) throws(ProcTreeError) -> ProcEntry {
-        try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false,
-                body: .directory(ProcEntry.DirectoryState(dynamic: DynamicChildren(names: names, makeEntry: makeEntry))))
+        let dynamic = DynamicChildren(names: { names().map(\.description) }) { tree, text, directory in
+            guard let name = Name(text) else { return }
+            try makeEntry(tree, name, directory)
+        }
+        return try add(name, in: parent, permissions: permissions, owner: owner, announcesChanges: false,
+                       body: .directory(ProcEntry.DirectoryState(dynamic: dynamic)))
     }
 
     /// Brings a dynamic directory's entries up to date with its names; does nothing for any
@@ -269,7 +313,7 @@ public final class ProcTree: Sendable {
             let entry = ProcEntry(
                 name: name, inode: inode, parentInode: parent.inode,
                 permissions: permissions, owner: owner, announcesChanges: announcesChanges, body: body,
-                observers: observers)
+                observers: observers, listed: Self.listing(of: name, in: parent))
             state.directories[parent.inode]?.children[name] = entry
             parent.directoryState?.listingChanges.add(1, ordering: .releasing)
             if entry.kind == .directory { state.directories[inode] = Directory(entry: entry) }
@@ -278,6 +322,13 @@ public final class ProcTree: Sendable {
         if entry.bypassesPageCache { observers.filesBypassingPageCache.store(true, ordering: .releasing) }
         observers.added(entry)
         return entry
+    }
+
+    /// What tells whether an entry named `name` in `parent` is still held by the dynamic
+    /// directory it is in, or is below: `nil` for an entry below none.
+    private static func listing(of name: String, in parent: ProcEntry) -> (@Sendable () -> Bool)? {
+        if let dynamic = parent.dynamicChildren { return { dynamic.holds(name) } }
+        return parent.listed
     }
 
     // MARK: Removing entries
@@ -409,14 +460,17 @@ public final class ProcTree: Sendable {
 /// it run at a time.
 final class DynamicChildren: Sendable {
     let names: @Sendable () -> [String]
-    let makeEntry: @Sendable (ProcTree, String, ProcEntry) throws(ProcTreeError) -> Void
+    let makeEntry: @Sendable (ProcTree, String, ProcEntry) throws -> Void
     let refreshing = Mutex(())
 
     init(names: @escaping @Sendable () -> [String],
-         makeEntry: @escaping @Sendable (ProcTree, String, ProcEntry) throws(ProcTreeError) -> Void) {
+         makeEntry: @escaping @Sendable (ProcTree, String, ProcEntry) throws -> Void) {
         self.names = names
         self.makeEntry = makeEntry
     }
+
+    /// Whether the directory holds `name` now.
+    func holds(_ name: String) -> Bool { names().contains(name) }
 }
 
 /// The observers of one tree, shared with its entries, and the wait queue on which the tree's

@@ -15,9 +15,9 @@ struct TimerFiles {
         in tree: ProcTree, ticks: TickSource, timerQueue: TaskQueue, start: ContinuousClock.Instant
     ) throws(ProcTreeError) {
         let timer = try tree.makeDirectory(directoryName)
-        try tree.registerIntegerKnob("hz", in: timer, value: { Int32(ticks.hz) }) { hz throws(Errno) in
-            // setRate refuses a rate out of TickSource.hzRange, as proc_dointvec_minmax would.
-            guard (try? ticks.setRate(Int(hz))) != nil else { throw .invalidArgument }
+        let hzRange = Int32(TickSource.hzRange.lowerBound)...Int32(TickSource.hzRange.upperBound)
+        try tree.registerIntegerKnob("hz", in: timer, range: hzRange, value: { Int32(ticks.hz) }) { hz in
+            try ticks.setRate(Int(hz))
         }
         try tree.register("ticks", in: timer) { TimerText.number(ticks.statistics.ticks) }
         // Weak: the queue holds tasks whose routines may hold the tree.
@@ -28,7 +28,7 @@ struct TimerFiles {
         // One directory per queued task, as /proc has one per process.
         try tree.makeDynamicDirectory(
             "tasks", in: timer, names: { [weak timerQueue] in timerQueue?.queuedTasks.map(\.name) ?? [] }
-        ) { [weak timerQueue] tree, name, directory throws(ProcTreeError) in
+        ) { [weak timerQueue] tree, name, directory in
             guard let task = timerQueue?.queuedTasks.first(where: { $0.name == name }) else { return }
             let files = try tree.makeDirectory(name, in: directory)
             try tree.register("runs", in: files) { [weak task] in TimerText.number(task?.runs ?? 0) }

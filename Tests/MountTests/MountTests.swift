@@ -108,11 +108,11 @@ import Testing
     }
 
     @Suite struct ReadModes {
-        @Test(arguments: zip(MountTests.readModes, ["direct_io", "page cache"]))
+        @Test(arguments: zip(MountTests.readModes, ["in direct_io mode", "through the page cache"]))
         func theLogSaysWhichModeServes(mode: [String], name: String) throws {
             let mount = try MountedSchedfs(options: mode)
             defer { mount.cleanUp() }
-            #expect(mount.log.contains("serving reads through the \(name)"), "log:\n\(mount.log)")
+            #expect(mount.log.contains("reading files \(name)"), "log:\n\(mount.log)")
         }
 
         /// A reader polling as fast as it can sees every count, each read one whole line, and
@@ -530,7 +530,7 @@ import Testing
             let result = try runCommand(try schedfsBinary(), [mount.mountpoint])
             #expect(result.status != 0)
             #expect(result.stderr.split(separator: "\n").count == 1)
-            #expect(result.stderr.contains("already a schedfs mount"), "\(result.stderr)")
+            #expect(result.stderr.contains("is already mounted (fuse.schedfs); unmount it with: fusermount3 -u"), "\(result.stderr)")
             #expect(livePIDs(mentioning: mount.root.path, named: "schedfs") == daemonPIDs(keeper: mount.daemon.pid))
             _ = try mount.count()
         }

@@ -95,6 +95,41 @@ extension MountTests {
                 #expect(try readText(path) == "50\n", "\(path)")
             }
         }
+
+        /// A `/proc/sys` file that wakes its pollers after every write (`proc_sys_poll_notify`),
+        /// even one that changes nothing; the test writes its own value back, and restores it
+        /// however the test ends.
+        static let pollingSysctl = "/proc/sys/kernel/hostname"
+
+        /// A poller of a knob wakes after every write to it, as a poller of
+        /// `/proc/sys/kernel/hostname` does: `POLLPRI|POLLERR` once per write, and nothing
+        /// before the first. `timer/hz` is a knob schedfs does not register as announcing.
+        /// The poller first sleeps once, as a program waiting for a change does: in page-cache
+        /// mode the kernel opens files itself, and the server meets an open at its first
+        /// sleeping poll.
+        @Test(arguments: MountTests.readModes)
+        func aKnobWakesItsPollersAfterEachWriteAsHostnameDoes(mode: [String]) throws {
+            let saved = try readText(Self.pollingSysctl)
+            defer { _ = try? writeText(Self.pollingSysctl, saved) }
+            let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
+            defer { mount.cleanUp() }
+            let events = Int16(POLLIN | POLLPRI)
+            for (path, value) in [(Self.pollingSysctl, saved), (mount.path("timer/hz"), "100\n")] {
+                let descriptor = open(path, O_RDONLY)
+                try #require(descriptor >= 0, "open \(path): \(SystemError(errno: errno))")
+                defer { close(descriptor) }
+                var before = pollfd(fd: descriptor, events: Int16(POLLPRI), revents: 0)
+                #expect(poll(&before, 1, 100) == 0, "\(path) before a write: \(before.revents)")
+                for write in 1...3 {
+                    try writeText(path, value)
+                    var woken = pollfd(fd: descriptor, events: events, revents: 0)
+                    #expect(poll(&woken, 1, 2000) == 1, "\(path), write \(write)")
+                    #expect(woken.revents == Int16(POLLIN | POLLPRI | POLLERR), "\(path), write \(write): \(woken.revents)")
+                    var again = pollfd(fd: descriptor, events: events, revents: 0)
+                    #expect(poll(&again, 1, 0) == 1 && again.revents == Int16(POLLIN), "\(path) after write \(write) was reported: \(again.revents)")
+                }
+            }
+        }
     }
 }
 

@@ -226,6 +226,28 @@ extension MountTests {
             #expect(daemon.wait(timeout: .seconds(5)) == 0, "log:\n\(log())")
         }
 
+        /// Both examples say what is wrong in one line, never a backtrace: 64 for the command
+        /// line, 1 for a mount point they cannot use; nothing is left mounted or running.
+        @Test(arguments: ["counterfs", "statusfs"])
+        func theExamplesFailInOneLine(example: String) throws {
+            let binary = try builtBinary(example)
+            let root = try TemporaryDirectory()
+            defer { root.remove() }
+            let file = root.path + "/file"
+            close(open(file, O_CREAT | O_WRONLY, 0o644))
+            let cases: [(arguments: [String], status: Int32, says: String)] = [
+                ([], 64, "usage: \(example) MOUNTPOINT"),
+                ([root.path + "/absent"], 1, "\(example): mountpoint '\(root.path)/absent' does not exist"),
+                ([file], 1, "\(example): mountpoint '\(file)' is not a directory"),
+            ]
+            for (arguments, status, says) in cases {
+                let result = try runCommand(binary, arguments)
+                #expect(result.status == status, "\(arguments): \(result.stderr)")
+                #expect(result.stderr == says + "\n", "\(arguments)")
+            }
+            #expect(livePIDs(mentioning: root.path).isEmpty)
+        }
+
         /// The service example, `statusfs`: ProcFSService on a ServiceGroup beside the work it
         /// shows. Its files live, its knob refuses what procfs would, and it stops with status 0
         /// and nothing left, on SIGTERM (graceful shutdown) and on an unmount from outside.
@@ -250,6 +272,10 @@ extension MountTests {
                          "statusfs did not serve; log:\n\(log())")
 
             #expect(try listing(mountpoint) == [".", "..", "clients", "rate", "requests"])
+            // Its fsName is added to the service's defaults: it wins over theirs, and
+            // auto_unmount stays (fusermount3 waits beside it to unmount should it die).
+            #expect(mountSource(mountpoint) == "statusfs")
+            #expect(!livePIDs(mentioning: mountpoint, named: "fusermount3").isEmpty, "no auto_unmount watcher")
             let first = Int(try readText(mountpoint + "/requests").dropLast()) ?? -1
             #expect(eventually(timeout: .seconds(3)) { (Int((try? readText(mountpoint + "/requests"))?.dropLast() ?? "") ?? 0) > first })
             try writeText(mountpoint + "/rate", "1000\n")
@@ -258,8 +284,8 @@ extension MountTests {
             #expect(eventually(timeout: .seconds(5)) { ((try? listing(mountpoint + "/clients")) ?? []).count > 2 },
                     "a client appears every 50 requests")
             // clients/ is a dynamic directory: what it lists reads, and goes when the client leaves.
-            let client = try #require(try listing(mountpoint + "/clients").first { $0.hasPrefix("client-") })
-            #expect(Int(try readText(mountpoint + "/clients/" + client).dropLast()) != nil)
+            let client = try #require(try listing(mountpoint + "/clients").first { Int($0) != nil })
+            #expect(Int(try readText(mountpoint + "/clients/\(client)/requests").dropLast()) != nil)
             var attributes = stat()
             #expect(eventually(timeout: .seconds(5)) { stat(mountpoint + "/clients/" + client, &attributes) != 0 && errno == ENOENT },
                     "\(client) left 200 requests after it came")
@@ -300,4 +326,12 @@ func listing(_ path: String) throws(SystemError) -> [String] {
 /// The name in a `dirent`.
 func name(of entry: UnsafeMutablePointer<dirent>) -> String {
     withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+}
+
+/// The source field (`fsname`) of the mount at `path`, from `/proc/self/mountinfo`.
+func mountSource(_ path: String) -> String? {
+    let lines = (readWhole("/proc/self/mountinfo") ?? "").split(separator: "\n")
+    // Fields: id parent major:minor root mountpoint options [optional...] - fstype source super
+    return lines.map { $0.split(separator: " ") }.last { $0.count > 4 && $0[4] == path }
+        .flatMap { fields in fields.firstIndex(of: "-").map { String(fields[$0 + 2]) } }
 }

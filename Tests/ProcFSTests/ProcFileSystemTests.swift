@@ -263,7 +263,7 @@ import Testing
         let fs = served.fileSystem
         let names = Mutex(["a"])
         let dynamic = try served.tree.makeDynamicDirectory("dynamic", names: { names.withLock { $0 } }) {
-            tree, name, directory throws(ProcTreeError) in
+            tree, name, directory in
             let files = try tree.makeDirectory(name, in: directory)
             try tree.register("name", in: files) { name + "\n" }
         }
@@ -291,6 +291,48 @@ import Testing
             .name(parent: a.attributes.inode, name: "name"), .attributesAndContents(a.attributes.inode),
             .attributes(name.attributes.inode),
         ])
+    }
+
+    /// A file below a name its dynamic directory no longer holds reads and writes `ESRCH`, as a
+    /// held `/proc/<pid>/status` does once the process is gone, before and after a lookup
+    /// removes it; its content closure is not called again. Its attributes still answer, with a
+    /// time never given before, so that in page-cache mode the kernel drops its copy and reads.
+    @Test(arguments: modes)
+    func aFileOfAGoneDynamicEntryReadsESRCH(mode: ReadMode) throws {
+        let served = try Served(mode)
+        let fs = served.fileSystem
+        let ids = Mutex([7, 8])
+        let made = Atomic<Int>(0)
+        let workers = try served.tree.makeDynamicDirectory("workers", names: { ids.withLock { $0 } }) { tree, id, directory in
+            let worker = try tree.makeDirectory("\(id)", in: directory)
+            try tree.register("state", in: worker) {
+                made.add(1, ordering: .relaxed)
+                return "worker \(id)\n"
+            }
+            try tree.registerKnob("nice", in: worker, content: { "0\n" }) { _ in }
+        }
+        _ = try served.lookUp("workers")
+        let seven = try fs.lookup(parent: workers.inode, name: "7")
+        let state = try fs.lookup(parent: seven.attributes.inode, name: "state")
+        let nice = try fs.lookup(parent: seven.attributes.inode, name: "nice")
+        let handle = mode == .directIO ? try fs.open(node: state.attributes.inode, flags: O_RDONLY, caller: .current).handle : 0
+        #expect(Array(try fs.readNow(node: state.attributes.inode, handle: handle, offset: 0, size: 100)) == Array("worker 7\n".utf8))
+        let before = try fs.attributes(node: state.attributes.inode, handle: nil)
+        let calls = made.load(ordering: .relaxed)
+
+        ids.withLock { $0 = [8] }
+        #expect(throws: Errno.noSuchProcess) { try fs.readNow(node: state.attributes.inode, handle: handle, offset: 0, size: 100) }
+        #expect(fs.write(node: nice.attributes.inode, bytes: Array("1\n".utf8), offset: 0, flags: O_WRONLY) == .failure(.noSuchProcess))
+        let after = try fs.attributes(node: state.attributes.inode, handle: nil)
+        // The page cache reads only below the size: there it is what the kernel holds.
+        #expect(after.timeout == 0 && after.size == (mode == .pageCache ? before.size : 0))
+        #expect(nanoseconds(after.modified) != nanoseconds(before.modified))
+        #expect(throws: Errno.noSuchFileOrDirectory, "a lookup finds it gone") { try fs.lookup(parent: workers.inode, name: "7") }
+        #expect(throws: Errno.noSuchProcess, "removed now, it still reads ESRCH") {
+            try fs.readNow(node: state.attributes.inode, handle: handle, offset: 0, size: 100)
+        }
+        #expect(made.load(ordering: .relaxed) == calls, "the content closure of a gone entry was called")
+        #expect(!served.file.isOrphaned && !served.file.isBelowDynamicDirectory)
     }
 
     /// A file whose text depends on who opens it reads as its opener, has size 0, and is never
@@ -374,15 +416,17 @@ import Testing
 
     /// A poll of a file that announces nothing keeps no poller, in either mode: it reports what
     /// /proc/uptime does, and the handle is given back at once, as nothing would ever wake it.
-    /// A file that announces its changes keeps its poller's handle until a change.
+    /// A file that announces its changes keeps its poller's handle until a change, and so does
+    /// every knob, whose writes are announced (the served knob is not registered as announcing).
     @Test(arguments: modes)
-    func onlyFilesThatAnnounceChangesKeepPollers(mode: ReadMode) throws {
+    func onlyFilesThatAnnounceChangesAndKnobsKeepPollers(mode: ReadMode) throws {
         let served = try Served(mode)
         let quiet = try served.tree.register("quiet") { "same\n" }
         _ = try served.lookUp("quiet")
-        _ = try served.lookUp("file")
+        try served.lookUpAll()
         let fs = served.fileSystem
-        for (number, entry) in [(1, quiet), (2, served.file)] {
+        #expect(!served.knob.announcesChanges)
+        for (number, entry) in [(1, quiet), (2, served.file), (3, served.knob)] {
             // In page-cache mode the kernel opens files itself: an open is its own handle (kh).
             let fileHandle = mode == .directIO ? try fs.open(node: entry.inode, flags: O_RDONLY, caller: .current).handle : 0
             let handle = CountedPollHandle(kernelFileHandle: UInt64(number))
