@@ -8,6 +8,7 @@
 #   make install    the binary, schedfs(8), bash/zsh/fish completions and a systemd mount unit
 #   make man    regenerates Packaging/man/schedfs.8 from the definitions --help prints
 #   make docs   the libraries' documentation (DocC), with no warnings
+#   make test-embedding  a package outside this one, from the README, built and mounted (in make test)
 
 SWIFT   ?= swift
 PREFIX  ?= /usr/local
@@ -15,7 +16,7 @@ MNT     ?= mnt
 RELEASE := .build/release/schedfs
 BENCH   := .build/bench
 
-.PHONY: all deps test-deps build release run stop test check-man man docs test-asan test-tsan bench soak install install-files uninstall clean
+.PHONY: all deps test-deps build release run stop test test-embedding check-man man docs test-asan test-tsan bench soak install install-files uninstall clean
 
 all: build
 
@@ -85,6 +86,13 @@ test: deps test-deps
 	$(MAKE) check-man
 	$(MAKE) docs
 	$(call run-tests,$(SWIFT) test --disable-xctest)
+	$(MAKE) test-embedding
+
+# The newcomer's path: a package outside this one, made from the README's Package.swift and
+# program, depending on this repository by path, built from nothing and mounted; every Swift
+# snippet of the libraries' documentation is compiled in it, against the public API alone.
+test-embedding: deps
+	python3 Tests/Embedding/embed.py $(CURDIR)
 
 # schedfs(8) is made by swift-argument-parser's generate-manual plugin from the definitions
 # that --help prints, then finished by Packaging/man/finish-manual.py (it says what it mends).

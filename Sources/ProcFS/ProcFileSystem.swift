@@ -202,15 +202,16 @@ final class ProcFileSystem: Sendable {
     /// page-cache mode (where the kernel opens files itself and `handle` is 0), from the text
     /// given to the kernel with the size it holds.
     func read(node: UInt64, handle: UInt64, offset: Int, size: Int) throws(Errno) -> ReadReply {
+        let entry = heldEntry(node)
         // As a held /proc/<pid> file reads once the process is gone.
-        if heldEntry(node)?.isOrphaned == true { throw .noSuchProcess }
+        if entry?.isOrphaned == true { throw .noSuchProcess }
         let bytes: ArraySlice<UInt8>?
         if handle == 0 {
-            bytes = heldEntry(node).flatMap { entry in
+            bytes = entry.flatMap { entry in
                 nodes.copy(of: node)?.published(entry, now: Self.now)?.text.bytes(at: offset, count: size)
             }
         } else {
-            let open = heldEntry(node).flatMap { openFile(handle, of: $0) }
+            let open = entry.flatMap { openFile(handle, of: $0) }
             if let open, open.entry.isAwaited {
                 return .awaiting { () async throws(Errno) in
                     guard let bytes = await open.awaitedRead(at: offset, size: size) else { throw .ioError }

@@ -249,7 +249,10 @@ public final class ProcTree: Sendable {
     /// ```
     ///
     /// - Parameters:
-    ///   - name, parent, permissions, owner: as for ``makeDirectory(_:in:permissions:owner:)``.
+    ///   - name: the directory's name, as for ``makeDirectory(_:in:permissions:owner:)``.
+    ///   - parent: the directory to add it to; the root when `nil`.
+    ///   - permissions: the permission bits; `0o555` unless given.
+    ///   - owner: who owns it; `nil` for the user who mounted.
     ///   - names: the names the directory holds now, each of a type that converts to and from
     ///     its text (`Int`, `String`, `UInt32`, …): `makeEntry` gets back the value, made
     ///     from its text.

@@ -18,8 +18,10 @@ import Synchronization
 ///
 /// - Counters are `counter`s, shown as `<label>_total`.
 /// - Meters and recorders that do not aggregate are `gauge`s: the last value.
-/// - Recorders that aggregate, and timers, are `histogram`s (timers in seconds), with the
-///   buckets given at ``init(tree:in:directory:expositionFile:recorderBuckets:timerBuckets:help:)``.
+/// - Recorders that aggregate, and timers, are `histogram`s, with the buckets given at
+///   ``init(tree:in:directory:expositionFile:recorderBuckets:timerBuckets:help:)``. Timers are
+///   in seconds, as Prometheus's names say: a timer's name gains `_seconds` unless it ends so
+///   already (`Timer(label: "request_duration")` is `metrics/request_duration_seconds`).
 ///
 /// Labels become metric names as Prometheus requires: any character other than a letter, a
 /// digit, `_` or `:` becomes `_`.

@@ -1,0 +1,2 @@
+// `import ProcFSCore` gives swift-system too, whose `FilePermissions` and `Errno` its API names.
+@_exported import SystemPackage
