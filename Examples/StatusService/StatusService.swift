@@ -77,7 +77,8 @@ struct SimulatedWork: Service {
     }
 
     /// Handles requests until graceful shutdown. A client connects every 50 requests and
-    /// leaves 200 requests later; its file holds the requests handled since it connected.
+    /// leaves 200 requests later; its `requests` file holds the requests handled since it
+    /// connected.
     func run() async throws {
         let state = self.state
         do {

@@ -109,6 +109,8 @@ public final class FuseServer: @unchecked Sendable {
     }
 
     deinit {
+        // Still held if the server was never shut down (its mount went from outside).
+        try? claim.withLock { $0 }?.close()
         _ = notifier.close(timeout: .zero)
         fileSystem.pollers.forgetAll().forEach { $0.release() }
         // A task still to answer a read would reply into a freed session: leave it then.
@@ -128,7 +130,8 @@ public final class FuseServer: @unchecked Sendable {
     ///
     /// Before it mounts, it checks the directory as schedfs does, and holds an exclusive
     /// `flock` on it until it unmounts: of two servers started on one directory, one mounts and
-    /// the other is refused, whatever program each is.
+    /// the other is refused, whatever program each is. (So it opens the directory, which must
+    /// be readable by the user who mounts.)
     ///
     /// - Throws: ``MountpointError`` when the path is missing, not a directory, a symbolic
     ///   link, or a FUSE mount already (live, or dead with its server gone), or when another
@@ -408,6 +411,8 @@ public enum FuseServerError: Error, CustomStringConvertible {
     case treeServedAlready
     /// The server has stopped serving.
     case stopped
+    /// The server did not serve within the time given.
+    case notServing(Duration)
 
     public var description: String {
         switch self {
@@ -420,6 +425,7 @@ public enum FuseServerError: Error, CustomStringConvertible {
         case .system(let call, let error): "\(call): \(error)"
         case .treeServedAlready: "the tree is served already: a tree is served by one server at a time"
         case .stopped: "the server has stopped serving the tree"
+        case .notServing(let waited): "the tree was not served within \(waited)"
         }
     }
 }

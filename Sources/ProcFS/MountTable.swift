@@ -35,9 +35,12 @@ package enum MountTable {
         mounts().last { $0.device == device }
     }
 
-    /// The topmost FUSE mount at `path`, if there is one.
+    /// The topmost FUSE mount at `path`, if there is one: of type `fuse`, `fuse.SUBTYPE` or
+    /// `fuseblk` (not `fusectl`, the connections' control file system).
     package static func fuseMount(at path: FilePath) -> Mount? {
-        mounts().last { $0.mountpoint == path && $0.type.hasPrefix("fuse") }
+        mounts().last { mount in
+            mount.mountpoint == path && (mount.type == "fuse" || mount.type == "fuseblk" || mount.type.hasPrefix("fuse."))
+        }
     }
 
     /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).

@@ -77,6 +77,16 @@ final class PageCacheCopy: Sendable {
     /// The size of the text published last, if one was.
     var publishedSize: Int? { state.withLock { $0.text?.count } }
 
+    /// Moves the modification time past every one given before, whatever the clock does, and
+    /// returns it: the kernel then drops the pages it holds, and reads again.
+    func moveModificationTime(now: timespec) -> timespec {
+        state.withLock { state in
+            state.modified = Self.later(than: state.modified, now: now)
+            state.current = false
+            return state.modified
+        }
+    }
+
     /// The entry announced a change (its version has moved already).
     ///
     /// - Returns: whether the kernel's copy was current until now, so that the kernel must be

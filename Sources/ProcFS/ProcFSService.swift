@@ -48,8 +48,7 @@ public struct ProcFSService: Service {
     ///     mounts with `options` alone (no `auto_unmount`, so no fusermount3 process waits
     ///     beside the program).
     ///   - readMode: how the kernel reads files (see ``ReadMode``).
-    ///   - threads: how many threads answer requests; 2 serve the tests' 8 readers at full
-    ///     speed on 2 cores.
+    ///   - threads: how many threads answer requests.
     ///   - logger: where the service logs, libfuse's own messages included.
     public init(
         tree: ProcTree, mountpoint: FilePath, options: [MountOption] = [], defaults: [MountOption] = defaultOptions,
@@ -66,9 +65,9 @@ public struct ProcFSService: Service {
     /// Mounts and serves until the file system is unmounted or the service group shuts down
     /// gracefully (or the task is cancelled), then stops as the type's documentation says.
     ///
-    /// - Throws: ``MountpointError`` when the mount point is missing, not a directory, a FUSE
-    ///   mount already, or being mounted by another server at this moment (one server holds a
-    ///   directory at a time); ``FuseServerError`` when it cannot mount, when the kernel
+    /// - Throws: ``MountpointError`` when the mount point is missing, not a directory, a
+    ///   symbolic link, a FUSE mount already, or being mounted by another server at this moment
+    ///   (one server holds a directory at a time); ``FuseServerError`` when it cannot mount, when the kernel
     ///   refuses the connection, or when another server serves the tree; `JoinableThreadError`
     ///   when a request thread cannot start. Nothing is left mounted then.
     public func run() async throws {
@@ -105,18 +104,32 @@ public struct ProcFSService: Service {
         logger.info("stopped serving on \(mountpoint)")
     }
 
-    /// Waits until ``run()`` serves the tree: the mount is made and the kernel answers on it,
-    /// so a read of the mount from now on reaches the tree (as go-fuse's `WaitMount`).
+    /// Waits at most `timeout` until ``run()`` serves the tree: the mount is made and the
+    /// kernel answers on it, so a read of the mount from now on reaches the tree (as go-fuse's
+    /// `WaitMount`). Call it while ``run()`` runs or is about to, as below.
     ///
     /// ```swift
     /// async let served: Void = group.run()
     /// try await procfs.waitUntilServing()
     /// print("serving on /run/myserver")
+    /// try await served
     /// ```
     ///
-    /// - Throws: what ``run()`` threw if it could not serve, ``FuseServerError/stopped`` once it
-    ///   has stopped serving, or `CancellationError` if the waiting task is cancelled.
-    public func waitUntilServing() async throws {
-        try await state.wait()
+    /// - Throws: what ``run()`` threw if it could not serve; ``FuseServerError/stopped`` once it
+    ///   has stopped serving; ``FuseServerError/notServing(_:)`` if it did not serve in time;
+    ///   `CancellationError` if the waiting task is cancelled.
+    public func waitUntilServing(timeout: Duration = .seconds(10)) async throws {
+        try await withThrowingTaskGroup(of: Bool.self) { waits in
+            waits.addTask { [state] in
+                try await state.wait()
+                return true
+            }
+            waits.addTask {
+                try await Task.sleep(for: timeout)
+                return false
+            }
+            defer { waits.cancelAll() }
+            guard try await waits.next() == true else { throw FuseServerError.notServing(timeout) }
+        }
     }
 }

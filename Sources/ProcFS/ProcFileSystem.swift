@@ -375,9 +375,11 @@ final class ProcFileSystem: Sendable {
                 // Its process is gone: a time never given before, so that the kernel drops what
                 // it cached and reads again, which fails with ESRCH. The page cache reads only
                 // below the size, so there it is not 0.
-                attributes.modified = Self.now
                 attributes.timeout = 0
-                if readMode == .pageCache { attributes.size = max(nodes.copy(of: entry.inode)?.publishedSize ?? 0, 1) }
+                if readMode == .pageCache, let copy = nodes.copy(of: entry.inode) {
+                    attributes.modified = copy.moveModificationTime(now: Self.now)
+                    attributes.size = max(copy.publishedSize ?? 0, 1)
+                }
             } else if entry.bypassesPageCache {
                 // Its size depends on who asks, or on an async closure: 0, as in procfs.
             } else if readMode == .pageCache {

@@ -160,7 +160,7 @@ public final class ProcEntry: Sendable {
     /// asks the directory's `names`.
     package var isOrphaned: Bool {
         guard let listed else { return false }
-        return isRemoved || !listed()
+        return !listed()
     }
 
     /// How many changes the entry has announced.

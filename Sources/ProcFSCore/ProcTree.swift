@@ -234,12 +234,18 @@ public final class ProcTree: Sendable {
     /// own. An entry whose name stays is kept, with its inode number. A name that is not valid,
     /// or for which `makeEntry` throws, is left out.
     ///
+    /// The entry that `makeEntry` adds must be named by the name's text (`"\(id)"`): one named
+    /// otherwise is not found, and `makeEntry` is called again at the next lookup. A name whose
+    /// text does not make the same value again (`Name(text)`) is left out.
+    ///
     /// The kernel keeps no name in such a directory: every path walk through it asks again, so it
     /// is never out of date, at the cost of one call to `names` per lookup. An open file below a
     /// name that `names` no longer gives reads and writes `ESRCH`, as a held `/proc/<pid>/status`
-    /// does once the process is gone: each read or write of a file below such a directory
-    /// asks `names` first. `names` and `makeEntry` run on the server's threads, one directory's
-    /// at a time; they must be quick and must not look in the directory themselves.
+    /// does once the process is gone: each read or write of a file below such a directory, and
+    /// in page-cache mode each `stat` of it, asks `names` first. (Removed while `names` still
+    /// gives its name, by ``remove(_:timeout:)`` or when the server stops, it reads `EIO`, as
+    /// any removed file does.) `names` and `makeEntry` run on the server's threads, one
+    /// directory's at a time; they must be quick and must not look in the directory themselves.
     ///
     /// ```swift
     /// try tree.makeDynamicDirectory("workers", names: { pool.workerIDs }) { tree, id, directory in
@@ -327,11 +333,17 @@ public final class ProcTree: Sendable {
         return entry
     }
 
-    /// What tells whether an entry named `name` in `parent` is still held by the dynamic
+    /// What tells whether an entry named `name` in `parent` is still held by every dynamic
     /// directory it is in, or is below: `nil` for an entry below none.
     private static func listing(of name: String, in parent: ProcEntry) -> (@Sendable () -> Bool)? {
-        if let dynamic = parent.dynamicChildren { return { dynamic.holds(name) } }
-        return parent.listed
+        guard let dynamic = parent.dynamicChildren else { return parent.listed }
+        let outer = parent.listed
+        return {
+            guard outer?() ?? true else { return false }
+            // Inside the directory, as a caller of its closures: its removal waits for this,
+            // and a removed directory's names are not asked (its entries read EIO then).
+            return parent.whileLive { dynamic.holds(name) } ?? true
+        }
     }
 
     // MARK: Removing entries
@@ -472,8 +484,10 @@ final class DynamicChildren: Sendable {
         self.makeEntry = makeEntry
     }
 
-    /// Whether the directory holds `name` now.
-    func holds(_ name: String) -> Bool { names().contains(name) }
+    /// Whether the directory holds `name` now; asked one at a time, as a refresh is.
+    func holds(_ name: String) -> Bool {
+        refreshing.withLock { _ in names().contains(name) }
+    }
 }
 
 /// The observers of one tree, shared with its entries, and the wait queue on which the tree's

@@ -66,6 +66,12 @@ def documentation_snippets(repository):
     return found
 
 
+def is_mounted(path):
+    """Whether `path` is a mount point in /proc/self/mountinfo, live or dead."""
+    with open("/proc/self/mountinfo") as table:
+        return any(line.split(" ")[4] == path for line in table)
+
+
 def main():
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -106,8 +112,9 @@ def main():
               f"and {len(snippets)} snippets of the documentation", flush=True)
 
         started = time.monotonic()
-        build = subprocess.Popen(["swift", "build"], cwd=package, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True)
+        # Bounded: a build that hangs is killed, and reported as not built.
+        build = subprocess.Popen(["timeout", "--kill-after=10", "1200", "swift", "build"], cwd=package,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         output = []
         for line in build.stdout:
             output.append(line)
@@ -122,20 +129,23 @@ def main():
         built = time.monotonic() - started
 
         os.mkdir(mountpoint)
+        log = os.path.join(scratch, "log")
         started = time.monotonic()
-        daemon = subprocess.Popen([os.path.join(package, ".build", "debug", "hello-procfs"), mountpoint],
-                                  stderr=subprocess.PIPE, text=True)
+        with open(log, "w") as stderr:
+            daemon = subprocess.Popen([os.path.join(package, ".build", "debug", "hello-procfs"), mountpoint],
+                                      stderr=stderr)
+        said = lambda: open(log).read().strip()
         text = None
         while time.monotonic() - started < 10 and daemon.poll() is None:
-            try:
-                with open(os.path.join(mountpoint, "uptime")) as uptime:
-                    text = uptime.read()
+            if is_mounted(mountpoint):
+                # Bounded: a server that never answers fails the test, it does not hang it.
+                text = subprocess.run(["cat", os.path.join(mountpoint, "uptime")], capture_output=True, text=True,
+                                      timeout=5).stdout
                 break
-            except OSError:
-                time.sleep(0.01)
+            time.sleep(0.001)
         mounted = time.monotonic() - started
         if text is None:
-            fail(f"hello-procfs did not serve within 10 s: {daemon.stderr.read() if daemon.poll() is not None else ''}")
+            fail(f"hello-procfs did not serve within 10 s: {said()}")
         if not re.fullmatch(r"\d+\n", text):
             fail(f"mnt/uptime read {text!r}, not a number of seconds")
         unmount = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
@@ -143,14 +153,15 @@ def main():
             fail(f"fusermount3 -u: {unmount.stderr.strip()}")
         status = daemon.wait(timeout=10)
         if status != 0:
-            fail(f"hello-procfs exited {status} after the unmount: {daemon.stderr.read()}")
+            fail(f"hello-procfs exited {status} after the unmount: {said()}")
         daemon = None
         print(f"embed: ok: built in {built:.1f} s; mounted and read mnt/uptime ({text.strip()} s) "
               f"{mounted * 1000:.0f} ms after the start; unmounted, and it exited 0")
-    except subprocess.TimeoutExpired:
-        fail("hello-procfs did not exit within 10 s of the unmount")
+    except subprocess.TimeoutExpired as expired:
+        fail(f"{' '.join(expired.cmd)} did not finish within {expired.timeout} s")
     finally:
-        if os.path.ismount(mountpoint):
+        # A dead mount too: os.path.ismount cannot tell one.
+        if is_mounted(mountpoint):
             subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True)
         if daemon is not None and daemon.poll() is None:
             daemon.send_signal(signal.SIGKILL)

@@ -83,7 +83,8 @@ extension MountTests {
         }
 
         /// `waitUntilServing()` returns once the mount answers, so a read right after it
-        /// succeeds with no retry; a service that cannot serve gives its waiters its error.
+        /// succeeds with no retry; a service that cannot serve gives its waiters its error, and
+        /// one never run lets them go at the bound.
         @Test func waitUntilServingReturnsOnceTheTreeAnswers() async throws {
             try requireFuse()
             let root = try TemporaryDirectory()
@@ -96,7 +97,7 @@ extension MountTests {
             let group = ServiceGroup(services: [service], logger: Logger(label: "test"))
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await group.run() }
-                try await Self.bounded { try await service.waitUntilServing() }
+                try await service.waitUntilServing()
                 #expect(try readText(mountpoint + "/hello") == "world\n")
                 try await service.waitUntilServing()
                 await group.triggerGracefulShutdown()
@@ -107,9 +108,10 @@ extension MountTests {
 
             let nowhere = ProcFSService(tree: ProcTree(), mountpoint: FilePath(root.path + "/absent"), defaults: [], logger: Logger(label: "test"))
             let run = Task { try await nowhere.run() }
-            await #expect(throws: MountpointError.missing(root.path + "/absent")) {
-                try await Self.bounded { try await nowhere.waitUntilServing() }
-            }
+            await #expect(throws: MountpointError.missing(root.path + "/absent")) { try await nowhere.waitUntilServing() }
+            // Never run: the wait ends at its bound.
+            let idle = ProcFSService(tree: ProcTree(), mountpoint: FilePath(mountpoint), defaults: [], logger: Logger(label: "test"))
+            await #expect(throws: FuseServerError.self) { try await idle.waitUntilServing(timeout: .milliseconds(50)) }
             await #expect(throws: MountpointError.missing(root.path + "/absent")) { try await run.value }
         }
 
@@ -129,7 +131,7 @@ extension MountTests {
                 (file, .notDirectory(file)),
             ] {
                 let service = ProcFSService(tree: ProcTree(), mountpoint: FilePath(path), defaults: [], logger: Logger(label: "test"))
-                await #expect(throws: expected) { try await service.run() }
+                await #expect(throws: expected) { try await Self.bounded { try await service.run() } }
             }
 
             // Two at once: one serves, the other is refused (busy, or mounted already).
@@ -166,7 +168,9 @@ extension MountTests {
 
                 // A third, after: refused with the command that unmounts.
                 let third = ProcFSService(tree: ProcTree(), mountpoint: FilePath(mountpoint), defaults: [], logger: Logger(label: "test"))
-                await #expect(throws: MountpointError.alreadyMounted(mountpoint, type: "fuse.embedder")) { try await third.run() }
+                await #expect(throws: MountpointError.alreadyMounted(mountpoint, type: "fuse.embedder")) {
+                    try await Self.bounded { try await third.run() }
+                }
                 let said = MountpointError.alreadyMounted(mountpoint, type: "fuse.embedder").description
                 #expect(said == "mountpoint '\(mountpoint)' is already mounted (fuse.embedder); unmount it with: fusermount3 -u \(mountpoint)")
 
@@ -177,6 +181,23 @@ extension MountTests {
             #expect(ended.filter { $0 == "served" }.count == 1, "\(ended)")
             #expect(ended.contains { $0.hasPrefix("mountpoint '\(mountpoint)' is already") }, "\(ended)")
             #expect(!isMounted(mountpoint))
+
+            // The lock goes with the session, whether it ended well or failed after mounting
+            // (the kernel refuses the INIT of max_read=4): a server after it mounts there.
+            let refused = ProcFSService(
+                tree: ProcTree(), mountpoint: FilePath(mountpoint), options: [.custom("max_read=4")], defaults: [],
+                logger: Logger(label: "test"))
+            await #expect(throws: FuseServerError.self) { try await Self.bounded { try await refused.run() } }
+            #expect(!isMounted(mountpoint))
+            let next = ProcFSService(tree: ProcTree(), mountpoint: FilePath(mountpoint), defaults: [], logger: Logger(label: "test"))
+            let group = ServiceGroup(services: [next], logger: Logger(label: "test"))
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                try await next.waitUntilServing()
+                #expect(isMounted(mountpoint))
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+            }
         }
 
         /// Runs `body`, failing the test if it takes more than 10 s.
