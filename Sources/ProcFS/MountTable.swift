@@ -15,6 +15,8 @@ package enum MountTable {
         package let mountpoint: FilePath
         /// The file system type, for example `fuse.schedfs`.
         package let type: String
+        /// For a FUSE mount, the user who mounted it (its `user_id=` option).
+        package let owner: uid_t?
     }
 
     /// Every mount, in the order of the table (a later one may stack over an earlier one).
@@ -24,9 +26,14 @@ package enum MountTable {
             let fields = line.split(separator: UInt8(ascii: " "))
             guard fields.count > 4, let dash = fields.firstIndex(of: [UInt8(ascii: "-")]), dash + 1 < fields.count
             else { return nil }
+            let superOptions = dash + 3 < fields.count ? fields[dash + 3].split(separator: UInt8(ascii: ",")) : []
+            let owner = superOptions.lazy.compactMap { option -> uid_t? in
+                let text = String(decoding: option, as: UTF8.self)
+                return text.hasPrefix("user_id=") ? uid_t(text.dropFirst("user_id=".count)) : nil
+            }.first
             return Mount(
                 device: String(decoding: fields[2], as: UTF8.self), mountpoint: unescape(fields[4]),
-                type: String(decoding: fields[dash + 1], as: UTF8.self))
+                type: String(decoding: fields[dash + 1], as: UTF8.self), owner: owner)
         }
     }
 

@@ -52,13 +52,20 @@ struct Keeper {
         // Held, never closed: the lock lasts as long as the keeper.
         _ = try configuration.mountpoint.claim()
         try keeper.mount(at: configuration.mountpoint.path)
-        // Nothing is left mounted if the keeper cannot go on (the caller reports why).
-        let control: UpgradeControl
-        var server: ServerProcess
+        // A mount never fails for want of the upgrade socket: SIGUSR2 still upgrades.
+        let control: UpgradeControl?
         do {
             control = try UpgradeControl(listeningFor: keeper.mountpoint ?? configuration.mountpoint.path)
+        } catch {
+            logger.warning("schedfs --upgrade cannot reach this mount (\(error)); SIGUSR2 to pid \(getpid()) upgrades it")
+            control = nil
+        }
+        // Nothing is left mounted if the keeper cannot go on (the caller reports why).
+        let server: ServerProcess
+        do {
             server = try start(for: keeper).get()
         } catch {
+            control?.close()
             keeper.unmount()
             throw error
         }
@@ -74,7 +81,7 @@ struct Keeper {
     /// until the mount's life ends; returns the exit status. It starts a server in place of
     /// one that dies by a signal, and one of the binary on disk on request (``upgrade``).
     private func watch(
-        _ started: ServerProcess, for keeper: FuseKeeper, control: UpgradeControl, signals: Int32, logger: Logger
+        _ started: ServerProcess, for keeper: FuseKeeper, control: UpgradeControl?, signals: Int32, logger: Logger
     ) -> Int32 {
         var server = started
         var restarts: [ContinuousClock.Instant] = []
@@ -84,7 +91,8 @@ struct Keeper {
             var fds = [
                 pollfd(fd: signals, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: server.exitDescriptor, events: Int16(POLLIN), revents: 0),
-                pollfd(fd: control.descriptor, events: Int16(POLLIN), revents: 0),
+                // No socket: poll skips a negative descriptor.
+                pollfd(fd: control?.descriptor ?? -1, events: Int16(POLLIN), revents: 0),
             ]
             let wait = shutdownDeadline.map { Int32(clamping: max(($0 - .now).nanoseconds / 1_000_000, 0)) } ?? -1
             _ = try? retryingOnInterrupt { poll(&fds, 3, wait) }
@@ -102,7 +110,7 @@ struct Keeper {
                 }
                 continue
             }
-            if fds[2].revents & Int16(POLLIN) != 0, let request = control.accept() {
+            if fds[2].revents & Int16(POLLIN) != 0, let request = control?.accept() {
                 if shutdownSignal != nil {
                     request.answer("error: the daemon is shutting down")
                 } else {
@@ -116,7 +124,7 @@ struct Keeper {
                 logger.error("the server (pid \(server.pid)) did not exit within \(Self.exitTimeout) of the shutdown signal; killing it")
                 kill(server.pid, SIGKILL)
                 _ = server.reap()
-                control.close()
+                control?.close()
                 keeper.unmount()
                 return 1
             }
@@ -124,7 +132,7 @@ struct Keeper {
             let ended = server.reap()
             guard case .killed(let signal) = ended, shutdownSignal == nil else {
                 // It ran the cleanup protocol (an unmount, or the signal passed on), or failed.
-                control.close()
+                control?.close()
                 keeper.unmount()
                 if case .exited(let status) = ended { return status }
                 return 1
@@ -133,7 +141,7 @@ struct Keeper {
             restarts = restarts.filter { now - $0 < Self.restartWindow } + [now]
             guard restarts.count <= Self.restartLimit else {
                 logger.error("the server died \(restarts.count) times within \(Self.restartWindow); giving up and unmounting")
-                control.close()
+                control?.close()
                 keeper.unmount()
                 return 1
             }
@@ -144,7 +152,7 @@ struct Keeper {
                 server = started
             case .failure(let failure):
                 logger.error("server pid \(server.pid) died by signal \(signal), and another could not start: \(failure.message)")
-                control.close()
+                control?.close()
                 keeper.unmount()
                 return 1
             }

@@ -3,46 +3,66 @@ import KernelSync
 import ProcFS
 import SystemPackage
 
-/// How `schedfs --upgrade MNT` reaches the keeper of the mount on MNT: a Unix socket in the
-/// abstract namespace, named by the mount's device (`schedfs-upgrade:0:52`), on which the
-/// command asks for an upgrade and reads the outcome, one line. Only the keeper's own user and
-/// root may ask.
+/// How `schedfs --upgrade MNT` reaches the keeper of the mount on MNT: a Unix socket named by
+/// the mount's device (`upgrade-0:52`) in a directory that only the user who mounted may
+/// write: `/run/schedfs` for root, `/run/user/UID/schedfs` for another user (the runtime
+/// directory that systemd-logind makes for each user, mode 0700). On it the command asks for an
+/// upgrade and reads the outcome, one line.
+///
+/// No other local user can take the name first, or answer in the keeper's place: the asker
+/// checks that the directory and the socket are the mount owner's and that the process it
+/// reached runs as that user (`SO_PEERCRED`), and the keeper answers only its own user and
+/// root. (The name was once in the abstract namespace, where anyone may bind any name first.)
 struct UpgradeControl {
     /// The listening socket.
     let descriptor: Int32
+    /// Where it is bound, and the inode it was bound as: closing removes only that one.
+    private let path: FilePath
+    private let inode: ino_t
 
     /// Listens for the mount on `mountpoint`.
+    ///
+    /// - Throws: ``KeeperError`` when there is no private directory for the socket (an
+    ///   ordinary user with no runtime directory, say) or the socket cannot be made; the
+    ///   keeper serves on without it, and SIGUSR2 still upgrades.
     init(listeningFor mountpoint: FilePath) throws(KeeperError) {
         guard let device = MountTable.fuseMount(at: mountpoint)?.device else {
             throw .server("the mount on \(mountpoint) is not in the mount table")
         }
-        descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard descriptor >= 0 else { throw .system("socket", Errno(rawValue: errno)) }
-        var address = Self.address(device)
-        // A keeper of an earlier mount that had this device may still be exiting: wait for it.
-        let deadline = ContinuousClock.now + .seconds(2)
-        while true {
-            let bound = withUnsafePointer(to: &address.address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, address.length) }
+        let directory = try Self.makeDirectory(for: getuid())
+        path = directory.appending("upgrade-\(device)")
+        // One left by a keeper that was killed: this user's own, in this user's directory.
+        var found = stat()
+        if path.withPlatformString({ lstat($0, &found) }) == 0 {
+            guard found.st_mode & S_IFMT == S_IFSOCK, found.st_uid == getuid() else {
+                throw .server("\(path) is not a socket of this user's")
             }
-            if bound == 0 { break }
-            let error = errno
-            guard error == EADDRINUSE, ContinuousClock.now < deadline else {
-                Glibc.close(descriptor)
-                throw .system("bind \(device)", Errno(rawValue: error))
-            }
-            usleep(10_000)
+            _ = path.withPlatformString { unlink($0) }
         }
-        guard listen(descriptor, 4) == 0 else {
-            let error = errno
-            Glibc.close(descriptor)
-            throw .system("listen", Errno(rawValue: error))
+        let listening = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard listening >= 0 else { throw .system("socket", Errno(rawValue: errno)) }
+        var address = Self.address(path)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listening, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
+        var made = stat()
+        guard bound == 0, listen(listening, 4) == 0, path.withPlatformString({ lstat($0, &made) }) == 0 else {
+            let error = errno
+            Glibc.close(listening)
+            throw .system("listen on \(path)", Errno(rawValue: error))
+        }
+        descriptor = listening
+        inode = made.st_ino
     }
 
-    /// Stops listening, before the mount goes: its device may be given to the next mount.
+    /// Stops listening and removes the socket, before the mount goes: its device may be given
+    /// to the next mount, whose keeper makes a socket of that name.
     func close() {
         Glibc.close(descriptor)
+        var found = stat()
+        if path.withPlatformString({ lstat($0, &found) }) == 0, found.st_ino == inode {
+            _ = path.withPlatformString { unlink($0) }
+        }
     }
 
     /// The request waiting, if it comes from the keeper's user or root.
@@ -50,13 +70,8 @@ struct UpgradeControl {
         let connection = Glibc.accept(descriptor, nil, nil)
         guard connection >= 0 else { return nil }
         _ = fcntl(connection, F_SETFD, FD_CLOEXEC)
-        // struct ucred: pid, uid, gid (Glibc hides the type without _GNU_SOURCE).
-        var credentials: (pid: Int32, uid: UInt32, gid: UInt32) = (0, UInt32.max, UInt32.max)
-        var length = socklen_t(MemoryLayout<(Int32, UInt32, UInt32)>.size)
         let request = Request(descriptor: connection)
-        guard getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0,
-            credentials.uid == 0 || credentials.uid == getuid()
-        else {
+        guard let asker = Self.peer(of: connection), asker == 0 || asker == getuid() else {
             request.answer("error: only the user who mounted, or root, may upgrade the daemon")
             return nil
         }
@@ -80,18 +95,32 @@ struct UpgradeControl {
 
     /// Asks the keeper of the mount on `mountpoint` for an upgrade, and returns its answer.
     static func requestUpgrade(of mountpoint: FilePath, timeout: Duration) throws(KeeperError) -> String {
-        guard let device = MountTable.fuseMount(at: mountpoint)?.device else {
+        guard let mount = MountTable.fuseMount(at: mountpoint), let owner = mount.owner else {
             throw .server("\(mountpoint) is not a schedfs mount")
+        }
+        // Only what the mount's owner made: a directory no one else may write, and its socket.
+        let path = try privateDirectory(for: owner).appending("upgrade-\(mount.device)")
+        var found = stat()
+        guard path.withPlatformString({ lstat($0, &found) }) == 0 else {
+            throw .server("no schedfs daemon that can upgrade holds \(mountpoint) (\(path): \(Errno(rawValue: errno)))")
+        }
+        guard found.st_mode & S_IFMT == S_IFSOCK, found.st_uid == owner else {
+            throw .server("\(path) is not a socket of the user who mounted \(mountpoint) (uid \(owner))")
         }
         let connection = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard connection >= 0 else { throw .system("socket", Errno(rawValue: errno)) }
         defer { Glibc.close(connection) }
-        var address = Self.address(device)
-        let connected = withUnsafePointer(to: &address.address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(connection, $0, address.length) }
+        var address = Self.address(path)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(connection, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard connected == 0 else {
             throw .server("no schedfs daemon that can upgrade holds \(mountpoint) (\(Errno(rawValue: errno)))")
+        }
+        guard Self.peer(of: connection) == owner else {
+            throw .server("what answers at \(path) does not run as the user who mounted \(mountpoint) (uid \(owner))")
         }
         var request = Array("upgrade\n".utf8)
         _ = write(connection, &request, request.count)
@@ -101,17 +130,58 @@ struct UpgradeControl {
         return answer
     }
 
-    /// The abstract socket address for the mount `device`.
-    private static func address(_ device: String) -> (address: sockaddr_un, length: socklen_t) {
+    /// The directory of `uid`'s upgrade sockets: root's under `/run`, another user's under
+    /// that user's runtime directory.
+    static func directory(for uid: uid_t) -> FilePath {
+        uid == 0 ? "/run/schedfs" : FilePath("/run/user/\(uid)/schedfs")
+    }
+
+    /// Makes (or finds) this user's directory, after checking that no other user could have
+    /// made or changed it, nor its parent.
+    private static func makeDirectory(for uid: uid_t) throws(KeeperError) -> FilePath {
+        let directory = directory(for: uid)
+        _ = try privateDirectory(directory.removingLastComponent(), owners: [0, uid])
+        if directory.withPlatformString({ mkdir($0, 0o700) }) != 0 && errno != EEXIST {
+            throw .system("mkdir \(directory)", Errno(rawValue: errno))
+        }
+        return try privateDirectory(for: uid)
+    }
+
+    /// `uid`'s directory, if it is one that only `uid` (or root) could have made and written.
+    private static func privateDirectory(for uid: uid_t) throws(KeeperError) -> FilePath {
+        try privateDirectory(directory(for: uid), owners: [uid])
+    }
+
+    /// `path`, if it is a directory (not a link) owned by one of `owners` that no one else may
+    /// write.
+    private static func privateDirectory(_ path: FilePath, owners: Set<uid_t>) throws(KeeperError) -> FilePath {
+        var found = stat()
+        guard path.withPlatformString({ lstat($0, &found) }) == 0 else {
+            throw .server("\(path): \(Errno(rawValue: errno))")
+        }
+        guard found.st_mode & S_IFMT == S_IFDIR, owners.contains(found.st_uid), found.st_mode & 0o022 == 0 else {
+            throw .server("\(path) is not a directory that only its owner may write")
+        }
+        return path
+    }
+
+    /// The user at the other end of `connection`.
+    private static func peer(of connection: Int32) -> uid_t? {
+        // struct ucred: pid, uid, gid (Glibc hides the type without _GNU_SOURCE).
+        var credentials: (pid: Int32, uid: UInt32, gid: UInt32) = (0, UInt32.max, UInt32.max)
+        var length = socklen_t(MemoryLayout<(Int32, UInt32, UInt32)>.size)
+        guard getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0 else { return nil }
+        return credentials.uid
+    }
+
+    /// The address of the socket at `path`.
+    private static func address(_ path: FilePath) -> sockaddr_un {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
-        let name = Array("schedfs-upgrade:\(device)".utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { path in
-            // A leading NUL puts the name in the abstract namespace: no file, gone with the socket.
-            path[0] = 0
-            for (index, byte) in name.enumerated() where index + 1 < path.count { path[index + 1] = byte }
+        let bytes = Array(path.description.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in bytes.enumerated() where index + 1 < buffer.count { buffer[index] = byte }
         }
-        let length = MemoryLayout<sa_family_t>.size + 1 + name.count
-        return (address, socklen_t(length))
+        return address
     }
 }

@@ -587,6 +587,14 @@ import Testing
                 let again = try user.run(binary, [mountpoint, "-o", "log=\(logs)/log"])
                 try #require(again.status == 0, "\(again)")
                 let daemon = try #require(livePIDs(mentioning: mountpoint, named: "schedfs").first)
+                // A user with no runtime directory (/run/user/UID) has no upgrade socket: the
+                // mount says so, and SIGUSR2 to the keeper upgrades it.
+                let warned = "schedfs --upgrade cannot reach this mount"
+                #expect(eventually(timeout: .seconds(5)) { (readWhole(logs + "/log") ?? "").contains(warned) },
+                        "log:\n\(readWhole(logs + "/log") ?? "")")
+                kill(daemon, SIGUSR2)
+                #expect(eventually(timeout: .seconds(10)) { (readWhole(logs + "/log") ?? "").contains("upgrade: pid") },
+                        "log:\n\(readWhole(logs + "/log") ?? "")")
                 kill(daemon, SIGTERM)
                 #expect(eventually(timeout: .seconds(5)) { livePIDs(mentioning: root.path).isEmpty })
                 let log = readWhole(logs + "/log") ?? ""

@@ -1,5 +1,6 @@
 import Glibc
 import KernelSync
+import ProcFS
 import Synchronization
 import Testing
 
@@ -171,6 +172,60 @@ extension MountTests {
             let asked = try runCommand(built, ["--upgrade", mount.mountpoint], timeout: .seconds(30))
             #expect(asked.status == 0, "\(asked)")
             #expect(Self.server(of: mount) != server)
+        }
+
+        /// Another local user can neither stop a mount nor its upgrade, nor answer for it: a
+        /// user the test makes binds every name of the abstract namespace that the upgrade
+        /// socket once had (`@schedfs-upgrade:0:N`, N up to 1023), and still the mount is made
+        /// and `--upgrade` upgrades it; that user cannot make a socket where the keeper's is.
+        @Test func anotherUserCannotTakeTheUpgradeSocket() throws {
+            let user = try TemporaryUser()
+            defer { user.remove() }
+            let scratch = try TemporaryDirectory()
+            defer { scratch.remove() }
+            chmod(scratch.path, 0o755)
+            let squatting = """
+                import resource, socket, sys, time
+                soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+                held = []
+                for minor in range(1024):
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    try:
+                        s.bind(b"\\0schedfs-upgrade:0:%d" % minor)
+                        s.listen(1)
+                        held.append(s)
+                    except OSError:
+                        s.close()
+                print(len(held), flush=True)
+                time.sleep(120)
+                """
+            let squatter = try ChildProcess(
+                "/usr/bin/setpriv", user.setprivArguments + ["/usr/bin/python3", "-c", squatting], stdout: scratch.path + "/held")
+            defer {
+                squatter.send(SIGKILL)
+                _ = squatter.wait(timeout: .seconds(5))
+            }
+            try #require(eventually(timeout: .seconds(10)) { readWhole(scratch.path + "/held")?.hasSuffix("\n") == true },
+                         "the other user's squatter did not start")
+
+            let mount = try MountedSchedfs(options: ["-o", "hz=100"])
+            defer { mount.cleanUp() }
+            let device = try #require(MountTable.fuseMount(at: FilePath(mount.mountpoint))?.device)
+            let minor = try #require(device.split(separator: ":").last.flatMap { Int($0) })
+            let unixSockets = readWhole("/proc/net/unix") ?? ""
+            try #require(minor < 1024 && unixSockets.contains("@schedfs-upgrade:\(device)\n"),
+                         "the other user does not hold the old name of this mount's socket (\(device))")
+
+            let server = try #require(Self.server(of: mount))
+            let asked = try runCommand(try schedfsBinary(), ["--upgrade", mount.mountpoint], timeout: .seconds(30))
+            #expect(asked.status == 0 && asked.stdout.hasPrefix("schedfs: upgraded: pid "), "\(asked)")
+            #expect(Self.server(of: mount) != server)
+
+            let taking = try user.run("/usr/bin/python3", [
+                "-c", "import socket; socket.socket(socket.AF_UNIX).bind('/run/schedfs/upgrade-\(device)')",
+            ])
+            #expect(taking.status != 0 && taking.stderr.contains("Permission denied"), "\(taking)")
         }
 
         /// In page-cache mode a read racing a change of the text's length may copy the old text
