@@ -18,7 +18,9 @@ Every row is measured in this one run, beside the reference it is compared with:
   scrape node_exporter's textfile collector reading the mount's metrics/, beside one reading a
          static copy of schedfs.prom on tmpfs, in each read mode (scrape.py);
   survival  `schedfs --upgrade` and `kill -9` of the server, 30 times each under a reader: how
-         long until the mount serves again, and the longest stall the reader saw (survival.py).
+         long until the mount serves again, and the longest stall the reader saw (survival.py);
+  round trips  the requests a warm `cat` of `sched` waits on in each mode, from the daemon's debug
+         log, and the cost of one round trip to the daemon (roundtrips.py).
 
 Usage: bench.py SCHEDFS LOADGEN REFSERVER IDLETICK POLLWAKE SCALE OUTPUT.md
 """
@@ -40,6 +42,7 @@ from harness import Daemon, alive, kib, progress, wait_exactly, wait_for
 from scale import ANNOUNCE_HZ, ANNOUNCING, DIRECTORIES, FILES, RUNS, measure_scale
 from scrape import SCRAPE_ROUNDS, SCRAPE_SECONDS, measure_scrape
 from survival import SURVIVAL_RUNS, measure_survival, server_of
+from roundtrips import ROUND_TRIP_CALLS, measure_round_trips, waited
 
 SCHEDFS, LOADGEN, REFSERVER, IDLETICK, POLLWAKE, SCALE, OUTPUT = sys.argv[1:8]
 READ_SECONDS = 3
@@ -347,6 +350,8 @@ def main():
     scrapes = {mode: measure_scrape(SCHEDFS, options) for mode, options in
                (("direct_io (default)", ()), ("-o page_cache", ("-o", "page_cache")))}
     survival = measure_survival(SCHEDFS)
+    with TmpfsFile() as tmpfs:
+        requests, round_trip = measure_round_trips(SCHEDFS, tmpfs.path("sched"))
     progress(f"done in {time.monotonic() - started:.0f} s; writing {OUTPUT}")
 
     def ratio_rows(runs, comparisons, thread_counts):
@@ -495,6 +500,19 @@ def main():
         lines.append(f"| {'`schedfs --upgrade`' if kind == 'upgrade' else '`kill -9` of the server'} | "
                      f"{percentile(measured['times'], 0.5) * 1000:.1f} ms | {p99:.1f} ms | ≤ {target} ms | "
                      f"{verdict(p99, target, False, ' ms')} | {measured['stall'] * 1000:.1f} ms | {measured['reads']} |")
+    lines += ["", "## Round trips: what a read of `sched` waits on", "",
+              "`Benchmarks/roundtrips.py`. The requests of one `cat mnt/sched` after a first one warmed the",
+              "kernel's caches, from the daemon's debug log (`-d`); RELEASE and FORGET are sent without waiting.",
+              f"A round trip is a `stat` of `sched` in direct_io mode (one GETATTR: its attributes are not kept),",
+              f"less a `stat` of a tmpfs file, the best of 3 × {ROUND_TRIP_CALLS}.", "",
+              "| mode | requests a warm `cat` sends | waited on | target | verdict |", "|---|---|---|---|---|"]
+    for mode, sent in requests.items():
+        target_cells = f"≤ 3 | {verdict(len(waited(sent)), 3, False, '')}" if mode.startswith("direct_io") else "| "
+        lines.append(f"| {mode} | {' '.join(sent)} | {len(waited(sent))} | {target_cells} |")
+    cost, mount_stat, local_stat = round_trip
+    lines += ["", "| what | µs |", "|---|---|",
+              f"| one round trip to the daemon (a GETATTR) | {cost:.1f} |",
+              f"| a `stat` of `sched` (direct_io) / of a tmpfs file | {mount_stat:.1f} / {local_stat:.1f} |"]
     notes_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
     if os.path.exists(notes_path):
         lines += ["", open(notes_path).read().rstrip()]
