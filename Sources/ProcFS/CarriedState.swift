@@ -111,6 +111,9 @@ package final class CarriedState: @unchecked Sendable {
 
     // MARK: Values
 
+    /// The value in which the servers count the requests they read, for a ``StallWatch``.
+    static let requestsReadName = "procfs.requests-read"
+
     /// The value called `name` (at most 48 bytes of UTF-8), 0 until first stored; the same
     /// name gives the same value in every server of the mount.
     ///

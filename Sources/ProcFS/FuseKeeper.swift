@@ -72,6 +72,12 @@ package final class FuseKeeper: @unchecked Sendable {
     /// The connection's descriptor (`/dev/fuse`), which servers inherit.
     package var connection: FileDescriptor { FileDescriptor(rawValue: fuse_session_fd(session)) }
 
+    /// A watch that finds a server of this mount stuck for `timeout` (see ``StallWatch``);
+    /// `nil` if the state has no room for the count it needs.
+    package func stallWatch(timeout: Duration) -> StallWatch? {
+        StallWatch(connection: connection, carried: carried, timeout: timeout)
+    }
+
     /// Unmounts, if still mounted, and closes the connection.
     package func unmount() {
         fuse_session_unmount(session)

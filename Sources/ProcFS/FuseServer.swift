@@ -72,7 +72,8 @@ public final class FuseServer: @unchecked Sendable {
             options: options, operations: FuseOperations.table,
             userData: Unmanaged.passUnretained(replies).toOpaque(), logger: logger)
         do {
-            workers = try RequestWorkers(session: created, logger: logger)
+            workers = try RequestWorkers(
+                session: created, requestsRead: carried?.value(named: CarriedState.requestsReadName), logger: logger)
             notifier = try TreeNotifier(fileSystem: fileSystem, channel: SessionNotices(session: created), logger: logger)
         } catch {
             fuse_session_destroy(created)

@@ -24,12 +24,16 @@ final class RequestWorkers: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let sessionEnded = Atomic<Bool>(false)
     private let sessionEnd = WaitQueue()
+    /// Where a server of a kept mount counts the requests it reads, for the keeper's
+    /// ``StallWatch``.
+    private let requestsRead: CarriedValue?
 
     /// - Throws: ``FuseServerError/system(_:_:)`` if the stop event cannot be made.
-    init(session: OpaquePointer, logger: Logger) throws(FuseServerError) {
+    init(session: OpaquePointer, requestsRead: CarriedValue?, logger: Logger) throws(FuseServerError) {
         let event = eventfd(0, Int32(EFD_CLOEXEC))
         guard event >= 0 else { throw .system("eventfd", Errno(rawValue: errno)) }
         self.session = session
+        self.requestsRead = requestsRead
         self.logger = logger
         self.stopEvent = FileDescriptor(rawValue: event)
     }
@@ -104,6 +108,7 @@ final class RequestWorkers: @unchecked Sendable {
                 logger.error("reading /dev/fuse: \(Errno(rawValue: -received))")
                 return
             }
+            requestsRead?.add(1)
             fuse_session_process_buf(session, &buffer)
         }
     }

@@ -87,6 +87,12 @@ struct Keeper {
         var restarts: [ContinuousClock.Instant] = []
         var shutdownSignal: Int32?
         var shutdownDeadline: ContinuousClock.Instant?
+        // A server that reads no request while requests wait (stopped, deadlocked) is killed,
+        // and so replaced as one that died.
+        var stall = configuration.options.hangTimeout.flatMap { keeper.stallWatch(timeout: $0) }
+        if configuration.options.hangTimeout != nil && stall == nil {
+            logger.warning("no room in the shared state to watch for a stuck server; hang_timeout is off")
+        }
         while true {
             var fds = [
                 pollfd(fd: signals, events: Int16(POLLIN), revents: 0),
@@ -94,14 +100,25 @@ struct Keeper {
                 // No socket: poll skips a negative descriptor.
                 pollfd(fd: control?.descriptor ?? -1, events: Int16(POLLIN), revents: 0),
             ]
-            let wait = shutdownDeadline.map { Int32(clamping: max(($0 - .now).nanoseconds / 1_000_000, 0)) } ?? -1
+            let until = [shutdownDeadline, stall.map { .now + $0.interval }].compactMap { $0 }.min()
+            let wait = until.map { Int32(clamping: max(($0 - .now).nanoseconds / 1_000_000, 0)) } ?? -1
             _ = try? retryingOnInterrupt { poll(&fds, 3, wait) }
+            if shutdownSignal == nil, fds[1].revents == 0, stall?.check() == true {
+                logger.warning(
+                    "server pid \(server.pid) read no request for \(stall?.timeout ?? .zero) while requests waited; killing it")
+                kill(server.pid, SIGKILL)
+                stall?.reset()
+                continue
+            }
             var number: Int32 = 0
             if fds[0].revents & Int16(POLLIN) != 0,
                 read(signals, &number, MemoryLayout<Int32>.size) == MemoryLayout<Int32>.size
             {
                 if number == SIGUSR2 {
-                    if shutdownSignal == nil { server = upgrade(server, for: keeper, logger: logger).server }
+                    if shutdownSignal == nil {
+                        server = upgrade(server, for: keeper, logger: logger).server
+                        stall?.reset()
+                    }
                 } else {
                     // The server runs the cleanup protocol; the keeper waits for it.
                     shutdownSignal = number
@@ -116,6 +133,7 @@ struct Keeper {
                 } else {
                     let upgraded = upgrade(server, for: keeper, logger: logger)
                     server = upgraded.server
+                    stall?.reset()
                     request.answer(upgraded.answer)
                 }
                 continue
@@ -150,6 +168,7 @@ struct Keeper {
                 logger.info(
                     "server pid \(server.pid) died by signal \(signal); pid \(started.pid) serves in its place after \((ContinuousClock.now - now).loggedMilliseconds)")
                 server = started
+                stall?.reset()
             case .failure(let failure):
                 logger.error("server pid \(server.pid) died by signal \(signal), and another could not start: \(failure.message)")
                 control?.close()

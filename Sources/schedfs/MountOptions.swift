@@ -1,7 +1,7 @@
 import ProcFS
 import TaskQueue
 
-/// The `-o` options: schedfs's own (`hz=N`, `log=PATH`) and the ones passed on to libfuse.
+/// The `-o` options: schedfs's own (`hz=N`, `log=PATH`, …) and the ones passed on to libfuse.
 struct MountOptions: Equatable {
     /// Timer ticks per second.
     var hz = 100
@@ -11,6 +11,9 @@ struct MountOptions: Equatable {
     var readMode = ReadMode.directIO
     /// Have fusermount3 unmount if the daemon dies without unmounting (`auto_unmount`).
     var autoUnmount = true
+    /// How long requests may wait while the server reads none before it is replaced; `nil`
+    /// never (`hang_timeout=0`).
+    var hangTimeout: Duration? = .seconds(1)
     /// Options for libfuse, each `key` or `key=value`, in the order given.
     var passedOn: [String] = []
 
@@ -40,6 +43,14 @@ struct MountOptions: Equatable {
                     }
                     guard argument == nil else { throw .unexpectedValue(key) }
                     options.readMode = key == "direct_io" ? .directIO : .pageCache
+                case "hang_timeout":
+                    guard seen.insert(key).inserted else { throw .repeated(key) }
+                    let wanted = "a whole number of milliseconds from 0 (never) to 3600000"
+                    guard let argument, !argument.isEmpty else { throw .missingValue(key, wanted) }
+                    guard let milliseconds = Int(argument), (0...3_600_000).contains(milliseconds) else {
+                        throw .badValue(key, argument, wanted)
+                    }
+                    options.hangTimeout = milliseconds == 0 ? nil : .milliseconds(milliseconds)
                 case "no_auto_unmount":
                     guard seen.insert(key).inserted else { throw .repeated(key) }
                     guard argument == nil else { throw .unexpectedValue(key) }

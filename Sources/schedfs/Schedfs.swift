@@ -64,6 +64,10 @@ struct Schedfs: AsyncParsableCommand {
                   no_auto_unmount
                                leave the mount behind if the daemon is
                                killed (by default fusermount3 unmounts it)
+                  hang_timeout=MS
+                               replace a server that reads no request for
+                               MS milliseconds while requests wait
+                               (default 1000; 0: never)
                 Any other option goes to libfuse (allow_other, ro, fsname=...). \
                 default_permissions is always on: the kernel enforces the files' modes.
                 """,

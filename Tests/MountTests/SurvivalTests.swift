@@ -14,8 +14,23 @@ extension MountTests {
         /// the final unmount.
         @Test(arguments: MountTests.readModes)
         func killingTheServerLosesNothing(mode: [String]) throws {
-            try Self.replaceTheServer20Times(mode: mode, as: "kill -9", told: "serves in its place") { _, mount, server in
+            try Self.replaceTheServer(mode: mode, as: "kill -9", told: "serves in its place") { _, mount, server in
                 kill(server, SIGKILL)
+            }
+        }
+
+        /// A server that stops answering (SIGSTOP leaves it as a deadlock would: alive, reading
+        /// nothing) is replaced, 10 times under the same 8 readers: no reader sees an error, a
+        /// bad text or a count going back, and none waits 1.5 s for a read. The bound is 500 ms
+        /// here (`hang_timeout`; 1 s by default), which leaves the sanitizer builds, whose
+        /// servers start slower, the same margin.
+        @Test(arguments: MountTests.readModes)
+        func aServerThatStopsAnsweringIsReplaced(mode: [String]) throws {
+            try Self.replaceTheServer(
+                10, mode: mode + ["-o", "hang_timeout=500"], as: "SIGSTOP", told: "while requests waited; killing it",
+                longestWait: .milliseconds(1500)
+            ) { _, _, server in
+                kill(server, SIGSTOP)
             }
         }
 
@@ -24,7 +39,7 @@ extension MountTests {
         @Test(arguments: MountTests.readModes)
         func upgradingLosesNothing(mode: [String]) throws {
             let binary = try schedfsBinary()
-            try Self.replaceTheServer20Times(mode: mode, as: "upgrade", told: "upgrade: pid") { round, mount, _ in
+            try Self.replaceTheServer(mode: mode, as: "upgrade", told: "upgrade: pid") { round, mount, _ in
                 if round % 2 == 0 {
                     let asked = try runCommand(binary, ["--upgrade", mount.mountpoint], timeout: .seconds(30))
                     #expect(asked.status == 0 && asked.stdout.hasPrefix("schedfs: upgraded: pid "), "\(asked)")
@@ -34,11 +49,12 @@ extension MountTests {
             }
         }
 
-        /// Mounts, starts the readers, has `replace` end the server 20 times (each time the
+        /// Mounts, starts the readers, has `replace` end the server `rounds` times (each time the
         /// keeper logs `told`, a new one must serve), and checks what the readers saw, the pace,
-        /// and that the final unmount leaves nothing.
-        static func replaceTheServer20Times(
-            mode: [String], as name: String, told: String,
+        /// that no reader waited `longestWait` or more for a read, and that the final unmount
+        /// leaves nothing.
+        static func replaceTheServer(
+            _ rounds: Int = 20, mode: [String], as name: String, told: String, longestWait: Duration = .seconds(5),
             _ replace: (_ round: Int, _ mount: MountedSchedfs, _ server: pid_t) throws -> Void
         ) throws {
             let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
@@ -48,7 +64,7 @@ extension MountTests {
             let (startCount, started) = try tick(of: mount)
 
             var servers = Set<pid_t>()
-            for round in 1...20 {
+            for round in 1...rounds {
                 let server = try #require(Self.server(of: mount), "no server before \(name) \(round)")
                 servers.insert(server)
                 try replace(round, mount, server)
@@ -64,14 +80,15 @@ extension MountTests {
             let elapsed = (ended - started).dispatchSeconds
             let seen = load.stop()
 
-            #expect(servers.count == 20, "20 servers replaced, each once")
+            #expect(servers.count == rounds, "\(rounds) servers replaced, each once")
+            #expect(seen.longestStall < longestWait, "a reader waited \(seen.longestStall)")
             #expect(seen.errors.isEmpty, "errors: \(seen.errors.prefix(5))")
             #expect(seen.bad.isEmpty, "bad texts: \(seen.bad.prefix(5))")
             #expect(seen.backwards.isEmpty, "counts that went back: \(seen.backwards.prefix(5))")
-            #expect(seen.reads > 1000 && seen.polls > 30 && seen.writes > 20, "\(seen)")
+            #expect(seen.reads > 1000 && seen.polls > rounds + 10 && seen.writes > rounds, "\(seen)")
             let pace = Double(endCount - startCount) / elapsed / 100
             #expect(abs(pace - 1) <= 0.01, "the count grew at \(pace) × hz over \(elapsed) s")
-            print("\(name) × 20 (\(mode.isEmpty ? "direct_io" : "page_cache")): \(seen), pace \(pace) (\(startCount) to \(endCount) in \(elapsed) s), longest stall \(seen.longestStall)")
+            print("\(name) × \(rounds) (\(mode.contains("page_cache") ? "page_cache" : "direct_io")): \(seen), pace \(pace) (\(startCount) to \(endCount) in \(elapsed) s), longest stall \(seen.longestStall)")
 
             #expect(try unmountWhenFree(mount.mountpoint).status == 0)
             #expect(mount.daemon.wait(timeout: .seconds(5)) == 0, "log:\n\(mount.log)")
