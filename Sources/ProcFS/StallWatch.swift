@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 import SystemPackage
 
@@ -7,48 +8,78 @@ import SystemPackage
 /// moved, for longer than a bound. The keeper then replaces that server, and the kernel sends
 /// the next one what the stuck one held (`FUSE_NOTIFY_RESEND`).
 ///
-/// It costs the keeper a look at the connection each time ``check(now:)`` is called (a `poll`
-/// that does not wait) and the server one shared atomic addition per request.
-package struct StallWatch {
+/// It costs an idle mount nothing: ``descriptor`` becomes readable only when a request waits
+/// (a one-shot `epoll` on the connection), and only then does it look at the connection again,
+/// ten times per ``timeout``, until it finds none waiting. Each server pays one shared atomic
+/// addition per request.
+package final class StallWatch {
     /// How long requests may wait with none read before the server counts as stuck.
     package let timeout: Duration
+    /// Readable once a request waits on the connection; then call ``noticed(now:)``.
+    package let descriptor: Int32
     private let connection: FileDescriptor
     private let requestsRead: CarriedValue
-    /// Since when requests have waited, and the count of requests read then.
-    private var waiting: (since: ContinuousClock.Instant, read: UInt64)?
+    /// While requests wait: since when none has been read, the count of requests read then,
+    /// and when to look again.
+    private var waiting: (since: ContinuousClock.Instant, read: UInt64, next: ContinuousClock.Instant)?
 
     /// Watches `connection`, the mount's, whose servers count the requests they read in
     /// `carried`.
     ///
-    /// - Returns: `nil` if `carried` has no room for the count.
+    /// - Returns: `nil` if `carried` has no room for the count, or `epoll` fails.
     package init?(connection: FileDescriptor, carried: CarriedState, timeout: Duration) {
         guard let requestsRead = carried.value(named: CarriedState.requestsReadName) else { return nil }
+        let descriptor = epoll_create1(Int32(EPOLL_CLOEXEC))
+        guard descriptor >= 0 else { return nil }
         self.connection = connection
         self.requestsRead = requestsRead
         self.timeout = timeout
+        self.descriptor = descriptor
+        guard arm(EPOLL_CTL_ADD) else {
+            close(descriptor)
+            return nil
+        }
     }
 
-    /// How often to call ``check(now:)``: a server is found stuck at most this long after
-    /// ``timeout``.
-    package var interval: Duration { timeout / 10 }
+    deinit {
+        close(descriptor)
+    }
 
-    /// Looks at the connection now; whether requests have waited for ``timeout`` with none read.
-    package mutating func check(now: ContinuousClock.Instant = .now) -> Bool {
+    /// When to call ``check(now:)``; `nil` while no request has been seen waiting.
+    package var deadline: ContinuousClock.Instant? { waiting?.next }
+
+    /// A request was seen waiting (``descriptor`` was readable): the watch starts.
+    package func noticed(now: ContinuousClock.Instant = .now) {
+        var event = epoll_event()
+        _ = epoll_wait(descriptor, &event, 1, 0)
+        waiting = (now, requestsRead.load(), now + timeout / 10)
+    }
+
+    /// At the ``deadline``: whether requests have waited for ``timeout`` with none read. If
+    /// none waits now, the watch starts again at the next waiting request.
+    package func check(now: ContinuousClock.Instant = .now) -> Bool {
         var ready = pollfd(fd: connection.rawValue, events: Int16(POLLIN), revents: 0)
-        guard poll(&ready, 1, 0) == 1, ready.revents & Int16(POLLIN) != 0 else {
-            waiting = nil
+        guard poll(&ready, 1, 0) == 1, ready.revents & Int16(POLLIN) != 0, var waiting else {
+            reset()
             return false
         }
         let read = requestsRead.load()
-        guard let waiting, waiting.read == read else {
-            self.waiting = (now, read)
-            return false
-        }
+        if read != waiting.read { (waiting.since, waiting.read) = (now, read) }
+        waiting.next = now + timeout / 10
+        self.waiting = waiting
         return now - waiting.since >= timeout
     }
 
-    /// Forgets what it saw: a new server starts now.
-    package mutating func reset() {
+    /// Starts again at the next waiting request: a new server serves now.
+    package func reset() {
         waiting = nil
+        _ = arm(EPOLL_CTL_MOD)
+    }
+
+    /// Asks `epoll` to report the next waiting request, once.
+    private func arm(_ operation: Int32) -> Bool {
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue | EPOLLONESHOT.rawValue
+        return epoll_ctl(descriptor, operation, connection.rawValue, &event) == 0
     }
 }

@@ -89,26 +89,32 @@ struct Keeper {
         var shutdownDeadline: ContinuousClock.Instant?
         // A server that reads no request while requests wait (stopped, deadlocked) is killed,
         // and so replaced as one that died.
-        var stall = configuration.options.hangTimeout.flatMap { keeper.stallWatch(timeout: $0) }
+        let stall = configuration.options.hangTimeout.flatMap { keeper.stallWatch(timeout: $0) }
         if configuration.options.hangTimeout != nil && stall == nil {
             logger.warning("no room in the shared state to watch for a stuck server; hang_timeout is off")
         }
         while true {
+            // Not while the server runs the cleanup protocol: it may stop reading on purpose.
+            let watching = shutdownSignal == nil ? stall : nil
             var fds = [
                 pollfd(fd: signals, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: server.exitDescriptor, events: Int16(POLLIN), revents: 0),
-                // No socket: poll skips a negative descriptor.
+                // No socket, or no watch: poll skips a negative descriptor.
                 pollfd(fd: control?.descriptor ?? -1, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: watching?.descriptor ?? -1, events: Int16(POLLIN), revents: 0),
             ]
-            let until = [shutdownDeadline, stall.map { .now + $0.interval }].compactMap { $0 }.min()
-            let wait = until.map { Int32(clamping: max(($0 - .now).nanoseconds / 1_000_000, 0)) } ?? -1
-            _ = try? retryingOnInterrupt { poll(&fds, 3, wait) }
-            if shutdownSignal == nil, fds[1].revents == 0, stall?.check() == true {
-                logger.warning(
-                    "server pid \(server.pid) read no request for \(stall?.timeout ?? .zero) while requests waited; killing it")
-                kill(server.pid, SIGKILL)
-                stall?.reset()
-                continue
+            let until = [shutdownDeadline, watching?.deadline].compactMap { $0 }.min()
+            let wait = until.map { Int32(clamping: max(($0 - .now).nanoseconds / 1_000_000 + 1, 0)) } ?? -1
+            _ = try? retryingOnInterrupt { poll(&fds, nfds_t(fds.count), wait) }
+            if let stall = watching, fds[1].revents == 0 {
+                if fds[3].revents != 0 { stall.noticed() }
+                if let deadline = stall.deadline, ContinuousClock.now >= deadline, stall.check() {
+                    logger.warning(
+                        "server pid \(server.pid) read no request for \(stall.timeout) while requests waited; killing it")
+                    kill(server.pid, SIGKILL)
+                    stall.reset()
+                    continue
+                }
             }
             var number: Int32 = 0
             if fds[0].revents & Int16(POLLIN) != 0,
