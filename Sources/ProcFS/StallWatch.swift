@@ -22,6 +22,8 @@ package final class StallWatch {
     /// While requests wait: since when none has been read, the count of requests read then,
     /// and when to look again.
     private var waiting: (since: ContinuousClock.Instant, read: UInt64, next: ContinuousClock.Instant)?
+    /// The count when the server now serving started.
+    private var atStart: UInt64 = 0
 
     /// Watches `connection`, the mount's, whose servers count the requests they read in
     /// `carried`.
@@ -48,6 +50,15 @@ package final class StallWatch {
     /// When to call ``check(now:)``; `nil` while no request has been seen waiting.
     package var deadline: ContinuousClock.Instant? { waiting?.next }
 
+    /// How many requests the server now serving has read.
+    package var readByThisServer: UInt64 { requestsRead.load() &- atStart }
+
+    /// A new server serves from now on: the watch starts again at the next waiting request.
+    package func serverStarted() {
+        atStart = requestsRead.load()
+        reset()
+    }
+
     /// A request was seen waiting (``descriptor`` was readable): the watch starts.
     package func noticed(now: ContinuousClock.Instant = .now) {
         var event = epoll_event()
@@ -57,6 +68,11 @@ package final class StallWatch {
 
     /// At the ``deadline``: whether requests have waited for ``timeout`` with none read. If
     /// none waits now, the watch starts again at the next waiting request.
+    ///
+    /// The wait counts only while it was looked at on time: after a gap (the keeper itself
+    /// stopped with its server, as `Ctrl-Z` of `schedfs -f` does, or the machine suspended) it
+    /// starts again. A server that has read no request at all is never taken for stuck: an
+    /// older binary does not count what it reads.
     package func check(now: ContinuousClock.Instant = .now) -> Bool {
         var ready = pollfd(fd: connection.rawValue, events: Int16(POLLIN), revents: 0)
         guard poll(&ready, 1, 0) == 1, ready.revents & Int16(POLLIN) != 0, var waiting else {
@@ -64,10 +80,11 @@ package final class StallWatch {
             return false
         }
         let read = requestsRead.load()
-        if read != waiting.read { (waiting.since, waiting.read) = (now, read) }
-        waiting.next = now + timeout / 10
+        let interval = timeout / 10
+        if read != waiting.read || now - waiting.next > interval * 2 { (waiting.since, waiting.read) = (now, read) }
+        waiting.next = now + interval
         self.waiting = waiting
-        return now - waiting.since >= timeout
+        return now - waiting.since >= timeout && read != atStart
     }
 
     /// Starts again at the next waiting request: a new server serves now.

@@ -20,6 +20,10 @@ struct Keeper {
     /// Servers that die within ``restartWindow`` of each other, beyond which the keeper gives
     /// up (a server that cannot start at all ends the keeper at once).
     static let restartLimit = 50
+    /// Servers found stuck in a row, each before it had read `stuckAtOnceRequests`, after
+    /// which the keeper stops looking for stuck servers.
+    static let stuckAtOnceLimit = 5
+    static let stuckAtOnceRequests: UInt64 = 16
     static let restartWindow: Duration = .seconds(10)
 
     let configuration: Configuration
@@ -89,10 +93,14 @@ struct Keeper {
         var shutdownDeadline: ContinuousClock.Instant?
         // A server that reads no request while requests wait (stopped, deadlocked) is killed,
         // and so replaced as one that died.
-        let stall = configuration.options.hangTimeout.flatMap { keeper.stallWatch(timeout: $0) }
+        var stall = configuration.options.hangTimeout.flatMap { keeper.stallWatch(timeout: $0) }
         if configuration.options.hangTimeout != nil && stall == nil {
             logger.warning("no room in the shared state to watch for a stuck server; hang_timeout is off")
         }
+        stall?.serverStarted()
+        // Servers found stuck one after another, each having read next to nothing: a request
+        // that stops every server (a callback that never returns) would be sent to the next.
+        var stuckAtOnce = 0
         while true {
             // Not while the server runs the cleanup protocol: it may stop reading on purpose.
             let watching = shutdownSignal == nil ? stall : nil
@@ -106,16 +114,6 @@ struct Keeper {
             let until = [shutdownDeadline, watching?.deadline].compactMap { $0 }.min()
             let wait = until.map { Int32(clamping: max(($0 - .now).nanoseconds / 1_000_000 + 1, 0)) } ?? -1
             _ = try? retryingOnInterrupt { poll(&fds, nfds_t(fds.count), wait) }
-            if let stall = watching, fds[1].revents == 0 {
-                if fds[3].revents != 0 { stall.noticed() }
-                if let deadline = stall.deadline, ContinuousClock.now >= deadline, stall.check() {
-                    logger.warning(
-                        "server pid \(server.pid) read no request for \(stall.timeout) while requests waited; killing it")
-                    kill(server.pid, SIGKILL)
-                    stall.reset()
-                    continue
-                }
-            }
             var number: Int32 = 0
             if fds[0].revents & Int16(POLLIN) != 0,
                 read(signals, &number, MemoryLayout<Int32>.size) == MemoryLayout<Int32>.size
@@ -123,7 +121,7 @@ struct Keeper {
                 if number == SIGUSR2 {
                     if shutdownSignal == nil {
                         server = upgrade(server, for: keeper, logger: logger).server
-                        stall?.reset()
+                        stall?.serverStarted()
                     }
                 } else {
                     // The server runs the cleanup protocol; the keeper waits for it.
@@ -139,10 +137,25 @@ struct Keeper {
                 } else {
                     let upgraded = upgrade(server, for: keeper, logger: logger)
                     server = upgraded.server
-                    stall?.reset()
+                    stall?.serverStarted()
                     request.answer(upgraded.answer)
                 }
                 continue
+            }
+            if let watched = watching, fds[1].revents == 0 {
+                if fds[3].revents != 0 { watched.noticed() }
+                if let deadline = watched.deadline, ContinuousClock.now >= deadline, watched.check() {
+                    stuckAtOnce = watched.readByThisServer < Self.stuckAtOnceRequests ? stuckAtOnce + 1 : 0
+                    logger.warning(
+                        "server pid \(server.pid) read no request for \(watched.timeout) while requests waited; killing it")
+                    kill(server.pid, SIGKILL)
+                    if stuckAtOnce >= Self.stuckAtOnceLimit {
+                        logger.error(
+                            "\(stuckAtOnce) servers in a row were stuck before they had read \(Self.stuckAtOnceRequests) requests: a request stops every server (a callback that never returns?); no longer watching for stuck servers")
+                        stall = nil
+                    }
+                    continue
+                }
             }
             if let deadline = shutdownDeadline, ContinuousClock.now >= deadline, fds[1].revents == 0 {
                 logger.error("the server (pid \(server.pid)) did not exit within \(Self.exitTimeout) of the shutdown signal; killing it")
@@ -174,7 +187,7 @@ struct Keeper {
                 logger.info(
                     "server pid \(server.pid) died by signal \(signal); pid \(started.pid) serves in its place after \((ContinuousClock.now - now).loggedMilliseconds)")
                 server = started
-                stall?.reset()
+                stall?.serverStarted()
             case .failure(let failure):
                 logger.error("server pid \(server.pid) died by signal \(signal), and another could not start: \(failure.message)")
                 control?.close()

@@ -45,9 +45,9 @@ struct MountOptions: Equatable {
                     options.readMode = key == "direct_io" ? .directIO : .pageCache
                 case "hang_timeout":
                     guard seen.insert(key).inserted else { throw .repeated(key) }
-                    let wanted = "a whole number of milliseconds from 0 (never) to 3600000"
+                    let wanted = "0 (never), or a whole number of milliseconds from 100 to 3600000"
                     guard let argument, !argument.isEmpty else { throw .missingValue(key, wanted) }
-                    guard let milliseconds = Int(argument), (0...3_600_000).contains(milliseconds) else {
+                    guard let milliseconds = Int(argument), milliseconds == 0 || (100...3_600_000).contains(milliseconds) else {
                         throw .badValue(key, argument, wanted)
                     }
                     options.hangTimeout = milliseconds == 0 ? nil : .milliseconds(milliseconds)

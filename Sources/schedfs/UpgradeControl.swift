@@ -5,9 +5,10 @@ import SystemPackage
 
 /// How `schedfs --upgrade MNT` reaches the keeper of the mount on MNT: a Unix socket named by
 /// the mount's device (`upgrade-0:52`) in a directory that only the user who mounted may
-/// write: `/run/schedfs` for root, `/run/user/UID/schedfs` for another user (the runtime
-/// directory that systemd-logind makes for each user, mode 0700). On it the command asks for an
-/// upgrade and reads the outcome, one line.
+/// write: `/run/schedfs-upgrade` for root, `/run/user/UID/schedfs-upgrade` for another user
+/// (under the runtime directory that systemd-logind makes for each user, mode 0700, and
+/// removes at the user's last logout). On it the command asks for an upgrade and reads the
+/// outcome, one line.
 ///
 /// No other local user can take the name first, or answer in the keeper's place: the asker
 /// checks that the directory and the socket are the mount owner's and that the process it
@@ -28,6 +29,10 @@ struct UpgradeControl {
     init(listeningFor mountpoint: FilePath) throws(KeeperError) {
         guard let device = MountTable.fuseMount(at: mountpoint)?.device else {
             throw .server("the mount on \(mountpoint) is not in the mount table")
+        }
+        // A look into the mount itself would wait for a server that is not there yet.
+        guard !Self.directory(for: getuid()).starts(with: mountpoint) else {
+            throw .server("the mount covers \(Self.directory(for: getuid()))")
         }
         let directory = try Self.makeDirectory(for: getuid())
         path = directory.appending("upgrade-\(device)")
@@ -99,28 +104,32 @@ struct UpgradeControl {
             throw .server("\(mountpoint) is not a schedfs mount")
         }
         // Only what the mount's owner made: a directory no one else may write, and its socket.
-        let path = try privateDirectory(for: owner).appending("upgrade-\(mount.device)")
+        // A keeper started before the socket moved there listens on the abstract name it had,
+        // which anyone may bind: what answers there must run as the mount's owner too.
+        let path = try? privateDirectory(for: owner).appending("upgrade-\(mount.device)")
         var found = stat()
-        guard path.withPlatformString({ lstat($0, &found) }) == 0 else {
-            throw .server("no schedfs daemon that can upgrade holds \(mountpoint) (\(path): \(Errno(rawValue: errno)))")
-        }
-        guard found.st_mode & S_IFMT == S_IFSOCK, found.st_uid == owner else {
-            throw .server("\(path) is not a socket of the user who mounted \(mountpoint) (uid \(owner))")
+        let address: (sockaddr_un, socklen_t)
+        if let path, path.withPlatformString({ lstat($0, &found) }) == 0 {
+            guard found.st_mode & S_IFMT == S_IFSOCK, found.st_uid == owner else {
+                throw .server("\(path) is not a socket of the user who mounted \(mountpoint) (uid \(owner))")
+            }
+            address = (Self.address(path), socklen_t(MemoryLayout<sockaddr_un>.size))
+        } else {
+            address = Self.abstractAddress("schedfs-upgrade:\(mount.device)")
         }
         let connection = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard connection >= 0 else { throw .system("socket", Errno(rawValue: errno)) }
         defer { Glibc.close(connection) }
-        var address = Self.address(path)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(connection, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
+        var socketAddress = address.0
+        let connected = withUnsafePointer(to: &socketAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(connection, $0, address.1) }
         }
         guard connected == 0 else {
-            throw .server("no schedfs daemon that can upgrade holds \(mountpoint) (\(Errno(rawValue: errno)))")
+            throw .server("no schedfs daemon that can upgrade holds \(mountpoint) (\(Errno(rawValue: errno))); "
+                + "SIGUSR2 to the daemon upgrades it")
         }
         guard Self.peer(of: connection) == owner else {
-            throw .server("what answers at \(path) does not run as the user who mounted \(mountpoint) (uid \(owner))")
+            throw .server("what answers for \(mountpoint) does not run as the user who mounted it (uid \(owner))")
         }
         var request = Array("upgrade\n".utf8)
         _ = write(connection, &request, request.count)
@@ -133,7 +142,7 @@ struct UpgradeControl {
     /// The directory of `uid`'s upgrade sockets: root's under `/run`, another user's under
     /// that user's runtime directory.
     static func directory(for uid: uid_t) -> FilePath {
-        uid == 0 ? "/run/schedfs" : FilePath("/run/user/\(uid)/schedfs")
+        uid == 0 ? "/run/schedfs-upgrade" : FilePath("/run/user/\(uid)/schedfs-upgrade")
     }
 
     /// Makes (or finds) this user's directory, after checking that no other user could have
@@ -172,6 +181,18 @@ struct UpgradeControl {
         var length = socklen_t(MemoryLayout<(Int32, UInt32, UInt32)>.size)
         guard getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0 else { return nil }
         return credentials.uid
+    }
+
+    /// The address of `name` in the abstract namespace, and its length.
+    private static func abstractAddress(_ name: String) -> (sockaddr_un, socklen_t) {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(name.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            // A leading NUL: no file, and the name is exactly these bytes.
+            for (index, byte) in bytes.enumerated() where index + 1 < buffer.count { buffer[index + 1] = byte }
+        }
+        return (address, socklen_t(MemoryLayout<sa_family_t>.size + 1 + bytes.count))
     }
 
     /// The address of the socket at `path`.

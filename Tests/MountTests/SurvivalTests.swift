@@ -28,7 +28,7 @@ extension MountTests {
         func aServerThatStopsAnsweringIsReplaced(mode: [String]) throws {
             try Self.replaceTheServer(
                 10, mode: mode + ["-o", "hang_timeout=500"], as: "SIGSTOP", told: "while requests waited; killing it",
-                longestWait: .milliseconds(1500)
+                longestWait: .milliseconds(1500), findsStuckServers: true
             ) { _, _, server in
                 kill(server, SIGSTOP)
             }
@@ -55,6 +55,7 @@ extension MountTests {
         /// leaves nothing.
         static func replaceTheServer(
             _ rounds: Int = 20, mode: [String], as name: String, told: String, longestWait: Duration = .seconds(5),
+            findsStuckServers: Bool = false,
             _ replace: (_ round: Int, _ mount: MountedSchedfs, _ server: pid_t) throws -> Void
         ) throws {
             let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
@@ -81,6 +82,9 @@ extension MountTests {
             let seen = load.stop()
 
             #expect(servers.count == rounds, "\(rounds) servers replaced, each once")
+            // A healthy server is never taken for a stuck one, under this load either.
+            #expect(mount.log.contains("while requests waited; killing it") == findsStuckServers, "log:\n\(mount.log)")
+            #expect(!mount.log.contains("no longer watching for stuck servers"), "log:\n\(mount.log)")
             #expect(seen.longestStall < longestWait, "a reader waited \(seen.longestStall)")
             #expect(seen.errors.isEmpty, "errors: \(seen.errors.prefix(5))")
             #expect(seen.bad.isEmpty, "bad texts: \(seen.bad.prefix(5))")
@@ -240,7 +244,7 @@ extension MountTests {
             #expect(Self.server(of: mount) != server)
 
             let taking = try user.run("/usr/bin/python3", [
-                "-c", "import socket; socket.socket(socket.AF_UNIX).bind('/run/schedfs/upgrade-\(device)')",
+                "-c", "import socket; socket.socket(socket.AF_UNIX).bind('/run/schedfs-upgrade/upgrade-\(device)')",
             ])
             #expect(taking.status != 0 && taking.stderr.contains("Permission denied"), "\(taking)")
         }
