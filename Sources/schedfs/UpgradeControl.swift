@@ -46,9 +46,9 @@ struct UpgradeControl {
         }
         let listening = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard listening >= 0 else { throw .system("socket", Errno(rawValue: errno)) }
-        var address = Self.address(path)
+        var (address, length) = Self.address(path)
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listening, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listening, $0, length) }
         }
         var made = stat()
         guard bound == 0, listen(listening, 4) == 0, path.withPlatformString({ lstat($0, &made) }) == 0 else {
@@ -113,7 +113,7 @@ struct UpgradeControl {
             guard found.st_mode & S_IFMT == S_IFSOCK, found.st_uid == owner else {
                 throw .server("\(path) is not a socket of the user who mounted \(mountpoint) (uid \(owner))")
             }
-            address = (Self.address(path), socklen_t(MemoryLayout<sockaddr_un>.size))
+            address = Self.address(path)
         } else {
             address = Self.abstractAddress("schedfs-upgrade:\(mount.device)")
         }
@@ -183,26 +183,25 @@ struct UpgradeControl {
         return credentials.uid
     }
 
-    /// The address of `name` in the abstract namespace, and its length.
-    private static func abstractAddress(_ name: String) -> (sockaddr_un, socklen_t) {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(name.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            // A leading NUL: no file, and the name is exactly these bytes.
-            for (index, byte) in bytes.enumerated() where index + 1 < buffer.count { buffer[index + 1] = byte }
-        }
-        return (address, socklen_t(MemoryLayout<sa_family_t>.size + 1 + bytes.count))
+    /// The address of the socket at `path`, and its length.
+    private static func address(_ path: FilePath) -> (sockaddr_un, socklen_t) {
+        address(Array(path.description.utf8), abstract: false)
     }
 
-    /// The address of the socket at `path`.
-    private static func address(_ path: FilePath) -> sockaddr_un {
+    /// The address of `name` in the abstract namespace, where a leading NUL stands for the name
+    /// being no file, and its length: the name is exactly these bytes.
+    private static func abstractAddress(_ name: String) -> (sockaddr_un, socklen_t) {
+        address(Array(name.utf8), abstract: true)
+    }
+
+    private static func address(_ name: [UInt8], abstract: Bool) -> (sockaddr_un, socklen_t) {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.description.utf8)
+        let start = abstract ? 1 : 0
         withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            for (index, byte) in bytes.enumerated() where index + 1 < buffer.count { buffer[index] = byte }
+            // One byte left for a path's closing NUL.
+            for (index, byte) in name.enumerated() where start + index + 1 < buffer.count { buffer[start + index] = byte }
         }
-        return address
+        return (address, socklen_t(MemoryLayout<sa_family_t>.size + start + name.count + (abstract ? 0 : 1)))
     }
 }
