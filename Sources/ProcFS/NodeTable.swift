@@ -2,19 +2,39 @@ import Synchronization
 
 /// The entries the kernel holds, by inode number, as libfuse's `passthrough_ll.c` keeps its
 /// inodes: one node per entry the kernel was told of in a `LOOKUP` reply, with how many lookups
-/// of it the kernel holds, until `FORGET` takes the last. In page-cache mode each file's node
-/// also keeps what the kernel's cache holds of its text (``PageCacheCopy``).
+/// of it the kernel holds, until `FORGET` takes the last. A file's node also keeps what the
+/// kernel caches of it that changes without a notice from the tree (``KernelCache``).
 ///
 /// A removed entry stays here while the kernel holds it, so its open files answer `EIO`, as
 /// in procfs; the tree gives inode numbers once, so a number here never names another entry.
 /// An entry is watched (``ProcEntry/setWatched(_:)``) while it has a node, so that a change
 /// of an entry the kernel does not hold costs the server nothing.
 final class NodeTable: Sendable {
+    /// What the kernel may cache of a file that the file's node must keep true.
+    enum KernelCache {
+        /// Nothing that changes: a directory, a link, a file of size 0.
+        case nothing
+        /// The size of a file that announces its changes, in direct_io mode (``KeptAttributes``).
+        case attributes
+        /// The text and attributes of a file, in page-cache mode (``PageCacheCopy``).
+        case pages
+    }
+
     private struct Node {
         let entry: ProcEntry
         var lookups: UInt64
         /// What the kernel caches of a file's text, in page-cache mode.
         let copy: PageCacheCopy?
+        /// Whether the kernel keeps a file's size, in direct_io mode.
+        let attributes: KeptAttributes?
+
+        init(entry: ProcEntry, lookups: UInt64, caching: KernelCache) {
+            self.entry = entry
+            self.lookups = lookups
+            let file = entry.kind == .file || entry.kind == .knob
+            copy = file && caching == .pages ? PageCacheCopy() : nil
+            attributes = file && caching == .attributes ? KeptAttributes() : nil
+        }
     }
 
     private let nodes: Mutex<[UInt64: Node]>
@@ -22,7 +42,7 @@ final class NodeTable: Sendable {
     /// A table that holds the root, which the kernel holds for the whole mount without a
     /// lookup.
     init(root: ProcEntry) {
-        nodes = Mutex([root.inode: Node(entry: root, lookups: 1, copy: nil)])
+        nodes = Mutex([root.inode: Node(entry: root, lookups: 1, caching: .nothing)])
         root.setWatched(true)
     }
 
@@ -33,33 +53,31 @@ final class NodeTable: Sendable {
 
     /// Holds `entry` as a node that another server of the mount told the kernel of (see
     /// ``CarriedState``): how many lookups the kernel holds is unknown, so its first `FORGET`
-    /// removes it. In page-cache mode (`keepingCopy`) the kernel's copy of a file is taken as
-    /// stale, so the next read asks for it.
+    /// removes it. What the kernel caches of it (`caching`) is taken as stale, so the next use
+    /// asks for it.
     ///
     /// - Returns: the entry held as `entry.inode`, which may be one held already.
-    func adopt(_ entry: ProcEntry, keepingCopy: Bool) -> ProcEntry {
+    func adopt(_ entry: ProcEntry, caching: KernelCache) -> ProcEntry {
         nodes.withLock { nodes in
             if let known = nodes[entry.inode] { return known.entry }
-            let copy = keepingCopy && (entry.kind == .file || entry.kind == .knob) ? PageCacheCopy() : nil
-            nodes[entry.inode] = Node(entry: entry, lookups: 0, copy: copy)
+            nodes[entry.inode] = Node(entry: entry, lookups: 0, caching: caching)
             entry.setWatched(true)
             return entry
         }
     }
 
     /// Counts one more lookup of `entry`, which the kernel is about to be told of in a
-    /// `LOOKUP` reply; refuses once the entry is removed. A file's first lookup in page-cache
-    /// mode (`keepingCopy`) starts its ``PageCacheCopy``.
+    /// `LOOKUP` reply; refuses once the entry is removed. A file's first lookup starts what
+    /// keeps the kernel's cache of it true (`caching`).
     ///
     /// - Returns: whether the lookup was counted.
-    func lookedUp(_ entry: ProcEntry, keepingCopy: Bool) -> Bool {
+    func lookedUp(_ entry: ProcEntry, caching: KernelCache) -> Bool {
         nodes.withLock { nodes in
             guard !entry.isRemoved else { return false }
             if nodes[entry.inode] != nil {
                 nodes[entry.inode]!.lookups += 1
             } else {
-                let copy = keepingCopy && (entry.kind == .file || entry.kind == .knob) ? PageCacheCopy() : nil
-                nodes[entry.inode] = Node(entry: entry, lookups: 1, copy: copy)
+                nodes[entry.inode] = Node(entry: entry, lookups: 1, caching: caching)
                 // Before the kernel gets anything of the entry: its changes are told from now on.
                 entry.setWatched(true)
             }
@@ -87,5 +105,11 @@ final class NodeTable: Sendable {
     /// What the kernel's cache holds of `inode`'s text, if it holds the file in page-cache mode.
     func copy(of inode: UInt64) -> PageCacheCopy? {
         nodes.withLock { $0[inode]?.copy }
+    }
+
+    /// Whether the kernel keeps `inode`'s size, if it holds a file that announces its changes
+    /// in direct_io mode.
+    func keptAttributes(of inode: UInt64) -> KeptAttributes? {
+        nodes.withLock { $0[inode]?.attributes }
     }
 }

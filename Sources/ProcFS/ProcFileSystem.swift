@@ -52,8 +52,8 @@ final class ProcFileSystem: Sendable {
     /// explicitly. (A name not found is not cached, so a new entry is seen at once.)
     static let entryTimeout = unchangingAttributeTimeout
     /// How long the kernel may cache attributes that change only when the server says so: a
-    /// directory's, a link's, in page-cache mode those of a file that announces its changes,
-    /// and in direct_io mode those of a file that does not. With `default_permissions` the
+    /// directory's, a link's, and a file's, but for texts per caller or made by `async` closures
+    /// in page-cache mode, and files below a dynamic directory. With `default_permissions` the
     /// kernel checks them on every path walk, so an expired root costs every open a `GETATTR`
     /// round trip.
     static let unchangingAttributeTimeout = 86_400.0
@@ -124,9 +124,7 @@ final class ProcFileSystem: Sendable {
         guard directory.kind == .directory else { throw .notDirectory }
         tree.refresh(directory)
         guard let entry = tree.entry(named: name, in: directory),
-            // The kernel's cache cannot keep a text per caller, or wait for an async one: such a
-            // file reads EIO there.
-            nodes.lookedUp(entry, keepingCopy: readMode == .pageCache && !entry.bypassesPageCache)
+            nodes.lookedUp(entry, caching: kernelCache(of: entry))
         else {
             throw .noSuchFileOrDirectory
         }
@@ -284,7 +282,16 @@ final class ProcFileSystem: Sendable {
 
     /// Holds `entry` as a node another server of the mount told the kernel of.
     func adopt(_ entry: ProcEntry) -> ProcEntry {
-        nodes.adopt(entry, keepingCopy: readMode == .pageCache && !entry.bypassesPageCache)
+        nodes.adopt(entry, caching: kernelCache(of: entry))
+    }
+
+    /// What the kernel may cache of `entry` that changes without a notice from the tree. The
+    /// kernel's cache cannot keep a text per caller, or wait for an async one: such a file
+    /// reads EIO there, and has size 0 in direct_io mode, as in procfs.
+    private func kernelCache(of entry: ProcEntry) -> NodeTable.KernelCache {
+        if entry.bypassesPageCache { return .nothing }
+        if readMode == .pageCache { return .pages }
+        return entry.announcesChanges ? .attributes : .nothing
     }
 
     /// The open file `handle` of `entry`: one this server opened, or, for a server that took
@@ -343,7 +350,11 @@ final class ProcFileSystem: Sendable {
     ///
     /// In direct_io mode, a file that announces its changes has the size of its current text,
     /// which a read from offset 0 gets (the kernel sends no handle with an `fstat`), or with an
-    /// open file's handle (`lseek` to `SEEK_END`) that of the text the open is reading. A file
+    /// open file's handle (`lseek` to `SEEK_END`) that of the text the open is reading. From a
+    /// `GETATTR` without a handle (`lasting`), the kernel keeps that size until the file
+    /// announces a change (``KeptAttributes``), so that a warm `cat` waits on `OPEN` and two
+    /// `READ`s alone; an open's size, and the reply to a `LOOKUP` (whose inode the kernel may
+    /// not hold yet when it is told of a change), it does not keep. A file
     /// that does not announce its changes has size 0, as in procfs: its size is known only by
     /// making its text, and so its attributes never change and the kernel keeps them (which is
     /// what makes `ls -l` and `find` of a large tree cheap). In page-cache mode the size is that
@@ -390,9 +401,19 @@ final class ProcFileSystem: Sendable {
                 let cached = lasting && entry.announcesChanges && copy.settled && !entry.isBelowDynamicDirectory
                 attributes.timeout = cached ? Self.unchangingAttributeTimeout : 0
             } else if entry.announcesChanges {
-                guard let size = open?.size ?? entry.snapshot()?.count else { return nil }
-                attributes.size = size
-                attributes.timeout = 0
+                if let size = open?.size {
+                    // The open's own text, which the kernel must not keep for the file.
+                    attributes.size = size
+                    attributes.timeout = 0
+                } else if lasting, !entry.isBelowDynamicDirectory, let kept = nodes.keptAttributes(of: entry.inode) {
+                    guard let size = kept.keep(entry) else { return nil }
+                    attributes.size = size.size
+                    attributes.timeout = size.lasting ? Self.unchangingAttributeTimeout : 0
+                } else {
+                    guard let size = entry.snapshot()?.count else { return nil }
+                    attributes.size = size
+                    attributes.timeout = 0
+                }
             }
         }
         return attributes

@@ -1,12 +1,17 @@
 /// What the kernel and the pollers must be told of each change in the tree: decided here,
 /// without a mount, and sent by the ``TreeNotifier``.
 extension ProcFileSystem {
-    /// What the kernel must be told when `entry` announces a change: in page-cache mode it must
-    /// ask for the file's attributes again before its next read (which then drops the stale
-    /// pages), unless it holds nothing of the file or its copy is stale already.
-    func noticesOfChange(to entry: ProcEntry) -> [KernelNotice] {
-        guard readMode == .pageCache, let copy = nodes.copy(of: entry.inode), copy.invalidate() else { return [] }
-        return [.attributes(entry.inode)]
+    /// What the kernel must be told when `entry` announces a change: it must ask for the
+    /// file's attributes again, unless it holds nothing of the file or what it holds is stale
+    /// already. In page-cache mode that drops the stale pages at the next read. In direct_io
+    /// mode the next `stat` gets the new size; a change that keeps the text's length
+    /// (`keepingLength`) leaves the kernel's attributes true, and is not told.
+    func noticesOfChange(to entry: ProcEntry, keepingLength: Bool = false) -> [KernelNotice] {
+        let inode = entry.inode
+        let stale = readMode == .pageCache
+            ? nodes.copy(of: inode)?.invalidate()
+            : keepingLength ? false : nodes.keptAttributes(of: inode)?.invalidate()
+        return stale == true ? [.attributes(inode)] : []
     }
 
     /// What the kernel must be told when `entry` is added, if it holds the parent: ask again for

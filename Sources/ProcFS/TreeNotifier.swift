@@ -40,7 +40,7 @@ final class TreeNotifier: Sendable {
         let observing = fileSystem.tree.observe(
             as: ObjectIdentifier(self),
             added: { [self] entry in added(entry) },
-            changed: { [self] entry in changed(entry) },
+            changed: { [self] entry, keepingLength in changed(entry, keepingLength: keepingLength) },
             removed: { [self] entry in removed(entry) })
         guard observing else { throw .treeServedAlready }
     }
@@ -65,11 +65,11 @@ final class TreeNotifier: Sendable {
         return channel.send(notice)
     }
 
-    /// A changed file: in page-cache mode the kernel drops what it cached; its pollers wake.
-    private func changed(_ entry: ProcEntry) {
+    /// A changed file: the kernel drops what it keeps of it that changed; its pollers wake.
+    private func changed(_ entry: ProcEntry, keepingLength: Bool) {
         guard writing.enter() else { return }
         defer { writing.leave() }
-        send(fileSystem.noticesOfChange(to: entry), about: entry)
+        send(fileSystem.noticesOfChange(to: entry, keepingLength: keepingLength), about: entry)
         fileSystem.notifyPollers(of: entry)
     }
 

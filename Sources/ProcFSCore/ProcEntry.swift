@@ -173,10 +173,16 @@ public final class ProcEntry: Sendable {
     ///
     /// A knob's store closure need not call this on its own knob: every write to a knob, through
     /// the mount or by ``store(_:)``, is announced by the library, before the write returns.
-    public func changed() {
+    ///
+    /// - Parameter keepingLength: `true` when the new text has the same length as the one
+    ///   before it (a counter that gained no digit). In direct_io mode the kernel then keeps the
+    ///   file's attributes, which saves the next reader's path walk a round trip; the page cache
+    ///   drops its copy all the same. Say it only when it is sure: a text that changed its length
+    ///   would `stat` with the old size until the next change.
+    public func changed(keepingLength: Bool = false) {
         let before = state.add(Self.oneChange, ordering: .acquiringAndReleasing).oldValue
         guard before & Self.watchedBit != 0, before & Self.removedBit == 0 else { return }
-        observers.changed(self)
+        observers.changed(self, keepingLength: keepingLength)
     }
 
     /// Says whether a server watches the entry (the kernel holds it): only then does

@@ -452,15 +452,16 @@ public final class ProcTree: Sendable {
         }
     }
 
-    /// Sets what runs when an entry is added, when one changes (``ProcEntry/changed()``) and
-    /// when one is removed (before its rundown); the server uses them to keep the kernel's
+    /// Sets what runs when an entry is added, when one changes (``ProcEntry/changed(keepingLength:)``,
+    /// with whether its length stayed) and when one is removed (before its rundown); the server
+    /// uses them to keep the kernel's
     /// caches true. A tree has one observer at a time, so one server: this refuses while
     /// another `owner` observes.
     ///
     /// - Returns: whether `owner` observes the tree now.
     package func observe(
         as owner: ObjectIdentifier, added: @escaping @Sendable (ProcEntry) -> Void,
-        changed: @escaping @Sendable (ProcEntry) -> Void, removed: @escaping @Sendable (ProcEntry) -> Void
+        changed: @escaping @Sendable (ProcEntry, _ keepingLength: Bool) -> Void, removed: @escaping @Sendable (ProcEntry) -> Void
     ) -> Bool {
         observers.set(owner: owner, ProcTreeObservers.Handlers(added: added, changed: changed, removed: removed))
     }
@@ -498,7 +499,7 @@ final class ProcTreeObservers: Sendable {
 
     struct Handlers {
         var added: (@Sendable (ProcEntry) -> Void)?
-        var changed: (@Sendable (ProcEntry) -> Void)?
+        var changed: (@Sendable (ProcEntry, Bool) -> Void)?
         var removed: (@Sendable (ProcEntry) -> Void)?
     }
 
@@ -522,7 +523,7 @@ final class ProcTreeObservers: Sendable {
 
     func added(_ entry: ProcEntry) { handlers.withLock { $0.handlers.added }?(entry) }
 
-    func changed(_ entry: ProcEntry) { handlers.withLock { $0.handlers.changed }?(entry) }
+    func changed(_ entry: ProcEntry, keepingLength: Bool) { handlers.withLock { $0.handlers.changed }?(entry, keepingLength) }
 
     func removed(_ entry: ProcEntry) { handlers.withLock { $0.handlers.removed }?(entry) }
 }

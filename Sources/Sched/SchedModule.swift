@@ -122,8 +122,8 @@ final class TickRoutine: Sendable {
 
     /// One run: count it, then re-queue, or leave the queue and wake cleanup.
     func run(_ task: QueueTask, requeueOn queue: TaskQueue) {
-        calls.count()
-        file.withLock { $0 }?.changed()
+        let count = calls.count()
+        file.withLock { $0 }?.changed(keepingLength: !SchedText.isLonger(calls: count))
         if stopRequested.load(ordering: .acquiring) {
             hasLeft.store(true, ordering: .releasing)
             wake.wakeUp()
@@ -142,8 +142,12 @@ final class CallCount: Sendable {
         self.carried = carried
     }
 
-    func count() {
-        if let carried { carried.add(1) } else { calls.add(1, ordering: .releasing) }
+    /// Counts one call.
+    ///
+    /// - Returns: the count now.
+    func count() -> UInt64 {
+        if let carried { return carried.add(1) }
+        return calls.add(1, ordering: .releasing).newValue
     }
 
     var value: UInt64 { carried?.load() ?? calls.load(ordering: .acquiring) }

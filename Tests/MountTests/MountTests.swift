@@ -666,6 +666,56 @@ import Testing
     }
 }
 
+extension MountTests {
+    /// The requests one `cat` of `sched` waits on once the kernel holds the file, and nothing
+    /// changed since: in direct_io mode OPEN, two READs (the second at the end of the text)
+    /// and one GETATTR, for cat's `fstat`. The kernel keeps sched's attributes until it
+    /// changes, so its path walk asks nothing; but every direct_io read marks the atime stale
+    /// (`__fuse_direct_read` in fs/fuse/file.c), and `fuse_update_get_attr` (fs/fuse/dir.c)
+    /// then asks again for an `fstat`. In page-cache mode nothing is asked: the kernel holds the
+    /// text and its attributes.
+    ///
+    /// "Nothing changed" is made sure of, not hoped for: at 1 Hz, the cat counted is taken
+    /// only between two reads that got the same count.
+    @Test(arguments: MountTests.readModes)
+    func aWarmCatWaitsOnlyOnWhatTheKernelCannotKeep(mode: [String]) throws {
+        let mount = try MountedSchedfs(options: ["-d", "-o", "hz=1"] + mode)
+        defer { mount.cleanUp() }
+        let directIO = mode.isEmpty
+        func cat() throws -> (text: String, requests: [String]) {
+            let before = Self.opcodes(mount.log).count
+            let cat = try runCommand("/bin/cat", [mount.path("sched")])
+            #expect(cat.status == 0, "cat: \(cat.stderr)")
+            // The kernel sends RELEASE after close returns, and waits for no answer.
+            if directIO {
+                #expect(eventually(timeout: .seconds(5)) { Self.opcodes(mount.log).dropFirst(before).contains("RELEASE") })
+            }
+            let requests = Self.opcodes(mount.log).dropFirst(before).filter { !["RELEASE", "FORGET", "BATCH_FORGET"].contains($0) }
+            return (cat.stdout, Array(requests))
+        }
+        _ = try cat()
+        var counted: [String]?
+        for _ in 0..<10 where counted == nil {
+            let first = try cat()
+            _ = try cat()
+            let warm = try cat()
+            let last = try cat()
+            #expect(parseSched(warm.text) != nil, "cat read \(warm.text.debugDescription)")
+            if first.text == last.text { counted = warm.requests }
+        }
+        let requests = try #require(counted, "in 10 tries at 1 Hz, no cat fell between two reads of one count")
+        #expect(requests.sorted() == (directIO ? ["GETATTR", "OPEN", "READ", "READ"] : []), "\(requests)")
+    }
+
+    /// The opcodes of the requests the daemon got, in order, from its debug log (`-d`).
+    static func opcodes(_ log: String) -> [String] {
+        log.split(separator: "\n").compactMap { line in
+            guard let found = line.firstRange(of: "opcode: ") else { return nil }
+            return String(line.suffix(from: found.upperBound).prefix { $0.isLetter || $0 == "_" })
+        }
+    }
+}
+
 extension MountTests.CleanupProtocol {
     @Test func aSingleThreadedMountServesAndUnmounts() throws {
         let mount = try MountedSchedfs(options: ["-s"])

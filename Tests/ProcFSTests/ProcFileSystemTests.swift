@@ -94,8 +94,8 @@ import Testing
         #expect(served.fileSystem.nodes.lookups(of: served.file.inode) == 0)
     }
 
-    /// How long the kernel may keep attributes: directories and links until told; files not at
-    /// all, except in page-cache mode a file that announces its changes, from a GETATTR.
+    /// How long the kernel may keep attributes: directories and links until told; a file that
+    /// announces its changes from a GETATTR until told, not from a LOOKUP.
     @Test(arguments: modes)
     func attributeTimeoutsFollowWhoAnnouncesChanges(mode: ReadMode) throws {
         let served = try Served(mode)
@@ -105,7 +105,7 @@ import Testing
         #expect(try served.lookUp("link").attributes.timeout == lasting)
         #expect(try served.lookUp("file").attributes.timeout == 0, "a LOOKUP reply may race a change")
         let fileTimeout = try served.fileSystem.attributes(node: served.file.inode, handle: nil).timeout
-        #expect(fileTimeout == (mode == .pageCache ? lasting : 0))
+        #expect(fileTimeout == lasting)
         // The knob does not announce its changes: in direct_io mode its size is 0 (as in
         // procfs) and its attributes never change; the page cache needs the true size.
         let knob = try served.fileSystem.attributes(node: served.knob.inode, handle: nil)
@@ -212,8 +212,9 @@ import Testing
         #expect(throws: Errno.badFileDescriptor) { try fs.readDirectory(node: ProcTree.rootInode, handle: opened.handle, offset: 0) }
     }
 
-    /// What the kernel is told of changes: in page-cache mode an announced change of a file it
-    /// holds, once until it asks again; nothing for a file it does not hold, or in direct_io.
+    /// What the kernel is told of changes: an announced change of a file whose text (in
+    /// page-cache mode) or size (in direct_io mode, from a GETATTR) it keeps, once until it asks
+    /// again; nothing for a file it does not hold.
     @Test func changesAreNoticedOnlyWhereTheKernelHoldsACurrentCopy() throws {
         let cached = try Served(.pageCache)
         #expect(cached.fileSystem.noticesOfChange(to: cached.file).isEmpty, "the kernel holds nothing yet")
@@ -224,9 +225,41 @@ import Testing
         #expect(cached.fileSystem.noticesOfChange(to: cached.file) == [.attributes(cached.file.inode)])
 
         let direct = try Served(.directIO)
+        #expect(direct.fileSystem.noticesOfChange(to: direct.file).isEmpty, "the kernel holds nothing yet")
         _ = try direct.lookUp("file")
+        #expect(direct.fileSystem.noticesOfChange(to: direct.file).isEmpty, "a LOOKUP's size is not kept")
         _ = try direct.fileSystem.attributes(node: direct.file.inode, handle: nil)
+        #expect(direct.fileSystem.noticesOfChange(to: direct.file) == [.attributes(direct.file.inode)])
+        #expect(direct.fileSystem.noticesOfChange(to: direct.file).isEmpty, "its size is stale already")
+        _ = try direct.fileSystem.attributes(node: direct.file.inode, handle: nil)
+        #expect(direct.fileSystem.noticesOfChange(to: direct.file, keepingLength: true).isEmpty, "the size it keeps is true")
+        #expect(direct.fileSystem.noticesOfChange(to: direct.file) == [.attributes(direct.file.inode)])
+        _ = try cached.fileSystem.attributes(node: cached.file.inode, handle: nil)
+        #expect(cached.fileSystem.noticesOfChange(to: cached.file, keepingLength: true) == [.attributes(cached.file.inode)], "its pages are stale")
+        let opened = try direct.fileSystem.open(node: direct.file.inode, flags: O_RDONLY, caller: .current)
+        #expect(try direct.fileSystem.attributes(node: direct.file.inode, handle: opened.handle).timeout == 0, "an open's size")
         #expect(direct.fileSystem.noticesOfChange(to: direct.file).isEmpty)
+    }
+
+    /// A size made while the file announced a change is not kept, and does not undo a kept one:
+    /// the change that follows it is still told.
+    @Test func aSizeMadeDuringAChangeIsNotKept() throws {
+        let tree = ProcTree()
+        let fileSystem = ProcFileSystem(tree: tree, requestedMode: .directIO, logger: Logger(label: "test"), mounter: .root)
+        _ = fileSystem.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true)
+        let changing = Mutex(false)
+        let file = try tree.register("file", announcesChanges: true) { () -> String in
+            guard changing.withLock({ $0 }), let entry = tree.entry(atPath: "file") else { return "text\n" }
+            entry.changed()
+            return "longer text\n"
+        }
+        _ = try fileSystem.lookup(parent: ProcTree.rootInode, name: "file")
+        let settled = try fileSystem.attributes(node: file.inode, handle: nil)
+        #expect(settled.timeout == ProcFileSystem.unchangingAttributeTimeout && settled.size == 5)
+        changing.withLock { $0 = true }
+        let unsettled = try fileSystem.attributes(node: file.inode, handle: nil)
+        #expect(unsettled.timeout == 0 && unsettled.size == 12)
+        #expect(fileSystem.noticesOfChange(to: file) == [.attributes(file.inode)], "the size kept before")
     }
 
     @Test func additionsAndRemovalsAreNoticedAsTheKernelNeeds() throws {
@@ -544,7 +577,7 @@ import Testing
         let file = try tree.register("file") { "" }
         #expect(nodes.entry(ProcTree.rootInode) === tree.root, "the kernel holds the root without a lookup")
         #expect(nodes.entry(file.inode) == nil)
-        #expect(nodes.lookedUp(file, keepingCopy: false) && nodes.lookedUp(file, keepingCopy: false))
+        #expect(nodes.lookedUp(file, caching: .nothing) && nodes.lookedUp(file, caching: .nothing))
         #expect(nodes.lookups(of: file.inode) == 2 && nodes.entry(file.inode) === file)
         nodes.forget(file.inode, count: 1)
         #expect(nodes.entry(file.inode) === file)
@@ -560,9 +593,9 @@ import Testing
         let tree = ProcTree()
         let nodes = NodeTable(root: tree.root)
         let held = try tree.makeDirectory("held")
-        #expect(nodes.lookedUp(held, keepingCopy: false))
+        #expect(nodes.lookedUp(held, caching: .nothing))
         try tree.remove(held)
-        #expect(!nodes.lookedUp(held, keepingCopy: false))
+        #expect(!nodes.lookedUp(held, caching: .nothing))
         #expect(nodes.entry(held.inode) === held && nodes.lookups(of: held.inode) == 1)
         nodes.forget(held.inode, count: 1)
         #expect(nodes.entry(held.inode) == nil)
@@ -575,11 +608,16 @@ import Testing
         let knob = try tree.registerKnob("knob", content: { "" }) { _ throws(Errno) in }
         let directory = try tree.makeDirectory("directory")
         let direct = try tree.register("direct") { "" }
-        for entry in [file, knob, directory] { #expect(nodes.lookedUp(entry, keepingCopy: true)) }
-        #expect(nodes.lookedUp(direct, keepingCopy: false))
+        for entry in [file, knob, directory] { #expect(nodes.lookedUp(entry, caching: .pages)) }
+        #expect(nodes.lookedUp(direct, caching: .nothing))
         #expect(nodes.copy(of: file.inode) != nil && nodes.copy(of: knob.inode) != nil)
         #expect(nodes.copy(of: directory.inode) == nil && nodes.copy(of: direct.inode) == nil)
         #expect(nodes.copy(of: 999) == nil)
+        #expect(nodes.keptAttributes(of: file.inode) == nil, "the page cache keeps the size itself")
+        let kept = try tree.register("kept", announcesChanges: true) { "" }
+        for entry in [kept, directory] { #expect(nodes.lookedUp(entry, caching: .attributes)) }
+        #expect(nodes.keptAttributes(of: kept.inode) != nil && nodes.copy(of: kept.inode) == nil)
+        #expect(nodes.keptAttributes(of: directory.inode) == nil)
     }
 }
 
@@ -596,7 +634,7 @@ import Testing
             guard case .treeServedAlready = error as? FuseServerError else { return false }
             return true
         }
-        let another = tree.observe(as: ObjectIdentifier(tree), added: { _ in }, changed: { _ in }, removed: { _ in })
+        let another = tree.observe(as: ObjectIdentifier(tree), added: { _ in }, changed: { _, _ in }, removed: { _ in })
         #expect(!another, "the first server still observes the tree")
         withExtendedLifetime(first) {}
         first = nil

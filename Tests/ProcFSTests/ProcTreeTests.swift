@@ -97,7 +97,7 @@ import SystemPackage
         let tree = ProcTree()
         let removed = Mutex<[String]>([])
         let observing = tree.observe(
-            as: ObjectIdentifier(tree), added: { _ in }, changed: { _ in },
+            as: ObjectIdentifier(tree), added: { _ in }, changed: { _, _ in },
             removed: { entry in removed.withLock { $0.append(entry.name) } })
         #expect(observing)
         let top = try tree.makeDirectory("top")
@@ -189,7 +189,7 @@ import SystemPackage
         let tree = ProcTree()
         let told = Mutex(0)
         let observing = tree.observe(
-            as: ObjectIdentifier(tree), added: { _ in }, changed: { _ in told.withLock { $0 += 1 } }, removed: { _ in })
+            as: ObjectIdentifier(tree), added: { _ in }, changed: { _, _ in told.withLock { $0 += 1 } }, removed: { _ in })
         #expect(observing)
         let entry = try tree.register("file", announcesChanges: true) { "" }
         entry.changed()

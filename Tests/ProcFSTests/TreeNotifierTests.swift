@@ -39,7 +39,7 @@ import Testing
                 new throws(Errno) in value.value.withLock { $0 = Int(new) }
             }
             _ = try fileSystem.lookup(parent: ProcTree.rootInode, name: "knob")
-            // Page-cache mode: the kernel reads the attributes, and so holds a current copy.
+            // The kernel reads the attributes, and so keeps the knob's text or size.
             _ = try fileSystem.attributes(node: knob.inode, handle: nil)
             self.mode = mode
             _ = channel.taken()  // the knob's addition
@@ -57,12 +57,13 @@ import Testing
     }
 
     /// `ProcEntry.store` ("as `sysctl -w` would") and a knob written through the mount take the
-    /// same road: the sleeping poller wakes, and in page-cache mode the kernel is told to drop
-    /// what it cached of the knob, as for a tick's `changed()`.
+    /// same road: the sleeping poller wakes, and the kernel is told to drop what it keeps of the
+    /// knob (its text in page-cache mode, its size in direct_io mode), as for a tick's
+    /// `changed()`.
     @Test(arguments: [ReadMode.directIO, .pageCache])
     func aStoreAndAWriteThroughTheMountAnnounceAlike(mode: ReadMode) throws {
         let polled = try PolledKnob(mode)
-        let expected: [ProcFileSystem.KernelNotice] = mode == .pageCache ? [.attributes(polled.knob.inode)] : []
+        let expected: [ProcFileSystem.KernelNotice] = [.attributes(polled.knob.inode)]
         defer { _ = polled.notifier.close(timeout: .zero) }
 
         let storePoller = try polled.sleepingPoller(1)

@@ -2,7 +2,7 @@ import Glibc
 import KernelSync
 import Logging
 import ProcFS
-import Sched
+@testable import Sched
 import TaskQueue
 import Testing
 import SystemPackage
@@ -14,6 +14,17 @@ import SystemPackage
                       (UInt64.max, "Timer was called 18446744073709551615 times so far\n")])
     func formatsLikeTheOriginal(calls: UInt64, text: String) {
         #expect(SchedText.format(calls: calls) == text)
+    }
+
+    /// The routine tells the kernel of a change of length exactly where the text's length
+    /// changes: checked against the formatted texts, through the largest count.
+    @Test func knowsWhereTheLengthChanges() {
+        let counts = (1...100_001).map { UInt64($0) } + [UInt64.max / 10 * 10, UInt64.max]
+        for calls in counts {
+            let longer = SchedText.format(calls: calls).utf8.count > SchedText.format(calls: calls - 1).utf8.count
+            #expect(SchedText.isLonger(calls: calls) == longer, "at \(calls)")
+        }
+        #expect(SchedText.isLonger(calls: 10_000_000_000_000_000_000))
     }
 }
 
