@@ -22,7 +22,7 @@ import Synchronization
 ///   the next changes nothing.
 ///
 /// The text is made outside the lock, so a content closure may take locks of its own that are
-/// also held around ``ProcEntry/changed()``. A change announced while the text is made leaves
+/// also held around ``ProcEntry/changed(keepingLength:)``. A change announced while the text is made leaves
 /// the copy not current (``Published/settled`` is `false`): the server then lets the kernel
 /// keep the attributes for no time at all, and the next `read` asks again.
 ///

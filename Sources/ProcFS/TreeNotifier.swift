@@ -13,7 +13,7 @@ protocol KernelNoticeChannel: Sendable {
 }
 
 /// The one road by which a change in the tree reaches the kernel and the pollers, whatever
-/// made it: a timer tick's ``ProcEntry/changed()``, a knob written through the mount or by
+/// made it: a timer tick's ``ProcEntry/changed(keepingLength:)``, a knob written through the mount or by
 /// ``ProcEntry/store(_:)``, an entry added or removed. It observes the tree, asks the
 /// ``ProcFileSystem`` what each change means to the kernel, sends that, and wakes the pollers.
 ///

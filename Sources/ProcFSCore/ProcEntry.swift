@@ -8,7 +8,7 @@ import SystemPackage
 /// A file is read as procfs reads a `seq_file`: a read from offset 0 makes the text anew from
 /// the entry's closure, and the reads that follow it go on in that one text, whole at every
 /// buffer size, never half of one value and half of the next. An owner that knows when the text
-/// changes registers the file with `announcesChanges` and calls ``changed()``; pollers of the
+/// changes registers the file with `announcesChanges` and calls ``changed(keepingLength:)``; pollers of the
 /// file then wake, and the kernel may cache the text in between.
 public final class ProcEntry: Sendable {
     /// What an entry is, and what makes its content.
@@ -77,7 +77,7 @@ public final class ProcEntry: Sendable {
     public let permissions: FilePermissions
     /// Who owns the entry; `nil` means the user who mounted the tree.
     public let owner: ProcOwner?
-    /// Whether the owner calls ``changed()`` whenever the text changes, so that the kernel may
+    /// Whether the owner calls ``changed(keepingLength:)`` whenever the text changes, so that the kernel may
     /// cache the text until then.
     public let announcesChanges: Bool
     let body: Body
@@ -186,7 +186,7 @@ public final class ProcEntry: Sendable {
     }
 
     /// Says whether a server watches the entry (the kernel holds it): only then does
-    /// ``changed()`` tell the server. Set it before the kernel is given anything of the entry,
+    /// ``changed(keepingLength:)`` tell the server. Set it before the kernel is given anything of the entry,
     /// so that no change after that goes untold.
     package func setWatched(_ watched: Bool) {
         if watched {
@@ -296,7 +296,7 @@ public final class ProcEntry: Sendable {
     }
 
     /// Hands `text` to a knob as one write at offset 0, as `sysctl -w` would; then announces a
-    /// change (``changed()``), as a write through the mount does: pollers wake, and the kernel
+    /// change (``changed(keepingLength:)``), as a write through the mount does: pollers wake, and the kernel
     /// drops what it cached of the knob.
     ///
     /// - Throws: the knob's refusal; `Errno.permissionDenied` for an entry that is

@@ -59,7 +59,7 @@ public final class ProcTree: Sendable {
     ///   - parent: the directory to add it to; the root when `nil`.
     ///   - permissions: the permission bits; procfs's read-only files are `0o444`.
     ///   - owner: who owns it; `nil` for the user who mounted.
-    ///   - announcesChanges: whether the caller will call ``ProcEntry/changed()`` whenever the
+    ///   - announcesChanges: whether the caller will call ``ProcEntry/changed(keepingLength:)`` whenever the
     ///     text changes; the kernel may then cache the text until it does.
     ///   - content: makes the text; it runs on the server's threads, so it must be quick.
     /// - Throws: ``ProcTreeError`` when the name is bad or taken, or the parent is gone.
@@ -141,8 +141,8 @@ public final class ProcTree: Sendable {
     /// Every write to a knob, through the mount or by ``ProcEntry/store(_:)``, taken or
     /// refused, wakes its pollers and drops what the kernel cached of it, as a write to
     /// `/proc/sys/kernel/hostname` wakes its pollers; `store` need not call
-    /// ``ProcEntry/changed()``. Register the knob with `announcesChanges: true` when its value
-    /// also changes by other means and the program calls ``ProcEntry/changed()`` then.
+    /// ``ProcEntry/changed(keepingLength:)``. Register the knob with `announcesChanges: true` when its value
+    /// also changes by other means and the program calls ``ProcEntry/changed(keepingLength:)`` then.
     ///
     /// Writes follow `/proc/sys` with `sysctl_writes_strict` (the kernel's default): an
     /// appending write (`>>`) goes to offset 0, as a `/proc/sys` file's size is 0, and a write
