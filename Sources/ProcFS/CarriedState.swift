@@ -11,8 +11,9 @@ import SystemPackage
 /// server), a count of servers started (part of each file handle a server gives out, so that
 /// no two servers give the kernel the same one), the kernel handles of files being polled
 /// (woken by a new server, whose predecessor can no longer wake them), named 64-bit values
-/// that the program keeps there (see ``value(named:)``), and the texts that open files are
-/// reading (``CarriedTexts``).
+/// that the program keeps there (see ``value(named:)``), the texts that open files are
+/// reading (``CarriedTexts``), and the path of each inode number the kernel holds
+/// (``CarriedNames``).
 package final class CarriedState: @unchecked Sendable {
     // @unchecked: `words` points into a MAP_SHARED mapping that lives as long as this object;
     // every access to shared words goes through the C atomics in CLinux, and the fixed areas
@@ -24,6 +25,9 @@ package final class CarriedState: @unchecked Sendable {
     /// The texts of open files; `nil` in a file that a keeper of an earlier layout made,
     /// which has no room for them.
     let texts: CarriedTexts?
+    /// The paths of the numbers the kernel holds; `nil` in a file that a keeper of an earlier
+    /// layout made.
+    let names: CarriedNames?
 
     /// The fixed part: everything but the texts, which follow it.
     static let fixedSize = 8192
@@ -49,7 +53,7 @@ package final class CarriedState: @unchecked Sendable {
     package convenience init() throws(Errno) {
         let descriptor = clinux_memfd_inherited("procfs-carried")
         guard descriptor >= 0 else { throw Errno(rawValue: errno) }
-        guard ftruncate(descriptor, off_t(CarriedTexts.offset + CarriedTexts.length)) == 0 else {
+        guard ftruncate(descriptor, off_t(CarriedNames.offset + CarriedNames.length)) == 0 else {
             let error = Errno(rawValue: errno)
             close(descriptor)
             throw error
@@ -72,6 +76,7 @@ package final class CarriedState: @unchecked Sendable {
         }
         self.descriptor = descriptor
         self.texts = CarriedTexts(descriptor: descriptor)
+        self.names = CarriedNames(descriptor: descriptor)
         self.words = mapped.bindMemory(to: CUnsignedLongLong.self, capacity: Self.fixedSize / 8)
     }
 

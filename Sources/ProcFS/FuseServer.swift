@@ -244,6 +244,9 @@ public final class FuseServer: @unchecked Sendable {
         package let pollersWoken: Int
         /// Entries the kernel still holds, which this server now answers for.
         package let entriesHeld: Int
+        /// Entries the kernel held whose paths this server's tree lacks: dropped from the
+        /// kernel as removed ones are.
+        package let entriesDropped: Int
     }
 
     /// Resends, wakes and adopts what the last server of the mount left (see
@@ -253,8 +256,26 @@ public final class FuseServer: @unchecked Sendable {
         let resent = cfuse3_notify_resend(descriptor) == 0
         let polled = carried.polledHandles
         for handle in polled { _ = cfuse3_notify_poll(descriptor, handle) }
+        let tree = fileSystem.tree
+        // The entries of dynamic directories are made when the directories are looked in: make
+        // them now, so that those the kernel holds have their numbers before the rest is dropped.
+        var directories = [tree.root]
+        while let directory = directories.popLast() {
+            tree.refresh(directory)
+            directories += tree.children(of: directory).filter { $0.kind == .directory }
+        }
+        let entries = tree.allEntries
+        let dropped = fileSystem.succession?.dropped(live: Set(entries.map(\.inode))) ?? []
+        for gone in dropped {
+            // As for an entry removed: the kernel forgets the name, and asks again for the
+            // attributes of what it holds, which this server does not know (a file open on it
+            // reads EIO).
+            _ = notifier.send(.name(parent: gone.parent, name: gone.name))
+            _ = notifier.send(.attributes(gone.inode))
+            fileSystem.succession?.paths?.erase(gone.inode)
+        }
         var held = 0
-        for entry in fileSystem.tree.allEntries where entry.inode != ProcTree.rootInode {
+        for entry in entries where entry.inode != ProcTree.rootInode {
             _ = fileSystem.adopt(entry)
             // Attributes only: dropping pages could wait on a READ only this thread would answer.
             guard let told = notifier.send(.attributes(entry.inode)) else { break }
@@ -264,7 +285,7 @@ public final class FuseServer: @unchecked Sendable {
                 held += 1
             }
         }
-        return Resumed(resent: resent, pollersWoken: polled.count, entriesHeld: held)
+        return Resumed(resent: resent, pollersWoken: polled.count, entriesHeld: held, entriesDropped: dropped.count)
     }
 
     /// Checks that the kernel took the connection: it answered libfuse's reply to its `INIT`

@@ -9,6 +9,10 @@ import Synchronization
 /// in procfs; the tree gives inode numbers once, so a number here never names another entry.
 /// An entry is watched (``ProcEntry/setWatched(_:)``) while it has a node, so that a change
 /// of an entry the kernel does not hold costs the server nothing.
+///
+/// Under a keeper, each number the kernel is told of has its path kept in ``CarriedNames``
+/// until the kernel forgets it, for the next server; a node whose count of lookups is not all
+/// the kernel's (one that another server told the kernel of) leaves its record when it goes.
 final class NodeTable: Sendable {
     /// What the kernel may cache of a file that the file's node must keep true.
     enum KernelCache {
@@ -27,6 +31,9 @@ final class NodeTable: Sendable {
         let copy: PageCacheCopy?
         /// Whether the kernel keeps a file's size, in direct_io mode.
         let attributes: KeptAttributes?
+        /// Whether `lookups` is all the kernel holds, so that its last `FORGET` erases the
+        /// number's record: the number was new to the kernel when this server gave it.
+        var countsAll = false
 
         init(entry: ProcEntry, lookups: UInt64, caching: KernelCache) {
             self.entry = entry
@@ -38,11 +45,13 @@ final class NodeTable: Sendable {
     }
 
     private let nodes: Mutex<[UInt64: Node]>
+    private let paths: CarriedNames?
 
     /// A table that holds the root, which the kernel holds for the whole mount without a
-    /// lookup.
-    init(root: ProcEntry) {
+    /// lookup, and keeps the path of each number the kernel is told of in `paths`.
+    init(root: ProcEntry, keepingPathsIn paths: CarriedNames? = nil) {
         nodes = Mutex([root.inode: Node(entry: root, lookups: 1, caching: .nothing)])
+        self.paths = paths
         root.setWatched(true)
     }
 
@@ -78,6 +87,7 @@ final class NodeTable: Sendable {
                 nodes[entry.inode]!.lookups += 1
             } else {
                 nodes[entry.inode] = Node(entry: entry, lookups: 1, caching: caching)
+                nodes[entry.inode]!.countsAll = paths?.record(entry.inode, parent: entry.parentInode, name: entry.name) == .new
                 // Before the kernel gets anything of the entry: its changes are told from now on.
                 entry.setWatched(true)
             }
@@ -92,7 +102,9 @@ final class NodeTable: Sendable {
             if held > count {
                 nodes[inode]!.lookups = held - count
             } else {
-                nodes.removeValue(forKey: inode)?.entry.setWatched(false)
+                let node = nodes.removeValue(forKey: inode)
+                node?.entry.setWatched(false)
+                if node?.countsAll == true { paths?.erase(inode) }
             }
         }
     }

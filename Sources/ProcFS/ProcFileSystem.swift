@@ -77,7 +77,7 @@ final class ProcFileSystem: Sendable {
         self.succession = succession
         self.openFiles = HandleTable(base: succession?.firstHandle ?? 0)
         self.openDirectories = HandleTable(base: succession?.firstHandle ?? 0)
-        self.nodes = NodeTable(root: tree.root)
+        self.nodes = NodeTable(root: tree.root, keepingPathsIn: succession?.paths)
         self.requestedMode = requestedMode
         self.mounter = mounter
         self.createdAt = Self.now

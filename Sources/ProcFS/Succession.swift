@@ -20,17 +20,54 @@ final class Succession: Sendable {
     /// and this server's own copy of it.
     private let inodesGiven: CarriedValue?
     private let largestGiven: Atomic<UInt64>
+    /// The numbers the kernel held, with their paths, when this server joined.
+    private let held: [CarriedNames.Record]
 
-    /// Joins the mount's servers as number `server`: the tree gives no inode number that a
-    /// server before this one gave the kernel.
+    /// Joins the mount's servers as number `server`, before it serves: each of the tree's
+    /// paths that the kernel holds gets the number the kernel knows it by, whatever order the
+    /// tree was built in, and every other entry a number no server gave the kernel (see
+    /// ``ProcTree/number(byPath:freshFrom:)``). A state that keeps no paths (one that a keeper
+    /// of an earlier layout made) leaves the tree's numbers as they are, above those given.
     init(_ carried: CarriedState, server: UInt64, tree: ProcTree) {
         self.carried = carried
         self.server = server
         inodesGiven = carried.value(named: "procfs.inodes-given")
         let given = inodesGiven?.load() ?? 0
         largestGiven = Atomic(given)
-        tree.reserveInodes(below: given + 1)
+        guard let names = carried.names else {
+            held = []
+            tree.reserveInodes(below: given + 1)
+            return
+        }
+        held = names.records
+        // A path held twice is an entry removed and added again: the newer number (the larger)
+        // is the live one; the kernel keeps the other only for files open on it.
+        var numbers: [PathKey: UInt64] = [:]
+        for record in held {
+            let key = PathKey(parent: record.parent, name: record.name)
+            numbers[key] = max(numbers[key] ?? 0, record.inode)
+        }
+        let unclaimed = Mutex(numbers)
+        tree.number(byPath: { parent, name in
+            unclaimed.withLock { $0.removeValue(forKey: PathKey(parent: parent, name: name)) }
+        }, freshFrom: given + 1)
     }
+
+    /// A path as the kernel knows it.
+    private struct PathKey: Hashable {
+        let parent: UInt64
+        let name: String
+    }
+
+    /// The numbers the kernel held when this server joined whose paths the tree lacks (or
+    /// holds under a newer number): entries gone in this server's tree, to be dropped from
+    /// the kernel as removed ones are. `live` is every number the tree gives now.
+    func dropped(live: Set<UInt64>) -> [CarriedNames.Record] {
+        held.filter { !live.contains($0.inode) }
+    }
+
+    /// Where the paths of the numbers the kernel holds are kept, if the state has room.
+    var paths: CarriedNames? { carried.names }
 
     /// The first of this server's file handles.
     var firstHandle: UInt64 { server << Self.serverShift }

@@ -69,10 +69,15 @@ public final class ProcEntry: Sendable {
     /// The entry's name in its directory; empty for the root.
     public let name: String
     /// The inode number, stable for the entry's life and never given to another entry of the
-    /// tree.
-    public let inode: UInt64
+    /// tree. (A server that takes a mount over gives the tree, before it serves, the numbers
+    /// the kernel holds for its paths: see ``ProcTree/number(byPath:freshFrom:)``.)
+    public var inode: UInt64 { number.load(ordering: .relaxed) }
     /// The inode number of the directory the entry is in; the root's is its own.
-    public let parentInode: UInt64
+    public var parentInode: UInt64 { parentNumber.load(ordering: .relaxed) }
+    /// The entry's number and its directory's, set again only by a renumbering before the tree
+    /// is served (so before any other thread reads them: relaxed loads are plain loads).
+    private let number: Atomic<UInt64>
+    private let parentNumber: Atomic<UInt64>
     /// The permission bits, for example `0o444`.
     public let permissions: FilePermissions
     /// Who owns the entry; `nil` means the user who mounted the tree.
@@ -103,14 +108,20 @@ public final class ProcEntry: Sendable {
         listed: (@Sendable () -> Bool)? = nil
     ) {
         self.name = name
-        self.inode = inode
-        self.parentInode = parentInode
+        number = Atomic(inode)
+        parentNumber = Atomic(parentInode)
         self.permissions = permissions
         self.owner = owner
         self.announcesChanges = announcesChanges
         self.body = body
         self.observers = observers
         self.listed = listed
+    }
+
+    /// Gives the entry the number `inode`, in the directory numbered `parent`.
+    func renumber(_ inode: UInt64, parent: UInt64) {
+        number.store(inode, ordering: .relaxed)
+        parentNumber.store(parent, ordering: .relaxed)
     }
 
     /// What the entry is.
@@ -356,3 +367,4 @@ public struct ProcOwner: Sendable, Equatable {
     /// root:root, as for most of procfs.
     public static let root = ProcOwner(uid: 0, gid: 0)
 }
+

@@ -34,7 +34,21 @@ public final class ProcTree: Sendable {
         /// two entries, even for a holder outside the kernel (64 bits last 500 years at a
         /// billion entries a second).
         var nextInode = ProcTree.rootInode + 1
+        /// For a tree served by a server that took a mount over, the numbers the kernel holds
+        /// by path (see ``number(byPath:freshFrom:)``).
+        var heldNumber: HeldNumber?
+
+        /// The number of a new entry `name` in the directory numbered `parent`.
+        mutating func number(for name: String, in parent: UInt64) -> UInt64 {
+            if let held = heldNumber?(parent, name) { return held }
+            defer { nextInode += 1 }
+            return nextInode
+        }
     }
+
+    /// The number the kernel holds for the entry `name` in the directory numbered `parent`, if
+    /// it holds one; each number is given once.
+    package typealias HeldNumber = @Sendable (_ parent: UInt64, _ name: String) -> UInt64?
 
     /// The root directory.
     public let root: ProcEntry
@@ -317,8 +331,7 @@ public final class ProcTree: Sendable {
         let entry = try state.withLock { (state) throws(ProcTreeError) -> ProcEntry in
             guard state.directories[parent.inode] != nil else { throw .notFound(parent.name) }
             guard state.directories[parent.inode]?.children[name] == nil else { throw .exists(name) }
-            let inode = state.nextInode
-            state.nextInode += 1
+            let inode = state.number(for: name, in: parent.inode)
             let entry = ProcEntry(
                 name: name, inode: inode, parentInode: parent.inode,
                 permissions: permissions, owner: owner, announcesChanges: announcesChanges, body: body,
@@ -420,6 +433,29 @@ public final class ProcTree: Sendable {
     /// mount must not give a number that another server gave the kernel to another entry.
     package func reserveInodes(below inode: UInt64) {
         state.withLock { $0.nextInode = max($0.nextInode, inode) }
+    }
+
+    /// Numbers the tree by path, for a server that takes a mount over, before it serves: each
+    /// entry, and each entry added from now on, gets the number `held` gives for its path (the
+    /// one the kernel knows the path by), or else a new one, at or above `fresh`, which no
+    /// server gave the kernel. So a path keeps its inode whatever order the tree was built in.
+    /// Directories are numbered before their entries, so `held` is asked with the parent's
+    /// number as the kernel knows it.
+    package func number(byPath held: @escaping HeldNumber, freshFrom fresh: UInt64) {
+        state.withLock { state in
+            state.nextInode = max(state.nextInode, fresh)
+            state.heldNumber = held
+            var renumbered: [UInt64: Directory] = [:]
+            var pending = [Self.rootInode]
+            while let old = pending.popLast(), let directory = state.directories[old] {
+                renumbered[directory.entry.inode] = directory
+                for child in directory.children.values {
+                    if child.kind == .directory { pending.append(child.inode) }
+                    child.renumber(state.number(for: child.name, in: directory.entry.inode), parent: directory.entry.inode)
+                }
+            }
+            state.directories = renumbered
+        }
     }
 
     /// The live entry at `path`, names separated by `/`, relative to the root.

@@ -121,7 +121,7 @@ struct Daemon {
             let resumed = try server.resumeServing(threads: configuration.threads, onSessionEnd: daemon.onSessionEnd)
             if server.takesOverFromAnother {
                 logger.info(
-                    "took the mount over at count \(sched.calls): \(resumed.entriesHeld) entries held by the kernel, \(resumed.pollersWoken) pollers woken, unanswered requests \(resumed.resent ? "sent again" : "lost (the kernel has no FUSE_NOTIFY_RESEND)")")
+                    "took the mount over at count \(sched.calls): \(resumed.entriesHeld) entries held by the kernel (\(resumed.entriesDropped) dropped), \(resumed.pollersWoken) pollers woken, unanswered requests \(resumed.resent ? "sent again" : "lost (the kernel has no FUSE_NOTIFY_RESEND)")")
             }
         } catch {
             // The keeper holds the mount, and unmounts it if it must.
