@@ -152,7 +152,9 @@ final class ProcFileSystem: Sendable {
     /// `GETATTR`; `handle` is the open file's `fh` when the kernel sends one (`lseek` to
     /// `SEEK_END`; an `fstat` sends none).
     func attributes(node: UInt64, handle: UInt64?) throws(Errno) -> Attributes {
-        guard let entry = heldEntry(node) else { throw .noSuchFileOrDirectory }
+        // A number another server gave the kernel for a path this server's tree lacks names an
+        // entry gone, which answers as a removed file does.
+        guard let entry = heldEntry(node) else { throw succession == nil ? .noSuchFileOrDirectory : .ioError }
         tree.refresh(entry)
         let open = handle.flatMap { openFile($0, of: entry) }
         guard let found = attributes(of: entry, open: open, lasting: true) else { throw .ioError }
