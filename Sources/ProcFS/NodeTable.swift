@@ -34,6 +34,8 @@ final class NodeTable: Sendable {
         /// Whether `lookups` is all the kernel holds, so that its last `FORGET` erases the
         /// number's record: the number was new to the kernel when this server gave it.
         var countsAll = false
+        /// Whether the number's path could not be kept for the next server (see ``Looked``).
+        var pathLost = false
 
         init(entry: ProcEntry, lookups: UInt64, caching: KernelCache) {
             self.entry = entry
@@ -75,23 +77,37 @@ final class NodeTable: Sendable {
         }
     }
 
+    /// A lookup counted.
+    enum Looked {
+        /// The kernel may keep the name until the entry is removed.
+        case counted
+        /// The kernel must not keep the name: its number's path could not be kept for the next
+        /// server (the name is too long, or the table is full), which would then not know the
+        /// number, so each path walk must ask again.
+        case countedWithoutPath
+    }
+
     /// Counts one more lookup of `entry`, which the kernel is about to be told of in a
     /// `LOOKUP` reply; refuses once the entry is removed. A file's first lookup starts what
     /// keeps the kernel's cache of it true (`caching`).
     ///
-    /// - Returns: whether the lookup was counted.
-    func lookedUp(_ entry: ProcEntry, caching: KernelCache) -> Bool {
+    /// - Returns: `nil` if the lookup was refused.
+    func lookedUp(_ entry: ProcEntry, caching: KernelCache) -> Looked? {
         nodes.withLock { nodes in
-            guard !entry.isRemoved else { return false }
+            guard !entry.isRemoved else { return nil }
             if nodes[entry.inode] != nil {
                 nodes[entry.inode]!.lookups += 1
             } else {
                 nodes[entry.inode] = Node(entry: entry, lookups: 1, caching: caching)
-                nodes[entry.inode]!.countsAll = paths?.record(entry.inode, parent: entry.parentInode, name: entry.name) == .new
+                if let paths {
+                    let recorded = paths.record(entry.inode, parent: entry.parentInode, name: entry.name)
+                    nodes[entry.inode]!.countsAll = recorded == .new
+                    nodes[entry.inode]!.pathLost = recorded == .full
+                }
                 // Before the kernel gets anything of the entry: its changes are told from now on.
                 entry.setWatched(true)
             }
-            return true
+            return nodes[entry.inode]!.pathLost ? .countedWithoutPath : .counted
         }
     }
 

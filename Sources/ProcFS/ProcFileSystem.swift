@@ -124,7 +124,7 @@ final class ProcFileSystem: Sendable {
         guard directory.kind == .directory else { throw .notDirectory }
         tree.refresh(directory)
         guard let entry = tree.entry(named: name, in: directory),
-            nodes.lookedUp(entry, caching: kernelCache(of: entry))
+            let looked = nodes.lookedUp(entry, caching: kernelCache(of: entry))
         else {
             throw .noSuchFileOrDirectory
         }
@@ -134,8 +134,10 @@ final class ProcFileSystem: Sendable {
         }
         // Before the kernel has the number: a server after this one must not give it again.
         succession?.giving(entry.inode)
-        // The kernel keeps no name in a dynamic directory, which is told of no change.
-        return Entry(attributes: attributes, entryTimeout: directory.isDynamicDirectory ? 0 : Self.entryTimeout)
+        // The kernel keeps no name in a dynamic directory, which is told of no change, nor one
+        // whose number the next server of a kept mount would not know.
+        let kept = !directory.isDynamicDirectory && looked == .counted
+        return Entry(attributes: attributes, entryTimeout: kept ? Self.entryTimeout : 0)
     }
 
     /// The reply to a lookup did not reach the kernel (the caller was interrupted): it will not

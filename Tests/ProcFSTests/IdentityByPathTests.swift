@@ -122,6 +122,20 @@ import Testing
         #expect(again.inode != held["gone"] && again.inode > held.values.max()!)
     }
 
+    /// A name whose path cannot be kept for the next server is not kept by the kernel either,
+    /// so that after a server change a path walk asks for it again and finds its new number.
+    @Test func theKernelKeepsNoNameWhosePathCannotBeCarried() throws {
+        let carried = try CarriedState()
+        let tree = ProcTree()
+        try tree.register("short") { "" }
+        try tree.register(String(repeating: "x", count: CarriedNames.nameCapacity + 1)) { "" }
+        let served = serve(tree, carried)
+        #expect(try served.lookup(parent: ProcTree.rootInode, name: "short").entryTimeout == ProcFileSystem.entryTimeout)
+        let long = try served.lookup(parent: ProcTree.rootInode, name: String(repeating: "x", count: CarriedNames.nameCapacity + 1))
+        #expect(long.entryTimeout == 0)
+        #expect(try served.lookup(parent: ProcTree.rootInode, name: String(repeating: "x", count: CarriedNames.nameCapacity + 1)).entryTimeout == 0, "nor at the next lookup")
+    }
+
     /// A number the kernel forgot leaves no record; one that another server told the kernel of
     /// keeps its record when this server's own lookups of it are forgotten.
     @Test func theKernelsForgetErasesOnlyWhatThisServerCountedWhole() throws {

@@ -577,7 +577,7 @@ import Testing
         let file = try tree.register("file") { "" }
         #expect(nodes.entry(ProcTree.rootInode) === tree.root, "the kernel holds the root without a lookup")
         #expect(nodes.entry(file.inode) == nil)
-        #expect(nodes.lookedUp(file, caching: .nothing) && nodes.lookedUp(file, caching: .nothing))
+        #expect(nodes.lookedUp(file, caching: .nothing) != nil && nodes.lookedUp(file, caching: .nothing) != nil)
         #expect(nodes.lookups(of: file.inode) == 2 && nodes.entry(file.inode) === file)
         nodes.forget(file.inode, count: 1)
         #expect(nodes.entry(file.inode) === file)
@@ -593,9 +593,9 @@ import Testing
         let tree = ProcTree()
         let nodes = NodeTable(root: tree.root)
         let held = try tree.makeDirectory("held")
-        #expect(nodes.lookedUp(held, caching: .nothing))
+        #expect(nodes.lookedUp(held, caching: .nothing) != nil)
         try tree.remove(held)
-        #expect(!nodes.lookedUp(held, caching: .nothing))
+        #expect(nodes.lookedUp(held, caching: .nothing) == nil)
         #expect(nodes.entry(held.inode) === held && nodes.lookups(of: held.inode) == 1)
         nodes.forget(held.inode, count: 1)
         #expect(nodes.entry(held.inode) == nil)
@@ -608,14 +608,14 @@ import Testing
         let knob = try tree.registerKnob("knob", content: { "" }) { _ throws(Errno) in }
         let directory = try tree.makeDirectory("directory")
         let direct = try tree.register("direct") { "" }
-        for entry in [file, knob, directory] { #expect(nodes.lookedUp(entry, caching: .pages)) }
-        #expect(nodes.lookedUp(direct, caching: .nothing))
+        for entry in [file, knob, directory] { #expect(nodes.lookedUp(entry, caching: .pages) != nil) }
+        #expect(nodes.lookedUp(direct, caching: .nothing) != nil)
         #expect(nodes.copy(of: file.inode) != nil && nodes.copy(of: knob.inode) != nil)
         #expect(nodes.copy(of: directory.inode) == nil && nodes.copy(of: direct.inode) == nil)
         #expect(nodes.copy(of: 999) == nil)
         #expect(nodes.keptAttributes(of: file.inode) == nil, "the page cache keeps the size itself")
         let kept = try tree.register("kept", announcesChanges: true) { "" }
-        for entry in [kept, directory] { #expect(nodes.lookedUp(entry, caching: .attributes)) }
+        for entry in [kept, directory] { #expect(nodes.lookedUp(entry, caching: .attributes) != nil) }
         #expect(nodes.keptAttributes(of: kept.inode) != nil && nodes.copy(of: kept.inode) == nil)
         #expect(nodes.keptAttributes(of: directory.inode) == nil)
     }
