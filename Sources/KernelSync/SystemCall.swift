@@ -9,8 +9,12 @@ import SystemPackage
 /// let ready = try retryingOnInterrupt { poll(&fds, nfds_t(fds.count), -1) }
 /// ```
 ///
+/// Inlinable, so that each caller gets it made for its own integer type: unspecialized, the
+/// generic comparisons cost more than a cheap system call (the tick thread's `read`).
+///
 /// - Returns: what the call returned, which is not -1.
 /// - Throws: the call's `errno`, for any failure but `EINTR`.
+@inlinable
 public func retryingOnInterrupt<Result: FixedWidthInteger & SignedInteger>(
     _ call: () -> Result
 ) throws(Errno) -> Result {
