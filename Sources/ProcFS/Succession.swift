@@ -48,9 +48,12 @@ final class Succession: Sendable {
             numbers[key] = max(numbers[key] ?? 0, record.inode)
         }
         let unclaimed = Mutex(numbers)
+        // A server killed between keeping a number's path and counting the number given leaves
+        // a record above the count: new numbers start above both.
+        let highest = max(given, held.map(\.inode).max() ?? 0)
         tree.number(byPath: { parent, name in
             unclaimed.withLock { $0.removeValue(forKey: PathKey(parent: parent, name: name)) }
-        }, freshFrom: given + 1)
+        }, freshFrom: highest + 1)
     }
 
     /// A path as the kernel knows it.

@@ -106,6 +106,20 @@ import Testing
         #expect(try lookUpAll(next) == held.filter { $0.key != "gone" }.merging(["extra": extra]) { $1 })
     }
 
+    /// A server killed after it kept a number's path but before it counted the number given
+    /// leaves a record above the count: no new entry of the next server takes that number.
+    @Test func newNumbersStartAboveEveryRecordedOne() throws {
+        let carried = try CarriedState()
+        let first = serve(try firstTree(), carried)
+        let held = try lookUpAll(first)
+        let killedMidway = held.values.max()! + 3
+        try #require(carried.names).record(killedMidway, parent: ProcTree.rootInode, name: "lost")
+        let tree = try nextTree()
+        _ = serve(tree, carried)
+        let fresh = try #require(tree.entry(atPath: "extra")).inode
+        #expect(fresh > killedMidway)
+    }
+
     /// An entry added after the takeover (as a dynamic directory adds its entries when looked
     /// in) takes the number the kernel holds for its path, once; added again, a new one.
     @Test func anEntryAddedLaterTakesItsPathsNumberOnce() throws {
