@@ -1,5 +1,6 @@
 import Glibc
 import KernelSync
+import ProcFS
 import SystemPackage
 
 /// Puts the daemon in the background without `fork()`.
@@ -45,7 +46,7 @@ enum Background {
         close(ends[1])
         guard spawned == 0 else { throw .system("posix_spawn \(executable)", Errno(rawValue: spawned)) }
 
-        let report = readReport(from: ends[0], timeout: startTimeout)
+        let report = Readiness.readReport(from: ends[0], timeout: startTimeout)
         if report == "ready" { return 0 }
         // The child failed: make sure it is gone before saying so, so nothing is left behind.
         reap(child)
@@ -73,58 +74,12 @@ enum Background {
         }
     }
 
-    /// The one line the child writes, or `nil` if none came within `timeout`; "" when it
-    /// exited silently.
-    static func readReport(from descriptor: Int32, timeout: Duration) -> String? {
-        let deadline = ContinuousClock.now + timeout
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 512)
-        while !bytes.contains(UInt8(ascii: "\n")) {
-            var ready = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-            let polled = try? retryingOnInterrupt {
-                poll(&ready, 1, Int32(clamping: max((deadline - ContinuousClock.now).nanoseconds / 1_000_000, 0)))
-            }
-            guard let polled, polled > 0 else { return nil }
-            let count = try? chunk.withUnsafeMutableBytes { try FileDescriptor(rawValue: descriptor).read(into: $0) }
-            guard let count, count > 0 else { break }
-            bytes += chunk[0..<count]
-        }
-        return String(decoding: bytes.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
-    }
-
     /// The path of this process's binary.
     static func selfExecutable() -> String {
         var path = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let length = readlink("/proc/self/exe", &path, path.count - 1)
         guard length > 0 else { return CommandLine.arguments[0] }
         return String(decoding: path[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-}
-
-/// The child's end of the readiness pipe: one line, `ready` or `error: <what is wrong>`.
-struct Readiness {
-    let descriptor: Int32
-
-    /// Detaches the child from the caller's terminal session and working directory.
-    func detach() {
-        setsid()
-        chdir("/")
-    }
-
-    func ready() { report("ready") }
-
-    /// Says that a server is ready to take over, keeping the pipe open for what follows.
-    func standingBy() {
-        var bytes = Array("standby\n".utf8)
-        _ = write(descriptor, &bytes, bytes.count)
-    }
-
-    func failed(_ message: String) { report("error: \(message)") }
-
-    private func report(_ line: String) {
-        var bytes = Array("\(line)\n".utf8)
-        _ = write(descriptor, &bytes, bytes.count)
-        close(descriptor)
     }
 }
 

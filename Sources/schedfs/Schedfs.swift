@@ -104,7 +104,7 @@ struct Schedfs: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let readiness = readyDescriptor.map(Readiness.init)
+        let readiness = readyDescriptor.map { Readiness(descriptor: $0) }
         do {
             let options = try MountOptions.parse(mountOptions)
             let source = paths.count == 2 ? paths[0] : nil

@@ -14,7 +14,7 @@ import SystemPackage
 /// checks that the directory and the socket are the mount owner's and that the process it
 /// reached runs as that user (`SO_PEERCRED`), and the keeper answers only its own user and
 /// root. (The name was once in the abstract namespace, where anyone may bind any name first.)
-struct UpgradeControl {
+struct UpgradeControl: UpgradeRequests {
     /// The listening socket.
     let descriptor: Int32
     /// Where it is bound, and the inode it was bound as: closing removes only that one.
@@ -87,8 +87,10 @@ struct UpgradeControl {
         return request
     }
 
+    func acceptRequest() -> (any UpgradeRequest)? { accept() }
+
     /// One asker, answered once.
-    struct Request {
+    struct Request: UpgradeRequest {
         let descriptor: Int32
 
         func answer(_ line: String) {
@@ -133,7 +135,7 @@ struct UpgradeControl {
         }
         var request = Array("upgrade\n".utf8)
         _ = write(connection, &request, request.count)
-        guard let answer = Background.readReport(from: connection, timeout: timeout), !answer.isEmpty else {
+        guard let answer = Readiness.readReport(from: connection, timeout: timeout), !answer.isEmpty else {
             throw .server("the daemon on \(mountpoint) did not answer within \(timeout)")
         }
         return answer
