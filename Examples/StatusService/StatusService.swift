@@ -5,9 +5,14 @@ import ServiceLifecycle
 import Synchronization
 import SystemPackage
 
-/// `statusfs MOUNTPOINT`: a small server that shows its live state as files, the way a Swift
-/// server embeds ProcFS. It runs on swift-service-lifecycle's `ServiceGroup` beside the work it
-/// reports on, and stops on SIGTERM or SIGINT, or when the mount is unmounted.
+/// `statusfs [--kept] MOUNTPOINT`: a small server that shows its live state as files, the way a
+/// Swift server embeds ProcFS. It runs on swift-service-lifecycle's `ServiceGroup` beside the
+/// work it reports on, and stops on SIGTERM, SIGINT or SIGHUP, or when the mount is unmounted.
+///
+/// With `--kept`, a keeper holds the mount and runs the server as a process of its own
+/// (``ProcFSKeeper``): `kill -9` of the server, or a server that hangs, costs readers nothing,
+/// SIGUSR2 to the keeper upgrades the server to the binary now on disk, and `requests` goes on
+/// from where the last server left it.
 ///
 ///     requests          requests handled so far (announces each change: poll it)
 ///     rate              a knob: requests a second, 1 to 1000
@@ -16,14 +21,21 @@ import SystemPackage
 @main
 struct StatusService {
     static func main() async {
-        guard CommandLine.arguments.count == 2 else { fail("usage: statusfs MOUNTPOINT", status: 64) }
+        let arguments = CommandLine.arguments.dropFirst()
+        let keptMount = arguments.first == "--kept"
+        guard arguments.count == (keptMount ? 2 : 1) else { fail("usage: statusfs [--kept] MOUNTPOINT", status: 64) }
+        let mountpoint = FilePath(arguments.last!)
         var logger = Logger(label: "statusfs")
         logger.logLevel = .info
         do {
+            // In the process started, this keeps the mount and does not return.
+            let kept = keptMount
+                ? try await ProcFSKeeper.keepOrTakeOver(mountpoint: mountpoint, options: [.fsName("statusfs")], logger: logger)
+                : nil
             let tree = ProcTree()
-            let work = try SimulatedWork(tree: tree)
-            let procfs = ProcFSService(
-                tree: tree, mountpoint: FilePath(CommandLine.arguments[1]), options: [.fsName("statusfs")], logger: logger)
+            let work = try SimulatedWork(tree: tree, carried: kept?.value(named: "requests"))
+            let procfs = kept.map { ProcFSService(tree: tree, continuing: $0, logger: logger) }
+                ?? ProcFSService(tree: tree, mountpoint: mountpoint, options: [.fsName("statusfs")], logger: logger)
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
                     services: [
@@ -31,7 +43,7 @@ struct StatusService {
                         .init(service: procfs, successTerminationBehavior: .gracefullyShutdownGroup),
                         .init(service: work),
                     ],
-                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    gracefulShutdownSignals: [.sigterm, .sigint, .sighup],
                     logger: logger))
             try await group.run()
         } catch {
@@ -49,19 +61,25 @@ struct StatusService {
 /// Requests handled at a rate, by clients that connect and leave: the live state shown.
 struct SimulatedWork: Service {
     final class State: Sendable {
-        let requests = Atomic<Int>(0)
+        let requests: RequestCount
         let rate = Atomic<Int32>(100)
         /// The clients connected now, by number, each with the requests handled when it connected.
         let clients = Mutex<[Int: Int]>([:])
+
+        init(requests: RequestCount) {
+            self.requests = requests
+        }
     }
 
-    let state = State()
+    let state: State
     let requestsFile: ProcEntry
 
-    init(tree: ProcTree) throws {
-        let state = self.state
+    /// The work, with its count of requests kept in `carried` if given.
+    init(tree: ProcTree, carried: CarriedValue?) throws {
+        let state = State(requests: RequestCount(carried: carried))
+        self.state = state
         requestsFile = try tree.register("requests", announcesChanges: true) {
-            "\(state.requests.load(ordering: .relaxed))\n"
+            "\(state.requests.value)\n"
         }
         // A write outside 1...1000 is refused with EINVAL, as proc_dointvec_minmax refuses it.
         try tree.registerIntegerKnob("rate", range: 1...1000, value: { state.rate.load(ordering: .relaxed) }) {
@@ -72,7 +90,7 @@ struct SimulatedWork: Service {
             tree, client, directory in
             guard let since = state.clients.withLock({ $0[client] }) else { return }
             let files = try tree.makeDirectory("\(client)", in: directory)
-            try tree.register("requests", in: files) { "\(state.requests.load(ordering: .relaxed) - since)\n" }
+            try tree.register("requests", in: files) { "\(state.requests.value - since)\n" }
         }
     }
 
@@ -86,7 +104,7 @@ struct SimulatedWork: Service {
                 var client = 0
                 while true {
                     try await Task.sleep(for: .seconds(1) / Int(state.rate.load(ordering: .relaxed)))
-                    let handled = state.requests.add(1, ordering: .relaxed).newValue
+                    let handled = state.requests.add()
                     requestsFile.changed()
                     guard handled % 50 == 0 else { continue }
                     client += 1
@@ -97,5 +115,24 @@ struct SimulatedWork: Service {
                 }
             }
         } catch is CancellationError {}
+    }
+}
+
+/// Requests handled so far: in this process, or in the keeper's memory, where it outlives
+/// each server.
+final class RequestCount: Sendable {
+    private let carried: CarriedValue?
+    private let local = Atomic<Int>(0)
+
+    init(carried: CarriedValue?) {
+        self.carried = carried
+    }
+
+    var value: Int { carried.map { Int($0.load()) } ?? local.load(ordering: .relaxed) }
+
+    /// Counts one more, and returns the count.
+    func add() -> Int {
+        if let carried { return Int(carried.add(1)) }
+        return local.add(1, ordering: .relaxed).newValue
     }
 }

@@ -145,8 +145,10 @@ package final class CarriedState: @unchecked Sendable {
     }
 }
 
-/// A 64-bit value of a ``CarriedState``: it outlives the server that stores it.
-package struct CarriedValue: @unchecked Sendable {
+/// A 64-bit value that outlives the server that stores it: it lives in the memory of the
+/// mount's keeper (see ``KeptMount/value(named:)``). Each operation is one atomic operation on
+/// memory the servers share.
+public struct CarriedValue: @unchecked Sendable {
     // @unchecked: `word` points into the state's shared mapping, which `owner` keeps mapped;
     // every access is one C atomic operation.
     private let word: UnsafeMutablePointer<CUnsignedLongLong>
@@ -158,12 +160,12 @@ package struct CarriedValue: @unchecked Sendable {
     }
 
     /// The value now.
-    package func load() -> UInt64 { UInt64(clinux_shared_load(word)) }
+    public func load() -> UInt64 { UInt64(clinux_shared_load(word)) }
 
     /// Sets the value.
-    package func store(_ value: UInt64) { clinux_shared_store(word, CUnsignedLongLong(value)) }
+    public func store(_ value: UInt64) { clinux_shared_store(word, CUnsignedLongLong(value)) }
 
     /// Adds `delta` and returns the new value.
     @discardableResult
-    package func add(_ delta: UInt64) -> UInt64 { UInt64(clinux_shared_add(word, CUnsignedLongLong(delta))) }
+    public func add(_ delta: UInt64) -> UInt64 { UInt64(clinux_shared_add(word, CUnsignedLongLong(delta))) }
 }

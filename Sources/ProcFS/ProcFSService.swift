@@ -1,7 +1,9 @@
+import Glibc
 import KernelSync
 import Logging
 import ServiceLifecycle
 import SystemPackage
+import UnixSignals
 
 /// Serves a `ProcTree` on a FUSE mount as a swift-service-lifecycle `Service`, so a Swift
 /// server runs it beside its other services, and the `ServiceGroup` owns the signals:
@@ -36,6 +38,8 @@ public struct ProcFSService: Service {
     private let threads: Int
     private let logger: Logger
     private let state = ServingState()
+    /// For a server of a kept mount, what it takes over.
+    private let kept: KeptMount?
 
     /// Prepares the service; nothing is mounted until ``run()``.
     ///
@@ -60,6 +64,31 @@ public struct ProcFSService: Service {
         self.readMode = readMode
         self.threads = threads
         self.logger = logger
+        self.kept = nil
+    }
+
+    /// Prepares a server of a mount that a keeper holds (see ``ProcFSKeeper``): ``run()``
+    /// takes the mount over instead of mounting, and goes on from where the last server left
+    /// it. When the keeper asks for an upgrade, a server of the binary now on disk takes the
+    /// mount over and this process exits at once; on graceful shutdown it stops as any
+    /// service does, and the keeper exits after it.
+    ///
+    /// - Parameters:
+    ///   - tree: the tree to serve. Build it the same way in every server: each path keeps the
+    ///     inode number the kernel knows it by, whatever the order.
+    ///   - kept: what ``ProcFSKeeper/keepOrTakeOver(mountpoint:options:defaults:hangTimeout:logger:)``
+    ///     returned; its options and mount point are the mount's.
+    ///   - readMode: how the kernel reads files (see ``ReadMode``).
+    ///   - threads: how many threads answer requests.
+    ///   - logger: where the service logs.
+    public init(tree: ProcTree, continuing kept: KeptMount, readMode: ReadMode = .directIO, threads: Int = 2, logger: Logger) {
+        self.tree = tree
+        self.mountpoint = kept.mountpoint
+        self.options = kept.options
+        self.readMode = readMode
+        self.threads = threads
+        self.logger = logger
+        self.kept = kept
     }
 
     /// Mounts and serves until the file system is unmounted or the service group shuts down
@@ -73,17 +102,29 @@ public struct ProcFSService: Service {
     public func run() async throws {
         let (ended, end) = AsyncStream<Void>.makeStream()
         let server: FuseServer
+        // A kept mount's keeper asks its server to hand over with SIGUSR1: caught before the
+        // server says it is ready.
+        let handover = kept == nil ? nil : await UnixSignalsSequence(trapping: .sigusr1)
         do {
             // Mounting and stopping wait on the kernel and on fusermount3: off the tasks' threads.
-            server = try await runBlocking { [tree, mountpoint, options, readMode, threads, logger] in
+            server = try await runBlocking { [tree, mountpoint, options, readMode, threads, logger, kept] in
+                if let kept { return try Self.takeOver(kept, tree: tree, readMode: readMode, threads: threads, logger: logger) { end.finish() } }
                 let server = try FuseServer(tree: tree, options: options, readMode: readMode, logger: logger)
                 try server.start(at: mountpoint, threads: threads) { end.finish() }
                 return server
             }
         } catch {
+            kept?.readiness.failed("\(error)")
             state.ended(error)
             throw error
         }
+        let handing = handover.map { signals in
+            Task { [server, logger] in
+                for await _ in signals { Self.handOver(server, logger: logger) }
+            }
+        }
+        defer { handing?.cancel() }
+        kept?.readiness.ready()
         state.serving()
         logger.info("serving on \(mountpoint)")
         await withTaskCancellationHandler {
@@ -102,6 +143,40 @@ public struct ProcFSService: Service {
             if !stopped.stopped { logger.error("stopping: a request thread was still busy after \(FuseServer.stopTimeout)") }
         }
         logger.info("stopped serving on \(mountpoint)")
+    }
+
+    /// Takes the kept mount over and serves it, once the server it replaces (if any) has
+    /// stopped: a server started for an upgrade waits, ready, for the keeper's word.
+    private static func takeOver(
+        _ kept: KeptMount, tree: ProcTree, readMode: ReadMode, threads: Int, logger: Logger,
+        onSessionEnd: @escaping @Sendable () -> Void
+    ) throws -> FuseServer {
+        let server = try FuseServer(tree: tree, options: kept.options, readMode: readMode, logger: logger, takingOver: kept.carried)
+        try server.takeOver(connection: kept.connection, mountpoint: kept.mountpoint)
+        if let go = kept.go {
+            kept.readiness.standingBy()
+            var byte: UInt8 = 0
+            // The keeper closes the pipe when it gives up on this server: leave without a word.
+            guard (try? retryingOnInterrupt { read(go, &byte, 1) }) == 1 else { _exit(0) }
+            close(go)
+        }
+        let resumed = try server.resumeServing(threads: threads, onSessionEnd: onSessionEnd)
+        if server.takesOverFromAnother {
+            logger.info(
+                "took the mount over: \(resumed.entriesHeld) entries held by the kernel (\(resumed.entriesDropped) dropped), \(resumed.pollersWoken) pollers woken, unanswered requests \(resumed.resent ? "sent again" : "lost (the kernel has no FUSE_NOTIFY_RESEND)")")
+        }
+        return server
+    }
+
+    /// Leaves the mount to the next server, which the keeper has started and which waits:
+    /// stops taking requests once those in hand are answered, and ends the process at once,
+    /// leaving the mount and the tree as they are (the keeper waits for it).
+    private static func handOver(_ server: FuseServer, logger: Logger) {
+        if !server.stop(timeout: FuseServer.stopTimeout) {
+            logger.error("handover: a request thread was still busy after \(FuseServer.stopTimeout)")
+        }
+        logger.info("handing the mount over to the next server")
+        _exit(0)
     }
 
     /// Waits at most `timeout` until ``run()`` serves the tree: the mount is made and the

@@ -35,7 +35,7 @@ enum Background {
         for descriptor: Int32 in 0...2 {
             posix_spawn_file_actions_addopen(&actions, descriptor, "/dev/null", O_RDWR, 0)
         }
-        let executable = selfExecutable()
+        let executable = ProgramPath.selfExecutable
         // Its own flags first: after a `--` among the user's arguments they would be paths.
         let given = (1..<Int(CommandLine.argc)).map { strdup(CommandLine.unsafeArgv[$0]!) }
         let own: [String] = [executable, "-f", "--ready-fd", "\(readinessDescriptor)"]
@@ -72,14 +72,6 @@ enum Background {
             }
             usleep(1000)
         }
-    }
-
-    /// The path of this process's binary.
-    static func selfExecutable() -> String {
-        var path = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let length = readlink("/proc/self/exe", &path, path.count - 1)
-        guard length > 0 else { return CommandLine.arguments[0] }
-        return String(decoding: path[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

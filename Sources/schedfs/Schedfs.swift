@@ -134,7 +134,7 @@ struct Schedfs: AsyncParsableCommand {
                 takeOver: connection,
                 logsToStandardError: readiness == nil || logsToStandardError,
                 goDescriptor: goDescriptor,
-                executable: Self.executable,
+                executable: ProgramPath.current,
                 readiness: readiness,
                 debug: debug,
                 threads: singleThreaded ? 1 : Daemon.defaultThreads)
@@ -161,17 +161,6 @@ struct Schedfs: AsyncParsableCommand {
             return 0
         }
         throw KeeperError.server(String(answer.dropFirst("error: ".count)))
-    }
-
-    /// This command's binary by the path it was started as, made absolute (a link stays a
-    /// link, so that replacing what it names upgrades the daemon), or else /proc/self/exe.
-    static var executable: String {
-        let named = CommandLine.arguments[0]
-        guard named.contains("/") else { return Background.selfExecutable() }
-        if named.hasPrefix("/") { return named }
-        var directory = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        guard getcwd(&directory, directory.count) != nil else { return Background.selfExecutable() }
-        return directory.withUnsafeBufferPointer { FilePath(platformString: $0.baseAddress!) }.string + "/" + named
     }
 
     /// The command-line argument that `parsed` was decoded from, as the bytes it was: a path

@@ -10,7 +10,7 @@ import Testing
 /// on the keeper's connection, as schedfs's keeper starts them in processes of their own: what
 /// a server change (an upgrade to a new build, or a replacement after a crash) does to what the
 /// kernel holds, seen through real system calls.
-final class KeptMount: Sendable {
+final class SharedConnectionMount: Sendable {
     static let watchdogTimeout: Duration = .seconds(60)
 
     let root: TemporaryDirectory
@@ -80,7 +80,7 @@ extension MountTests {
         /// one has a number the kernel never held.
         @Test(arguments: modes)
         func eachPathKeepsItsInodeAcrossAServerChange(mode: ReadMode) throws {
-            let mount = try KeptMount(readMode: mode)
+            let mount = try SharedConnectionMount(readMode: mode)
             defer { mount.cleanUp() }
             let kept = ["a", "dir/b", "dir/c", "dir/deeper/d"]
             var first: FuseServer? = try mount.serve(Self.tree(kept + ["gone"]))

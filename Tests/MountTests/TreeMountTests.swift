@@ -236,7 +236,7 @@ extension MountTests {
             let file = root.path + "/file"
             close(open(file, O_CREAT | O_WRONLY, 0o644))
             let cases: [(arguments: [String], status: Int32, says: String)] = [
-                ([], 64, "usage: \(example) MOUNTPOINT"),
+                ([], 64, "usage: \(example) \(example == "statusfs" ? "[--kept] " : "")MOUNTPOINT"),
                 ([root.path + "/absent"], 1, "\(example): mountpoint '\(root.path)/absent' does not exist"),
                 ([file], 1, "\(example): mountpoint '\(file)' is not a directory"),
             ]
