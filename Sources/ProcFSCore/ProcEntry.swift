@@ -70,7 +70,7 @@ public final class ProcEntry: Sendable {
     public let name: String
     /// The inode number, stable for the entry's life and never given to another entry of the
     /// tree. (A server that takes a mount over gives the tree, before it serves, the numbers
-    /// the kernel holds for its paths: see ``ProcTree/number(byPath:freshFrom:)``.)
+    /// the kernel holds for its paths: see `ProcFSKeeper`.)
     public var inode: UInt64 { number.load(ordering: .relaxed) }
     /// The inode number of the directory the entry is in; the root's is its own.
     public var parentInode: UInt64 { parentNumber.load(ordering: .relaxed) }
