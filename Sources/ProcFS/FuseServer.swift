@@ -221,6 +221,8 @@ public final class FuseServer: @unchecked Sendable {
     package func resumeServing(threads: Int, onSessionEnd: @escaping @Sendable () -> Void) throws -> Resumed {
         guard let carried = fileSystem.succession?.carried else { throw FuseServerError.mount("", "no connection was taken over") }
         do {
+            // The server before this one has stopped: the numbers it gave are all recorded.
+            fileSystem.succession?.numberTree()
             try workers.start(threads, onSessionEnd: onSessionEnd)
             let resumed = resume(carried)
             try confirmServing()

@@ -5,8 +5,9 @@ import Synchronization
 ///
 /// A ``ProcFileSystem`` is given one only when it takes a connection over; without one it pays
 /// nothing for takeover on any operation. With one, an operation asks it only on a miss (a
-/// node or an open this server never made), and a `LOOKUP` touches the shared memory only when
-/// it gives the kernel a number larger than any it gave before.
+/// node or an open this server never made); a `LOOKUP` touches the shared memory to keep the
+/// path of a number new to this server (``CarriedNames``), and to count a number larger than
+/// any given before.
 final class Succession: Sendable {
     /// Where a server's number starts in its file handles: 2^24 servers of 2^40 opens each.
     static let serverShift: UInt64 = 40
@@ -20,37 +21,47 @@ final class Succession: Sendable {
     /// and this server's own copy of it.
     private let inodesGiven: CarriedValue?
     private let largestGiven: Atomic<UInt64>
-    /// The numbers the kernel held, with their paths, when this server joined.
-    private let held: [CarriedNames.Record]
+    /// The numbers the kernel held, with their paths, when this server began to serve.
+    private let held = Mutex<[CarriedNames.Record]>([])
+    private let tree: ProcTree
 
-    /// Joins the mount's servers as number `server`, before it serves: each of the tree's
-    /// paths that the kernel holds gets the number the kernel knows it by, whatever order the
-    /// tree was built in, and every other entry a number no server gave the kernel (see
-    /// ``ProcTree/number(byPath:freshFrom:)``). A state that keeps no paths (one that a keeper
-    /// of an earlier layout made) leaves the tree's numbers as they are, above those given.
+    /// Joins the mount's servers as number `server`; ``numberTree()`` then numbers the tree
+    /// once the server before this one has stopped.
     init(_ carried: CarriedState, server: UInt64, tree: ProcTree) {
         self.carried = carried
         self.server = server
+        self.tree = tree
         inodesGiven = carried.value(named: "procfs.inodes-given")
+        largestGiven = Atomic(inodesGiven?.load() ?? 0)
+    }
+
+    /// Numbers the tree before this server serves, once no other server of the mount does (a
+    /// server started for an upgrade calls it after the old one stopped, so that it sees every
+    /// number the old one gave): each of the tree's paths that the kernel holds gets the number
+    /// the kernel knows it by, whatever order the tree was built in, and every other entry a
+    /// number no server gave the kernel (see ``ProcTree/number(byPath:freshFrom:)``). A state
+    /// that keeps no paths (one that a keeper of an earlier layout made) leaves the tree's
+    /// numbers as they are, above those given.
+    func numberTree() {
         let given = inodesGiven?.load() ?? 0
-        largestGiven = Atomic(given)
+        _ = largestGiven.max(given, ordering: .relaxed)
         guard let names = carried.names else {
-            held = []
             tree.reserveInodes(below: given + 1)
             return
         }
-        held = names.records
+        let records = names.records
+        held.withLock { $0 = records }
         // A path held twice is an entry removed and added again: the newer number (the larger)
         // is the live one; the kernel keeps the other only for files open on it.
         var numbers: [PathKey: UInt64] = [:]
-        for record in held {
+        for record in records {
             let key = PathKey(parent: record.parent, name: record.name)
             numbers[key] = max(numbers[key] ?? 0, record.inode)
         }
         let unclaimed = Mutex(numbers)
         // A server killed between keeping a number's path and counting the number given leaves
         // a record above the count: new numbers start above both.
-        let highest = max(given, held.map(\.inode).max() ?? 0)
+        let highest = max(given, records.map(\.inode).max() ?? 0)
         tree.number(byPath: { parent, name in
             unclaimed.withLock { $0.removeValue(forKey: PathKey(parent: parent, name: name)) }
         }, freshFrom: highest + 1)
@@ -66,7 +77,7 @@ final class Succession: Sendable {
     /// holds under a newer number): entries gone in this server's tree, to be dropped from
     /// the kernel as removed ones are. `live` is every number the tree gives now.
     func dropped(live: Set<UInt64>) -> [CarriedNames.Record] {
-        held.filter { !live.contains($0.inode) }
+        held.withLock { $0.filter { !live.contains($0.inode) } }
     }
 
     /// Where the paths of the numbers the kernel holds are kept, if the state has room.

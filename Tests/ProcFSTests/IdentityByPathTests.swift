@@ -68,6 +68,7 @@ import Testing
             tree: tree, requestedMode: .directIO, logger: Logger(label: "test"), mounter: .root,
             takingOver: (carried, carried.countServer()))
         _ = fileSystem.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true)
+        fileSystem.succession?.numberTree()
         return fileSystem
     }
 

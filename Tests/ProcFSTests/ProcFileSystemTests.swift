@@ -498,6 +498,7 @@ import Testing
         let first = ProcFileSystem(
             tree: firstTree, requestedMode: .directIO, logger: Logger(label: "test"), takingOver: (carried, 1))
         _ = first.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true)
+        first.succession?.numberTree()
         _ = try first.lookup(parent: ProcTree.rootInode, name: "file")
         let opened = try first.open(node: firstFile.inode, flags: O_RDONLY, caller: .current)
         let late = try firstTree.register("late") { "late\n" }
@@ -507,6 +508,7 @@ import Testing
         let second = ProcFileSystem(
             tree: secondTree, requestedMode: .directIO, logger: Logger(label: "test"), takingOver: (carried, 2))
         _ = second.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true)
+        second.succession?.numberTree()
         #expect(secondFile.inode == firstFile.inode, "the same tree, built the same way, has the same numbers")
         #expect(try second.attributes(node: firstFile.inode, handle: nil).inode == firstFile.inode)
         #expect(Array(try second.readNow(node: firstFile.inode, handle: opened.handle, offset: 0, size: 100)) == Array("text\n".utf8))
