@@ -97,7 +97,10 @@ extension MountTests {
             /// Stops them; whether every one ended in time.
             func finish() -> Bool {
                 stop.store(true, ordering: .relaxed)
-                return threads.withLock { $0 }.allSatisfy { $0.join(timeout: .seconds(10)) }
+                let joined = threads.withLock { $0 }.allSatisfy { $0.join(timeout: .seconds(10)) }
+                // Each thread's body holds these readers; forgetting the finished ones lets them go.
+                if joined { threads.withLock { $0.removeAll() } }
+                return joined
             }
         }
 
