@@ -248,8 +248,9 @@ import Testing
         let fileSystem = ProcFileSystem(tree: tree, requestedMode: .directIO, logger: Logger(label: "test"), mounter: .root)
         _ = fileSystem.initialize(kernelOffersNoOpen: true, kernelOffersAutoInvalidation: true)
         let changing = Mutex(false)
-        let file = try tree.register("file", announcesChanges: true) { () -> String in
-            guard changing.withLock({ $0 }), let entry = tree.entry(atPath: "file") else { return "text\n" }
+        // Weak: the tree holds this closure, and a strong capture would make a cycle.
+        let file = try tree.register("file", announcesChanges: true) { [weak tree] () -> String in
+            guard changing.withLock({ $0 }), let entry = tree?.entry(atPath: "file") else { return "text\n" }
             entry.changed()
             return "longer text\n"
         }
