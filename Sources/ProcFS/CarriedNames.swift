@@ -7,21 +7,27 @@ import Glibc
 ///
 /// A record is the number, its directory's number and the name, written when a server first
 /// tells the kernel of the number (a `LOOKUP` reply, before it is sent) and erased when the
-/// kernel forgets it. The records live in a table of 2^17 slots of 128 bytes after the texts
-/// (``CarriedTexts``), each at the slot its number falls on, or the next free one: numbers are
-/// given in order, so the slots used lie together, and the file, which is sparse, takes memory
-/// only for the pages they are on.
+/// kernel forgets the number in that server (a number another server recorded keeps its
+/// record when this server's node of it goes: see ``NodeTable``). The records live in a table
+/// of 2^17 slots of 128 bytes after the texts (``CarriedTexts``), each at the slot its number
+/// falls on, or the next free one: numbers are given in order, so the slots used lie
+/// together. The memory file is sparse: only the pages a server has touched take memory, and
+/// the scan of all records (``records``) reads only the pages that hold data.
 ///
-/// A slot's first word is its number: 0 when free, ``erased`` once forgotten, which a later
+/// A slot's first word is its number: 0 when free, `erased` once forgotten, which a later
 /// record may take. It is claimed by a compare-and-swap, so two servers (the old one finishing
 /// during an upgrade, and the new one) never write one slot. A server killed while it writes
-/// a record leaves the number with a part of its path: the name's length is stored last, and a
-/// record without it is taken as no record.
+/// a record leaves the number with a part of its path: the name's length, with the bit
+/// `whole`, is stored last (and cleared first when the record is erased), and a record without
+/// it is taken as no record.
 final class CarriedNames: @unchecked Sendable {
     // @unchecked: `slots` points into a MAP_SHARED mapping of the memory file that this object
     // makes and unmaps in `deinit`; every word is read and written with the C atomics in
     // CLinux, and a record's words are written only by the server that claimed its slot.
     private let slots: UnsafeMutablePointer<CUnsignedLongLong>
+    /// The memory file, this object's own duplicate, closed in `deinit`: the scan asks it where
+    /// its data lie. -1 if it could not be duplicated; the scan then reads every slot.
+    private let descriptor: Int32
 
     /// A number the kernel holds, and its path.
     struct Record: Equatable {
@@ -45,6 +51,10 @@ final class CarriedNames: @unchecked Sendable {
     private static let erased = CUnsignedLongLong.max
     /// Set in the length word once the record is whole.
     private static let whole: CUnsignedLongLong = 1 << 63
+    /// `lseek`'s `SEEK_DATA` and `SEEK_HOLE` (the same on every Linux architecture): glibc's
+    /// headers define them only under `_GNU_SOURCE`.
+    private static let seekData: Int32 = 3
+    private static let seekHole: Int32 = 4
 
     /// Maps the table of the memory file `descriptor`; `nil` if the file is too short to hold
     /// it (one that a keeper of an earlier layout made).
@@ -55,10 +65,13 @@ final class CarriedNames: @unchecked Sendable {
             mapped != MAP_FAILED
         else { return nil }
         slots = mapped.bindMemory(to: CUnsignedLongLong.self, capacity: Self.length / 8)
+        // Its own: the state that gave `descriptor` may close it first. Not inherited.
+        self.descriptor = fcntl(descriptor, F_DUPFD_CLOEXEC, 0)
     }
 
     deinit {
         munmap(slots, Self.length)
+        if descriptor >= 0 { close(descriptor) }
     }
 
     private func slot(_ index: Int) -> UnsafeMutablePointer<CUnsignedLongLong> {
@@ -126,20 +139,64 @@ final class CarriedNames: @unchecked Sendable {
         }
     }
 
-    /// Every whole record, for a server taking the mount over: a scan of the table, in which
-    /// pages never used read as zeros.
+    /// Every whole record, one per number, for a server taking the mount over: a scan of the
+    /// slots on the pages of the file that hold data (``touchedSlots``).
+    ///
+    /// A record is taken only if its number and length words read the same after its parent
+    /// and name as before them: erasing a record clears its length word, then its number
+    /// word, before its slot can be written again, so a record rewritten while it was read
+    /// (by a server still writing, as the old one finishing during an upgrade) is never taken
+    /// torn. A number found in two slots (two servers that recorded it at once, each in a
+    /// slot of its own) is taken once.
     var records: [Record] {
         var found: [Record] = []
-        for index in 0..<Self.slotCount {
-            let words = slot(index)
-            let inode = clinux_shared_load(words)
-            guard inode != 0, inode != Self.erased else { continue }
-            let length = clinux_shared_load(words + 2)
-            guard length & Self.whole != 0, Int(length & 0xff) <= Self.nameCapacity else { continue }
-            let packed = (0..<Self.nameCapacity / 8).map { clinux_shared_load(words + 3 + $0) }
-            let name = packed.withUnsafeBytes { String(decoding: $0.prefix(Int(length & 0xff)), as: UTF8.self) }
-            found.append(Record(inode: UInt64(inode), parent: UInt64(clinux_shared_load(words + 1)), name: name))
+        var seen = Set<UInt64>()
+        for range in touchedSlots {
+            for index in range {
+                let words = slot(index)
+                let inode = clinux_shared_load(words)
+                guard inode != 0, inode != Self.erased, !seen.contains(UInt64(inode)) else { continue }
+                let length = clinux_shared_load(words + 2)
+                guard length & Self.whole != 0, Int(length & 0xff) <= Self.nameCapacity else { continue }
+                let parent = clinux_shared_load(words + 1)
+                let packed = (0..<Self.nameCapacity / 8).map { clinux_shared_load(words + 3 + $0) }
+                guard clinux_shared_load(words + 2) == length, clinux_shared_load(words) == inode else { continue }
+                let name = packed.withUnsafeBytes { String(decoding: $0.prefix(Int(length & 0xff)), as: UTF8.self) }
+                seen.insert(UInt64(inode))
+                found.append(Record(inode: UInt64(inode), parent: UInt64(parent), name: name))
+            }
         }
         return found
+    }
+
+    /// The slots on pages of the file that hold data, found with `lseek`'s `SEEK_DATA` and
+    /// `SEEK_HOLE`: a slot in a hole was never written, so is free, and reading it through the
+    /// mapping would give its page memory (a read fault on a shared memory file allocates the
+    /// page), so that a scan of all 16 MiB would make the file take them all. Every slot if the
+    /// file cannot say.
+    private var touchedSlots: [Range<Int>] {
+        let everySlot = [0..<Self.slotCount]
+        guard descriptor >= 0 else { return everySlot }
+        let start = off_t(Self.offset)
+        let end = off_t(Self.offset + Self.length)
+        let slotBytes = off_t(Self.slotWords * 8)
+        var ranges: [Range<Int>] = []
+        var position = start
+        while position < end {
+            // The offsets are lseek's results, not the file's offset, which the servers share.
+            let data = lseek(descriptor, position, Self.seekData)
+            if data < 0 {
+                // ENXIO: no data from `position` to the end of the file.
+                if errno == ENXIO { break }
+                return everySlot
+            }
+            guard data < end else { break }
+            let hole = lseek(descriptor, data, Self.seekHole)
+            guard hole > data else { return everySlot }
+            let stop = min(hole, end)
+            ranges.append(Int((data - start) / slotBytes)..<Int((stop - start + slotBytes - 1) / slotBytes))
+            position = stop
+        }
+        return ranges
     }
 }

@@ -62,10 +62,14 @@ package final class CarriedState: @unchecked Sendable {
         clinux_shared_store(words + Layout.magic, Self.magic)
     }
 
-    /// Maps the state that a keeper made, inherited as `descriptor` (in a server).
+    /// Maps the state that a keeper made, inherited as `descriptor` (in a server), which is
+    /// closed on exec from then on.
     ///
     /// - Throws: `EINVAL` if `descriptor` holds no such state; the `Errno` of `mmap`.
     package convenience init(adopting descriptor: Int32) throws(Errno) {
+        // Inherited without close-on-exec: a child the program that embeds the server starts
+        // must not inherit it.
+        _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
         try self.init(mapping: descriptor)
         guard clinux_shared_load(words + Layout.magic) == Self.magic else { throw .invalidArgument }
     }

@@ -3,9 +3,11 @@ import Synchronization
 /// Whether the kernel keeps the attributes of a file that announces its changes, in direct_io
 /// mode: the size of its text, which changes only when the text does.
 ///
-/// The kernel keeps them from a `GETATTR` reply until the file announces a change, when
-/// ``invalidate()`` says whether it must be told (attributes only); so a warm `open`, `fstat`
-/// and path walk ask the server nothing, as on a real /proc file. A change announced after
+/// The kernel keeps them from a `GETATTR` reply until the file announces a change of length
+/// (a change announced with `keepingLength`, see ``ProcEntry/changed(keepingLength:)``, leaves
+/// the size true and is not told), when ``invalidate()`` says whether it must be told
+/// (attributes only); so a warm `open`, `fstat` and path walk ask the server nothing, as on a
+/// real /proc file. A change announced after
 /// the kernel was told, or while no reply was kept, costs nothing.
 ///
 /// The kernel's side of the race is its own: a reply whose request it sent before it was told

@@ -125,6 +125,18 @@ final class NodeTable: Sendable {
         }
     }
 
+    /// Drops the node of `inode` if no `LOOKUP` reply of this server gave it to the kernel
+    /// (its count is 0: a node adopted from another server), for when the kernel says it
+    /// holds no such node. A node a lookup counted since stays: the kernel holds it now, and
+    /// will forget it.
+    func forgetUnlessLookedUp(_ inode: UInt64) {
+        nodes.withLock { nodes in
+            guard nodes[inode]?.lookups == 0, inode != ProcTree.rootInode else { return }
+            // An adopted node's record is another server's (`countsAll` is false): it stays.
+            nodes.removeValue(forKey: inode)?.entry.setWatched(false)
+        }
+    }
+
     /// How many lookups of `inode` the kernel holds.
     func lookups(of inode: UInt64) -> UInt64 {
         nodes.withLock { $0[inode]?.lookups ?? 0 }

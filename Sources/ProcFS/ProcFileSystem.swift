@@ -53,9 +53,12 @@ final class ProcFileSystem: Sendable {
     static let entryTimeout = unchangingAttributeTimeout
     /// How long the kernel may cache attributes that change only when the server says so: a
     /// directory's, a link's, and a file's, but for texts per caller or made by `async` closures
-    /// in page-cache mode, and files below a dynamic directory. With `default_permissions` the
-    /// kernel checks them on every path walk, so an expired root costs every open a `GETATTR`
-    /// round trip.
+    /// in page-cache mode, and files below a dynamic directory. A file that announces its
+    /// changes has them kept only from a `GETATTR`, and only until it announces a change of
+    /// its text's length in direct_io mode (a change that keeps the length leaves its size
+    /// true, and is not told), or any change in page-cache mode; the kernel is then told to
+    /// drop them. With `default_permissions` the kernel checks them on every path walk, so an
+    /// expired root costs every open a `GETATTR` round trip.
     static let unchangingAttributeTimeout = 86_400.0
 
     /// What this server owes the servers of its mount before and after it, when a keeper hands
@@ -356,8 +359,8 @@ final class ProcFileSystem: Sendable {
     /// which a read from offset 0 gets (the kernel sends no handle with an `fstat`), or with an
     /// open file's handle (`lseek` to `SEEK_END`) that of the text the open is reading. From a
     /// `GETATTR` without a handle (`lasting`), the kernel keeps that size until the file
-    /// announces a change (``KeptAttributes``), so that a warm `cat` waits on `OPEN` and two
-    /// `READ`s alone; an open's size, and the reply to a `LOOKUP` (whose inode the kernel may
+    /// announces a change of length (``KeptAttributes``), so that a warm `cat` waits on `OPEN`
+    /// and two `READ`s alone; an open's size, and the reply to a `LOOKUP` (whose inode the kernel may
     /// not hold yet when it is told of a change), it does not keep. A file
     /// that does not announce its changes has size 0, as in procfs: its size is known only by
     /// making its text, and so its attributes never change and the kernel keeps them (which is

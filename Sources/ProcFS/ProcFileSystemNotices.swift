@@ -28,7 +28,9 @@ extension ProcFileSystem {
     func noticesOfRemoval(of entry: ProcEntry) -> [KernelNotice] {
         var notices = noticesOfAddition(of: entry)
         if !inDynamicDirectory(entry) { notices.insert(.name(parent: entry.parentInode, name: entry.name), at: 0) }
-        if nodes.lookups(of: entry.inode) > 0 {
+        // Held by the kernel: a node this server's lookups counted, or one adopted from the
+        // server before, whose count here is 0.
+        if nodes.entry(entry.inode) != nil {
             notices.append(entry.kind == .directory ? .attributesAndContents(entry.inode) : .attributes(entry.inode))
         }
         return notices

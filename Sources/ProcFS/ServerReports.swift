@@ -8,7 +8,11 @@ import SystemPackage
 package struct Readiness: Sendable {
     package let descriptor: Int32
 
+    /// Reports on `descriptor`, which is closed on exec from then on.
     package init(descriptor: Int32) {
+        // Inherited without close-on-exec: a child of the server must not inherit it, nor keep
+        // the pipe open once the server has exited.
+        _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
         self.descriptor = descriptor
     }
 

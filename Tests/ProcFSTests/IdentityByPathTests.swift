@@ -167,4 +167,32 @@ import Testing
         next.forget(node: held["gone"]!, lookups: 1)
         #expect(names.records.contains { $0.inode == held["gone"] }, "the kernel may hold more lookups from the first server")
     }
+
+    /// At a takeover the kernel may say it holds no node of a recorded number: the node is
+    /// dropped then, unless a lookup in this server has given it to the kernel since.
+    @Test func aNodeTheKernelLacksIsDroppedUnlessALookupGaveItSince() throws {
+        let carried = try CarriedState()
+        let held = try lookUpAll(serve(try firstTree(), carried))
+        let tree = try firstTree()
+        let next = serve(tree, carried)
+        for path in ["a", "dir/b"] { _ = next.adopt(try #require(tree.entry(atPath: path))) }
+        _ = try next.lookup(parent: held["dir"]!, name: "b")
+        next.nodes.forgetUnlessLookedUp(held["a"]!)
+        next.nodes.forgetUnlessLookedUp(held["dir/b"]!)
+        #expect(next.nodes.entry(held["a"]!) == nil)
+        #expect(next.nodes.entry(held["dir/b"]!) != nil, "the kernel holds the lookup's node")
+    }
+
+    /// An entry removed while the kernel holds it from the server before (a node adopted, with
+    /// no lookup in this server) has its attributes dropped by the kernel, as a looked-up one.
+    @Test func removingAnAdoptedEntryTellsTheKernelOfItsAttributes() throws {
+        let carried = try CarriedState()
+        _ = try lookUpAll(serve(try firstTree(), carried))
+        let tree = try firstTree()
+        let next = serve(tree, carried)
+        let entry = try #require(tree.entry(atPath: "a"))
+        #expect(!next.noticesOfRemoval(of: entry).contains(.attributes(entry.inode)), "not held in this server yet")
+        _ = next.adopt(entry)
+        #expect(next.noticesOfRemoval(of: entry).contains(.attributes(entry.inode)))
+    }
 }
