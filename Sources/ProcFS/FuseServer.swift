@@ -190,7 +190,7 @@ public final class FuseServer: @unchecked Sendable {
 
     /// Takes over `connection`, the connection of the mount at `mountpoint` that a
     /// ``FuseKeeper`` made and holds, instead of mounting; then call
-    /// ``resumeServing(threads:onSessionEnd:)``.
+    /// ``resumeServing(threads:onSessionEnd:)``. The connection is closed on exec from then on.
     ///
     /// libfuse is given the kernel's `INIT` that the keeper kept, as if the kernel sent it now.
     /// (The kernel sends it once per mount; it takes the reply of the first server only, and
@@ -202,6 +202,9 @@ public final class FuseServer: @unchecked Sendable {
         guard let carried = fileSystem.succession?.carried, !carried.initRequest.isEmpty else {
             throw .mount(mountpoint.description, "no INIT request was kept for this connection")
         }
+        // Inherited without close-on-exec: a child the program that embeds the server starts
+        // must not hold the connection (libfuse uses this descriptor as it is).
+        _ = fcntl(connection.rawValue, F_SETFD, FD_CLOEXEC)
         guard fuse_session_mount(session, "/dev/fd/\(connection.rawValue)") == 0 else {
             throw .mount(mountpoint.description, "cannot take over /dev/fd/\(connection.rawValue)")
         }
@@ -282,7 +285,9 @@ public final class FuseServer: @unchecked Sendable {
             // Attributes only: dropping pages could wait on a READ only this thread would answer.
             guard let told = notifier.send(.attributes(entry.inode)) else { break }
             if told == -ENOENT {
-                fileSystem.forget(node: entry.inode, lookups: .max)
+                // The kernel holds no such node; but a LOOKUP on another thread may have given
+                // it one since, which only a count above 0 shows: that node stays.
+                fileSystem.nodes.forgetUnlessLookedUp(entry.inode)
             } else {
                 held += 1
             }
@@ -421,7 +426,7 @@ struct SessionNotices: KernelNoticeChannel, @unchecked Sendable {
     }
 }
 
-/// The server could not be set up.
+/// The server could not be set up, or could not stop cleanly.
 public enum FuseServerError: Error, CustomStringConvertible {
     /// libfuse refused the arguments; what it said.
     case session(String)
@@ -437,6 +442,10 @@ public enum FuseServerError: Error, CustomStringConvertible {
     case stopped
     /// The server did not serve within the time given.
     case notServing(Duration)
+    /// A request thread was still busy (in a callback) after the time given, when stopping.
+    case stillBusy(Duration)
+    /// The mount at the path was still there after stopping.
+    case stillMounted(String)
 
     public var description: String {
         switch self {
@@ -450,6 +459,8 @@ public enum FuseServerError: Error, CustomStringConvertible {
         case .treeServedAlready: "the tree is served already: a tree is served by one server at a time"
         case .stopped: "the server has stopped serving the tree"
         case .notServing(let waited): "the tree was not served within \(waited)"
+        case .stillBusy(let waited): "a request thread was still busy after \(waited)"
+        case .stillMounted(let path): "the mount on \(path) was still there after stopping"
         }
     }
 }

@@ -2,8 +2,8 @@ import CLinux
 import Glibc
 import KernelSync
 import Logging
+import Synchronization
 import SystemPackage
-import UnixSignals
 
 /// Keeps a program's mount alive across the processes that serve it, so that readers of the
 /// tree lose nothing when a server crashes, hangs or is upgraded.
@@ -72,20 +72,7 @@ public enum ProcFSKeeper {
     /// The keeper's life: mount, start a server, watch; returns the exit status.
     private static func keep(mountpoint: FilePath, options: [MountOption], hangTimeout: Duration?, logger: Logger) async throws -> Int32 {
         // Caught from here on, and passed to the watch through a pipe, by number.
-        var ends: [Int32] = [0, 0]
-        guard pipe(&ends) == 0 else { throw KeeperError.system("pipe", Errno(rawValue: errno)) }
-        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
-        defer { close(ends[0]) }
-        let caught = await UnixSignalsSequence(trapping: .sigint, .sigterm, .sighup, .sigusr2)
-        let passing = Task { [writer = ends[1]] in
-            for await signal in caught {
-                var number = signal.rawValue
-                _ = write(writer, &number, MemoryLayout<Int32>.size)
-            }
-            close(writer)
-        }
-        defer { passing.cancel() }
-
+        let signals = try await KeeperSignals()
         let keeper = try FuseKeeper(options: options, logger: logger)
         let checked = try Mountpoint(checking: mountpoint)
         // Held, never closed: the lock lasts as long as the keeper.
@@ -111,7 +98,7 @@ public enum ProcFSKeeper {
         }
         logger.info("keeping the mount on \(mountpoint) (pid \(getpid())); pid \(server.pid) serves it; SIGUSR2 upgrades it")
         // The keeper's idle life is a wait in `poll`: on a thread of its own.
-        return try await runBlocking { [signals = ends[0]] in supervisor.watch(server, signals: signals) }
+        return try await runBlocking { [signals] in supervisor.watch(server, signals: signals.descriptor) }
     }
 }
 
@@ -124,20 +111,58 @@ public final class KeptMount: Sendable {
     let options: [MountOption]
     let readiness: Readiness
     /// For a server that replaces one still serving: the pipe it waits on for the word.
-    let go: Int32?
+    private let go: Int32?
+    /// Whether it has had the word.
+    private let waited = Mutex(false)
 
     /// Takes `handoff`, the keeper's `connection,state,reports[,go]` descriptors.
-    init(handoff: String, mountpoint: FilePath, options: [MountOption]) throws {
+    convenience init(handoff: String, mountpoint: FilePath, options: [MountOption]) throws {
         let numbers = handoff.split(separator: ",").compactMap { Int32($0) }
         guard numbers.count == 3 || numbers.count == 4 else { throw Errno.invalidArgument }
+        try self.init(
+            connection: numbers[0], state: numbers[1], reports: Readiness(descriptor: numbers[2]),
+            go: numbers.count == 4 ? numbers[3] : nil, mountpoint: mountpoint, options: options)
+    }
+
+    /// Takes what a ``ServerSupervisor``'s ``ServerHandoff`` gave this server, by number, for a
+    /// program whose keeper passes it another way than ``ProcFSKeeper``'s (schedfs's, on its
+    /// command line).
+    package init(
+        connection: Int32, state: Int32, reports: Readiness, go: Int32?, mountpoint: FilePath, options: [MountOption]
+    ) throws(Errno) {
         // The keeper's death is this server's: the kernel then ends the connection.
         _ = clinux_die_with_parent()
-        connection = FileDescriptor(rawValue: numbers[0])
-        carried = try CarriedState(adopting: numbers[1])
-        readiness = Readiness(descriptor: numbers[2])
-        go = numbers.count == 4 ? numbers[3] : nil
+        self.connection = FileDescriptor(rawValue: connection)
+        carried = try CarriedState(adopting: state)
+        readiness = reports
+        // Not for the program's own children, as each descriptor the server adopts.
+        if let go { _ = fcntl(go, F_SETFD, FD_CLOEXEC) }
+        self.go = go
         self.mountpoint = mountpoint
         self.options = options
+    }
+
+    /// Returns once it is this server's turn to serve: at once for a server the keeper
+    /// started at the mount or after a crash; for one started for an upgrade, once the server
+    /// it replaces has stopped (it stands by, ready, until then). Start work that changes the
+    /// kept values (``value(named:)``) after it, or it would count beside the old server's.
+    /// ``ProcFSService`` waits for it before it serves. If the keeper gives up on this server
+    /// meanwhile, the process exits at once, with status 0.
+    public func awaitTurn() async {
+        _ = try? await runBlocking { [self] in waitForTurn() }
+    }
+
+    /// ``awaitTurn()``, blocking the calling thread.
+    func waitForTurn() {
+        waited.withLock { waited in
+            guard !waited, let go else { return }
+            readiness.standingBy()
+            var byte: UInt8 = 0
+            // The keeper closes the pipe when it gives up on this server: leave without a word.
+            guard (try? retryingOnInterrupt { read(go, &byte, 1) }) == 1 else { _exit(0) }
+            close(go)
+            waited = true
+        }
     }
 
     /// The 64-bit value called `name` (at most 48 bytes of UTF-8), kept in the keeper's memory:

@@ -52,7 +52,8 @@ public struct ProcFSService: Service {
     ///     mounts with `options` alone (no `auto_unmount`, so no fusermount3 process waits
     ///     beside the program).
     ///   - readMode: how the kernel reads files (see ``ReadMode``).
-    ///   - threads: how many threads answer requests.
+    ///   - threads: how many threads answer requests at first: when every one is busy (a
+    ///     callback that takes long), another starts, up to 16; one never grows.
     ///   - logger: where the service logs, libfuse's own messages included.
     public init(
         tree: ProcTree, mountpoint: FilePath, options: [MountOption] = [], defaults: [MountOption] = defaultOptions,
@@ -79,7 +80,8 @@ public struct ProcFSService: Service {
     ///   - kept: what ``ProcFSKeeper/keepOrTakeOver(mountpoint:options:defaults:hangTimeout:logger:)``
     ///     returned; its options and mount point are the mount's.
     ///   - readMode: how the kernel reads files (see ``ReadMode``).
-    ///   - threads: how many threads answer requests.
+    ///   - threads: how many threads answer requests at first: when every one is busy (a
+    ///     callback that takes long), another starts, up to 16; one never grows.
     ///   - logger: where the service logs.
     public init(tree: ProcTree, continuing kept: KeptMount, readMode: ReadMode = .directIO, threads: Int = 2, logger: Logger) {
         self.tree = tree
@@ -98,7 +100,9 @@ public struct ProcFSService: Service {
     ///   symbolic link, a FUSE mount already, or being mounted by another server at this moment
     ///   (one server holds a directory at a time); ``FuseServerError`` when it cannot mount, when the kernel
     ///   refuses the connection, or when another server serves the tree; `JoinableThreadError`
-    ///   when a request thread cannot start. Nothing is left mounted then.
+    ///   when a request thread cannot start. Nothing is left mounted then. Once it has served,
+    ///   ``FuseServerError/stillBusy(_:)`` or ``FuseServerError/stillMounted(_:)`` when it could
+    ///   not stop cleanly (the log says what to do).
     public func run() async throws {
         let (ended, end) = AsyncStream<Void>.makeStream()
         let server: FuseServer
@@ -139,8 +143,15 @@ public struct ProcFSService: Service {
         state.ended(FuseServerError.stopped)
         try await runBlocking { [logger] in
             let stopped = server.shutDown()
-            if !stopped.detached { logger.warning("stopping: files stayed open; aborting the connection") }
-            if !stopped.stopped { logger.error("stopping: a request thread was still busy after \(FuseServer.stopTimeout)") }
+            if !stopped.detached { logger.warning("stopping: could not detach the mount cleanly (files stayed open); aborting the connection") }
+            if !stopped.stopped {
+                logger.error("stopping: a request thread was still busy after \(FuseServer.stopTimeout)")
+                throw FuseServerError.stillBusy(FuseServer.stopTimeout)
+            }
+            if let left = server.currentMountpoint {
+                logger.error("stopping: the mount on \(left) is still there; clear it with: fusermount3 -u \(left)")
+                throw FuseServerError.stillMounted(left.description)
+            }
         }
         logger.info("stopped serving on \(mountpoint)")
     }
@@ -153,13 +164,7 @@ public struct ProcFSService: Service {
     ) throws -> FuseServer {
         let server = try FuseServer(tree: tree, options: kept.options, readMode: readMode, logger: logger, takingOver: kept.carried)
         try server.takeOver(connection: kept.connection, mountpoint: kept.mountpoint)
-        if let go = kept.go {
-            kept.readiness.standingBy()
-            var byte: UInt8 = 0
-            // The keeper closes the pipe when it gives up on this server: leave without a word.
-            guard (try? retryingOnInterrupt { read(go, &byte, 1) }) == 1 else { _exit(0) }
-            close(go)
-        }
+        kept.waitForTurn()
         let resumed = try server.resumeServing(threads: threads, onSessionEnd: onSessionEnd)
         if server.takesOverFromAnother {
             logger.info(

@@ -2,9 +2,10 @@ import Glibc
 import ProcFS
 import TaskQueue
 
-/// What one server leaves the next in the keeper's ``CarriedState``: the routine's count and
-/// where the tick deadlines stand. Each is stored as it changes, so a server killed at any
-/// instant leaves the next one at most one tick behind, which it then delivers again.
+/// What one server leaves the next in the keeper's memory (``KeptMount/value(named:)``): the
+/// routine's count and where the tick deadlines stand. Each is stored as it changes, so a
+/// server killed at any instant leaves the next one at most one tick behind, which it then
+/// delivers again.
 struct CarriedFigures: Sendable {
     /// The routine's count, which `sched` shows.
     let calls: CarriedValue
@@ -15,9 +16,9 @@ struct CarriedFigures: Sendable {
     /// When the mount was made, in nanoseconds of the boot-time clock (ContinuousClock's).
     private let mounted: CarriedValue
 
-    init(_ state: CarriedState) throws(KeeperError) {
+    init(_ kept: KeptMount) throws(KeeperError) {
         func value(_ name: String) throws(KeeperError) -> CarriedValue {
-            guard let value = state.value(named: name) else { throw .server("no room for \(name) in the keeper's state") }
+            guard let value = kept.value(named: name) else { throw .server("no room for \(name) in the keeper's state") }
             return value
         }
         calls = try value("sched.calls")

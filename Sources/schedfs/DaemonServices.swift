@@ -29,7 +29,8 @@ enum ShutdownCause: CustomStringConvertible, Sendable {
     }
 }
 
-/// What started the cleanup protocol: the first of a shutdown signal and an unmount.
+/// The shutdown signal that started the cleanup protocol, if one did (the first); without one,
+/// the end of the session did.
 final class ShutdownTrigger: Sendable {
     private let first = Mutex<ShutdownCause?>(nil)
 
@@ -65,54 +66,58 @@ struct ShutdownSignals: Service {
     }
 }
 
-/// The mounted daemon as a service: it serves until the session ends (`fusermount3 -u`,
-/// `umount`) or the group shuts down (a signal), then runs the cleanup protocol, whose exit
-/// status it keeps.
-struct MountedDaemon: Service {
-    /// The exit status the cleanup protocol gave; `nil` until it has run.
+/// schedfs's module as a service, beside the ``ProcFSService`` that serves its tree: it says
+/// so once the mount is served, and on a graceful shutdown, which comes first on a signal and
+/// after the session's end on an unmount, runs the module's part of the cleanup protocol:
+/// unregister `sched`, wait for the routine to leave the queue, stop the ticks. The service
+/// group then shuts the ``ProcFSService`` down, which stops serving.
+struct SchedService: Service {
+    /// How the module's part of the protocol went; `nil` until it has run.
     final class Outcome: Sendable {
-        let status = Mutex<Int32?>(nil)
+        private let result = Mutex<(status: Int32, started: ContinuousClock.Instant)?>(nil)
+
+        /// The exit status so far, and when the protocol started.
+        var status: (status: Int32, started: ContinuousClock.Instant)? { result.withLock { $0 } }
+
+        fileprivate func record(_ status: Int32, startedAt started: ContinuousClock.Instant) {
+            result.withLock { $0 = (status, started) }
+        }
     }
 
-    let trigger: ShutdownTrigger
+    /// How long the tree may take to be served.
+    static let servingTimeout: Duration = ServerSupervisor.startTimeout
+
     let outcome = Outcome()
-    /// Ends when the session ends; the daemon finishes it on a graceful shutdown too.
-    private let sessionEnded: AsyncStream<Void>
-    private let endWaiting: AsyncStream<Void>.Continuation
-    /// The cleanup protocol, dropped as it returns.
+    private let procfs: ProcFSService
+    /// Says that the tree is served.
+    private let served: @Sendable () -> Void
+    /// The module's part of the cleanup protocol, started by the cause given; it returns the
+    /// exit status, and is dropped as it returns (it holds the module and the timer).
     private let cleanUp: OneShot<Int32>
 
-    /// - Parameter cleanUp: runs the cleanup protocol, started by the cause given, and returns
-    ///   the exit status; it blocks for a bounded time, on a thread of its own.
-    init(trigger: ShutdownTrigger, cleanUp: @escaping @Sendable (ShutdownCause?) -> Int32) {
-        self.trigger = trigger
-        self.cleanUp = OneShot { [trigger] in cleanUp(trigger.cause) }
-        (sessionEnded, endWaiting) = AsyncStream<Void>.makeStream()
-    }
-
-    /// What the server calls when the kernel ends the session. It holds nothing of the server
-    /// (the cleanup closure does): the server keeps it, and a cycle would keep the server.
-    var onSessionEnd: @Sendable () -> Void {
-        { [trigger, endWaiting] in
-            trigger.record(.unmounted)
-            endWaiting.finish()
-        }
+    /// - Parameters:
+    ///   - served: says that the tree is served.
+    ///   - cleanUp: the module's part of the cleanup protocol, started by the cause given;
+    ///     it returns the exit status so far, and blocks for a bounded time.
+    init(
+        procfs: ProcFSService, trigger: ShutdownTrigger,
+        served: @escaping @Sendable () -> Void, cleanUp: @escaping @Sendable (ShutdownCause) -> Int32
+    ) {
+        self.procfs = procfs
+        self.served = served
+        // With no signal recorded, what shut the group down is the end of the session.
+        self.cleanUp = OneShot { [trigger] in cleanUp(trigger.cause ?? .unmounted) }
     }
 
     func run() async throws {
-        await withTaskCancellationHandler {
-            await withGracefulShutdownHandler {
-                for await _ in sessionEnded {}
-            } onGracefulShutdown: { [endWaiting] in
-                endWaiting.finish()
-            }
-        } onCancel: { [endWaiting] in
-            endWaiting.finish()
-        }
-        // Run and dropped on the blocking thread: what it holds (the server, the module) is
-        // gone before the group ends, not when the task that ran this is freed, which may be
-        // after the process has begun to exit. (The group runs a service once.)
-        let status = try await runBlocking(cleanUp)
-        outcome.status.withLock { $0 = status }
+        // Not served (the group fails with why): there is nothing to clean up but the mount,
+        // which the keeper holds.
+        try await procfs.waitUntilServing(timeout: Self.servingTimeout)
+        served()
+        // Cancelled rather than shut down gracefully: the group failed, and so does the exit.
+        let failed = (try? await gracefulShutdown()) == nil
+        let started = ContinuousClock.now
+        let status = (try? await runBlocking(cleanUp)) ?? 1
+        outcome.record(failed ? 1 : status, startedAt: started)
     }
 }

@@ -4,7 +4,6 @@ import KernelSync
 import Logging
 import ProcFS
 import SystemPackage
-import UnixSignals
 
 /// The daemon the user starts, signals and sees exit: it holds the mount (``FuseKeeper``) and
 /// runs schedfs's server (``Daemon``) as a child process that takes the connection over. The
@@ -18,22 +17,8 @@ struct Keeper {
     let configuration: Configuration
 
     func run() async throws -> Int32 {
-        // Caught from here on (with an async main, the main thread waits with no signal
-        // blocked): each is passed to the loop below through a pipe, by number.
-        var ends: [Int32] = [0, 0]
-        guard pipe(&ends) == 0 else { throw KeeperError.system("pipe", Errno(rawValue: errno)) }
-        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
-        let signals = ends[0]
-        defer { close(ends[0]) }
-        let caught = await UnixSignalsSequence(trapping: .sigint, .sigterm, .sighup, .sigusr2)
-        let passing = Task { [writer = ends[1]] in
-            for await signal in caught {
-                var number = signal.rawValue
-                _ = write(writer, &number, MemoryLayout<Int32>.size)
-            }
-            close(writer)
-        }
-        defer { passing.cancel() }
+        // Caught from here on, and passed to the watch through a pipe, by number.
+        let signals = try await KeeperSignals()
         let output = try configuration.logOutput()
         configuration.readiness?.detach()
         LoggingSystem.bootstrap { label in output.handler(label: label, level: configuration.debug ? .debug : .info) }
@@ -68,7 +53,7 @@ struct Keeper {
         configuration.readiness?.ready()
         // The keeper's idle life is a wait in `poll`: on a thread of its own, not one of the few
         // that run Swift tasks.
-        return try await runBlocking { [server] in supervisor.watch(server, signals: signals) }
+        return try await runBlocking { [server, signals] in supervisor.watch(server, signals: signals.descriptor) }
     }
 
     /// A schedfs server in the foreground, taking over what `handoff` gives it, with the
