@@ -103,7 +103,7 @@ package struct ServerSupervisor: Sendable {
         if hangTimeout != nil && stall == nil {
             logger.warning("no room in the shared state to watch for a stuck server; hang_timeout is off")
         }
-        stall?.serverStarted()
+        stall?.serverStarted(pid: server.pid)
         // Servers found stuck one after another, each having read next to nothing: a request
         // that stops every server (a callback that never returns) would be sent to the next.
         var stuckAtOnce = 0
@@ -126,8 +126,10 @@ package struct ServerSupervisor: Sendable {
             {
                 if number == SIGUSR2 {
                     if shutdownSignal == nil {
-                        server = upgrade(server).server
-                        stall?.serverStarted()
+                        // None when the old server handed over and no other could start.
+                        guard let upgraded = upgrade(server).server else { return end(status: 1) }
+                        server = upgraded
+                        stall?.serverStarted(pid: server.pid)
                     }
                 } else {
                     // The server shuts down; the keeper waits for it.
@@ -142,18 +144,25 @@ package struct ServerSupervisor: Sendable {
                     request.answer("error: the daemon is shutting down")
                 } else {
                     let upgraded = upgrade(server)
-                    server = upgraded.server
-                    stall?.serverStarted()
                     request.answer(upgraded.answer)
+                    // None when the old server handed over and no other could start.
+                    guard let started = upgraded.server else { return end(status: 1) }
+                    server = started
+                    stall?.serverStarted(pid: server.pid)
                 }
                 continue
             }
             if let watched = watching, fds[1].revents == 0 {
                 if fds[3].revents != 0 { watched.noticed() }
-                if let deadline = watched.deadline, ContinuousClock.now >= deadline, watched.check() {
+                if let deadline = watched.deadline, ContinuousClock.now >= deadline, let stuck = watched.check() {
                     stuckAtOnce = watched.readByThisServer < Self.stuckAtOnceRequests ? stuckAtOnce + 1 : 0
-                    logger.warning(
-                        "server pid \(server.pid) read no request for \(watched.timeout) while requests waited; killing it")
+                    switch stuck {
+                    case .readNone:
+                        logger.warning(
+                            "server pid \(server.pid) read no request for \(watched.timeout) while requests waited; killing it")
+                    case .stopped:
+                        logger.warning("server pid \(server.pid) was stopped for \(watched.timeout) while serving requests; killing it")
+                    }
                     kill(server.pid, SIGKILL)
                     if stuckAtOnce >= Self.stuckAtOnceLimit {
                         logger.error(
@@ -187,7 +196,7 @@ package struct ServerSupervisor: Sendable {
                 logger.info(
                     "server pid \(server.pid) died by signal \(signal); pid \(started.pid) serves in its place after \((ContinuousClock.now - now).loggedMilliseconds)")
                 server = started
-                stall?.serverStarted()
+                stall?.serverStarted(pid: server.pid)
             case .failure(let failure):
                 logger.error("server pid \(server.pid) died by signal \(signal), and another could not start: \(failure.message)")
                 return end(status: 1)
@@ -216,8 +225,10 @@ package struct ServerSupervisor: Sendable {
     /// Replaces `current` by a server of the binary now on disk: the new one starts and waits,
     /// ready; then `current` hands over (SIGUSR1: it stops and exits, leaving the mount as it
     /// is), and the new one goes on from where it stopped. If the new one fails before it is
-    /// ready, `current` serves on, and the answer says why.
-    private func upgrade(_ current: ServerProcess) -> (server: ServerProcess, answer: String) {
+    /// ready, `current` serves on, and the answer says why. If it fails after `current` has
+    /// handed over, another is started as after a crash; if none can start, no server is
+    /// returned (`current` has been reaped), and the keeper must give up.
+    private func upgrade(_ current: ServerProcess) -> (server: ServerProcess?, answer: String) {
         let clock = ContinuousClock()
         let started = clock.now
         let spawned: SpawnedServer
@@ -252,7 +263,9 @@ package struct ServerSupervisor: Sendable {
             logger.error("upgrade: the new server failed after the old one handed over: \(failure.message)")
             switch start() {
             case .success(let server): return (server, "error: the new server failed after the handover (\(failure.message)); pid \(server.pid) serves")
-            case .failure(let again): return (current, "error: no server could start: \(again.message)")
+            case .failure(let again):
+                logger.error("upgrade: no server could start after the failed handover: \(again.message); unmounting")
+                return (nil, "error: the new server failed after the handover (\(failure.message)), and no server could start: \(again.message)")
             }
         }
     }
@@ -279,7 +292,12 @@ package struct ServerSupervisor: Sendable {
     private func spawn(standingBy: Bool) -> Result<SpawnedServer, KeeperError> {
         var ends: [Int32] = [0, 0]
         var goEnds: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0, !standingBy || pipe(&goEnds) == 0 else { return .failure(.system("pipe", Errno(rawValue: errno))) }
+        guard pipe(&ends) == 0 else { return .failure(.system("pipe", Errno(rawValue: errno))) }
+        if standingBy, pipe(&goEnds) != 0 {
+            let error = Errno(rawValue: errno)
+            for end in ends { close(end) }
+            return .failure(.system("pipe", error))
+        }
         for end in ends + goEnds where end >= 0 { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -296,8 +314,22 @@ package struct ServerSupervisor: Sendable {
             argv.forEach { free($0) }
             environment.forEach { free($0) }
         }
+        // The server starts with no signal blocked and the signals it handles at their
+        // defaults, whatever the keeper blocks or ignores (an ignored signal stays ignored
+        // across exec, as a blocked one stays blocked).
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noneBlocked = sigset_t()
+        sigemptyset(&noneBlocked)
+        var defaulted = sigset_t()
+        sigemptyset(&defaulted)
+        for signal in [SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2] { sigaddset(&defaulted, signal) }
+        posix_spawnattr_setsigmask(&attributes, &noneBlocked)
+        posix_spawnattr_setsigdefault(&attributes, &defaulted)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var child = pid_t()
-        let spawned = posix_spawn(&child, server.executable, &actions, nil, &argv, &environment)
+        let spawned = posix_spawn(&child, server.executable, &actions, &attributes, &argv, &environment)
         close(ends[1])
         if standingBy { close(goEnds[0]) }
         guard spawned == 0 else {
@@ -305,8 +337,19 @@ package struct ServerSupervisor: Sendable {
             if standingBy { close(goEnds[1]) }
             return .failure(.system("posix_spawn \(server.executable)", Errno(rawValue: spawned)))
         }
+        let process: ServerProcess
+        do throws(Errno) {
+            process = try ServerProcess(pid: child)
+        } catch {
+            // Its exit could not be watched: it goes now, before it takes the connection over.
+            kill(child, SIGKILL)
+            _ = try? retryingOnInterrupt { waitpid(child, nil, 0) }
+            close(ends[0])
+            if standingBy { close(goEnds[1]) }
+            return .failure(.system("pidfd_open", error))
+        }
         return .success(SpawnedServer(
-            process: ServerProcess(pid: child), executable: server.executable, reports: ends[0], go: standingBy ? goEnds[1] : nil))
+            process: process, executable: server.executable, reports: ends[0], go: standingBy ? goEnds[1] : nil))
     }
 
     /// This process's environment, with `added` in place of any entries of the same names.
@@ -329,9 +372,15 @@ package struct ServerProcess {
     /// Readable once it has exited.
     let exitDescriptor: Int32
 
-    init(pid: pid_t) {
+    /// Watches the child `pid`.
+    ///
+    /// - Throws: the `Errno` of `pidfd_open` (Linux 5.3 and later), without which its exit
+    ///   would never be seen.
+    init(pid: pid_t) throws(Errno) {
+        let descriptor = clinux_pidfd_open(pid)
+        guard descriptor >= 0 else { throw Errno(rawValue: errno) }
         self.pid = pid
-        exitDescriptor = clinux_pidfd_open(pid)
+        exitDescriptor = descriptor
     }
 
     enum End {

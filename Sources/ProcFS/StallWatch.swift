@@ -8,6 +8,10 @@ import SystemPackage
 /// moved, for longer than a bound. The keeper then replaces that server, and the kernel sends
 /// the next one what the stuck one held (`FUSE_NOTIFY_RESEND`).
 ///
+/// A server stopped by a signal or a debugger may hold every request in flight, read and not
+/// answered, with none left waiting: once the watch has started, a server whose process is
+/// stopped counts as stuck though no request waits.
+///
 /// It costs an idle mount nothing: ``descriptor`` becomes readable only when a request waits
 /// (a one-shot `epoll` on the connection), and only then does it look at the connection again,
 /// ten times per ``timeout``, until it finds none waiting. Each server pays one shared atomic
@@ -24,6 +28,8 @@ package final class StallWatch {
     private var waiting: (since: ContinuousClock.Instant, read: UInt64, next: ContinuousClock.Instant)?
     /// The count when the server now serving started.
     private var atStart: UInt64 = 0
+    /// The process of the server now serving.
+    private var server: pid_t?
 
     /// Watches `connection`, the mount's, whose servers count the requests they read in
     /// `carried`.
@@ -53,9 +59,10 @@ package final class StallWatch {
     /// How many requests the server now serving has read.
     package var readByThisServer: UInt64 { requestsRead.load() &- atStart }
 
-    /// A new server serves from now on: the watch starts again at the next waiting request.
-    package func serverStarted() {
+    /// The server `pid` serves from now on: the watch starts again at the next waiting request.
+    package func serverStarted(pid: pid_t) {
         atStart = requestsRead.load()
+        server = pid
         reset()
     }
 
@@ -66,25 +73,53 @@ package final class StallWatch {
         waiting = (now, requestsRead.load(), now + timeout / 10)
     }
 
-    /// At the ``deadline``: whether requests have waited for ``timeout`` with none read. If
-    /// none waits now, the watch starts again at the next waiting request.
+    /// How a server was found stuck.
+    package enum Stuck: Equatable {
+        /// Requests waited for the ``timeout`` with none read.
+        case readNone
+        /// Its process was stopped for the ``timeout`` (with none waiting, maybe: it may hold
+        /// them all).
+        case stopped
+    }
+
+    /// At the ``deadline``: whether requests have waited for ``timeout`` with none read, or
+    /// the server's process was stopped all that time. If none waits now and the server runs,
+    /// the watch starts again at the next waiting request.
     ///
     /// The wait counts only while it was looked at on time: after a gap (the keeper itself
     /// stopped with its server, as `Ctrl-Z` of `schedfs -f` does, or the machine suspended) it
     /// starts again. A server that has read no request at all is never taken for stuck: an
     /// older binary does not count what it reads.
-    package func check(now: ContinuousClock.Instant = .now) -> Bool {
+    package func check(now: ContinuousClock.Instant = .now) -> Stuck? {
         var ready = pollfd(fd: connection.rawValue, events: Int16(POLLIN), revents: 0)
-        guard poll(&ready, 1, 0) == 1, ready.revents & Int16(POLLIN) != 0, var waiting else {
+        let requestsWait = poll(&ready, 1, 0) == 1 && ready.revents & Int16(POLLIN) != 0
+        guard var waiting, requestsWait || serverIsStopped else {
             reset()
-            return false
+            return nil
         }
         let read = requestsRead.load()
         let interval = timeout / 10
         if read != waiting.read || now - waiting.next > interval * 2 { (waiting.since, waiting.read) = (now, read) }
         waiting.next = now + interval
         self.waiting = waiting
-        return now - waiting.since >= timeout && read != atStart
+        guard now - waiting.since >= timeout && read != atStart else { return nil }
+        return requestsWait ? .readNone : .stopped
+    }
+
+    /// Whether the server's process is stopped: by a signal (state `T` in `/proc/PID/stat`)
+    /// or in a debugger (`t`).
+    private var serverIsStopped: Bool {
+        guard let server else { return false }
+        let descriptor = open("/proc/\(server)/stat", O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let count = read(descriptor, &buffer, buffer.count)
+        guard count > 0 else { return false }
+        // "PID (COMM) STATE ...": COMM may hold any byte, ')' too, so the last ')' ends it.
+        let line = buffer[0..<count]
+        guard let end = line.lastIndex(of: UInt8(ascii: ")")), end + 2 < count else { return false }
+        return line[end + 2] == UInt8(ascii: "T") || line[end + 2] == UInt8(ascii: "t")
     }
 
     /// Starts again at the next waiting request: a new server serves now.

@@ -147,7 +147,8 @@ extension MountTests {
             #expect(readers.backwards.load(ordering: .relaxed) == 0)
             #expect(readers.reads.load(ordering: .relaxed) > 1000, "\(readers.reads.load(ordering: .relaxed)) reads")
             #expect(mount.log.components(separatedBy: "died by signal 9").count - 1 == 23, "log:\n\(mount.log)")
-            #expect(mount.log.components(separatedBy: "read no request for").count - 1 == 3, "log:\n\(mount.log)")
+            // Each stopped server was found stuck: requests waited, or it held them all.
+            #expect(mount.log.components(separatedBy: "; killing it").count - 1 == 3, "log:\n\(mount.log)")
 
             mount.keeper.send(SIGTERM)
             #expect(mount.keeper.wait(timeout: .seconds(10)) == 0, "log:\n\(mount.log)")
