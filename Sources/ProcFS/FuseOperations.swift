@@ -6,7 +6,9 @@ import SystemPackage
 
 /// libfuse's table of low-level callbacks: each turns its request's C arguments into a call
 /// of the ``ProcFileSystem`` passed to `fuse_session_new` (as a ``FuseReplies``), and sends
-/// what that returns with `fuse_reply_*`. This is the one file that replies.
+/// what that returns with `fuse_reply_*`. This is the one file that replies (with
+/// ``InterruptibleRequest``, which answers an interrupted caller). The operations that may run
+/// a callback of the tree's (`LOOKUP`, `GETATTR`, `OPEN`, `READ`) let an interrupt answer first.
 ///
 /// These are C function pointers, so they capture nothing and live in this library rather than
 /// in `main.swift`, whose top-level code would make them main-actor isolated.
@@ -22,8 +24,15 @@ enum FuseOperations {
         }
         operations.lookup = { request, parent, name in
             let replies = replies(request)
+            // The size of a file that announces its changes is its text's: a callback.
+            guard let interruptible = InterruptibleRequest(request) else { return }
             do throws(Errno) {
                 let found = try replies.fileSystem.lookup(parent: parent, name: String(cString: name!))
+                guard interruptible.claim() else {
+                    // Answered EINTR: the kernel holds no lookup of it.
+                    replies.fileSystem.lookupNotDelivered(found)
+                    return
+                }
                 var parameters = fuse_entry_param()
                 parameters.ino = found.attributes.inode
                 parameters.entry_timeout = found.entryTimeout
@@ -33,7 +42,7 @@ enum FuseOperations {
                 if replied != 0 { replies.fileSystem.lookupNotDelivered(found) }
                 replies.checked(replied, "lookup")
             } catch {
-                replies.send(request, error)
+                if interruptible.claim() { replies.send(request, error) }
             }
         }
         operations.forget = { request, node, lookups in
@@ -42,10 +51,12 @@ enum FuseOperations {
         }
         operations.getattr = { request, node, info in
             let replies = replies(request)
+            guard let interruptible = InterruptibleRequest(request) else { return }
             do throws(Errno) {
-                replies.send(request, try replies.fileSystem.attributes(node: node, handle: info?.pointee.fh), "getattr")
+                let attributes = try replies.fileSystem.attributes(node: node, handle: info?.pointee.fh)
+                if interruptible.claim() { replies.send(request, attributes, "getattr") }
             } catch {
-                replies.send(request, error)
+                if interruptible.claim() { replies.send(request, error) }
             }
         }
         operations.setattr = { request, node, _, changes, _ in
@@ -67,20 +78,30 @@ enum FuseOperations {
         }
         operations.open = { request, node, info in
             let replies = replies(request)
+            let who = caller(request)
+            guard let interruptible = InterruptibleRequest(request) else { return }
             do throws(Errno) {
-                let opened = try replies.fileSystem.open(node: node, flags: info!.pointee.flags, caller: caller(request))
+                let opened = try replies.fileSystem.open(node: node, flags: info!.pointee.flags, caller: who)
+                guard interruptible.claim() else {
+                    // Answered EINTR: no release will come for this handle.
+                    replies.fileSystem.release(handle: opened.handle)?.release()
+                    return
+                }
                 info!.pointee.fh = opened.handle
                 info!.pointee.direct_io = opened.directIO ? 1 : 0
                 // An interrupted open: no release will come for this handle.
                 if fuse_reply_open(request, info) != 0 { replies.fileSystem.release(handle: opened.handle)?.release() }
             } catch {
-                replies.send(request, error)
+                if interruptible.claim() { replies.send(request, error) }
             }
         }
         operations.read = { request, node, size, offset, info in
             let replies = replies(request)
+            guard let interruptible = InterruptibleRequest(request) else { return }
             do throws(Errno) {
-                switch try replies.fileSystem.read(node: node, handle: info!.pointee.fh, offset: Int(offset), size: size) {
+                let read = try replies.fileSystem.read(node: node, handle: info!.pointee.fh, offset: Int(offset), size: size)
+                guard interruptible.claim() else { return }
+                switch read {
                 case .bytes(let bytes):
                     replies.sendBytes(request, bytes)
                 case .awaiting(let bytes):
@@ -93,7 +114,7 @@ enum FuseOperations {
                     }
                 }
             } catch {
-                replies.send(request, error)
+                if interruptible.claim() { replies.send(request, error) }
             }
         }
         operations.write = { request, node, buffer, size, offset, info in

@@ -146,6 +146,39 @@ extension MountTests {
             #expect(texts.withLock { $0 } == Array(repeating: "released true\n", count: 5))
         }
 
+        /// A reader held by a callback that does not return waits for it, as a reader of a
+        /// procfs file whose `show` blocks does; but a signal ends its wait: the kernel sends
+        /// `FUSE_INTERRUPT`, answered `EINTR` at once, where it would otherwise wait, beyond
+        /// even SIGKILL, for a request the server has read. `cat` gets SIGKILL while the
+        /// callback runs, and is gone within 2 s; the callback's late answer is dropped, and
+        /// the file reads again.
+        @Test(arguments: Library.directIO)
+        func aReaderHeldByACallbackEndsAtASignal(directIO: Bool) throws {
+            let tree = ProcTree()
+            let released = Atomic<Bool>(false)
+            let held = Atomic<Int>(0)
+            try tree.register("stuck") {
+                held.add(1, ordering: .relaxed)
+                // Bounded: at most 20 s, which fails the test below.
+                for _ in 0..<2000 where !released.load(ordering: .relaxed) { usleep(10_000) }
+                return "released \(released.load(ordering: .relaxed))\n"
+            }
+            let mount = try LibraryMount(tree, directIO: directIO)
+            defer { mount.cleanUp() }
+            defer { released.store(true, ordering: .relaxed) }
+            let cat = try ChildProcess("/bin/cat", [mount.path("stuck")])
+            defer {
+                cat.send(SIGKILL)
+                _ = cat.wait(timeout: .seconds(25))
+            }
+            try #require(eventually(timeout: .seconds(10)) { held.load(ordering: .relaxed) == 1 }, "cat is held in the callback")
+            cat.send(SIGKILL)
+            #expect(cat.wait(timeout: .seconds(2)) == 128 + SIGKILL, "cat ended while the callback still ran")
+            #expect(!released.load(ordering: .relaxed) && held.load(ordering: .relaxed) == 1)
+            released.store(true, ordering: .relaxed)
+            #expect(try readOnce(mount.path("stuck")) == "released true\n")
+        }
+
         /// The kernel may keep a directory's listing (`cache_readdir`), as it keeps tmpfs's,
         /// yet never shows a stale one, as /proc never does: an entry added is listed at once,
         /// one removed is gone at once, while another thread lists the directory all the time
