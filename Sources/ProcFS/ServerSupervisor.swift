@@ -186,12 +186,7 @@ package struct ServerSupervisor: Sendable {
                 return end(status: 1)
             }
             let now = ContinuousClock.now
-            restarts = restarts.filter { now - $0 < Self.restartWindow } + [now]
-            guard restarts.count <= Self.restartLimit else {
-                logger.error("the server died \(restarts.count) times within \(Self.restartWindow); giving up and unmounting")
-                return end(status: 1)
-            }
-            switch start() {
+            switch restart(after: now, counting: &restarts) {
             case .success(let started):
                 logger.info(
                     "server pid \(server.pid) died by signal \(signal); pid \(started.pid) serves in its place after \((ContinuousClock.now - now).loggedMilliseconds)")
@@ -201,6 +196,25 @@ package struct ServerSupervisor: Sendable {
                 logger.error("server pid \(server.pid) died by signal \(signal), and another could not start: \(failure.message)")
                 return end(status: 1)
             }
+        }
+    }
+
+    /// Starts a server in place of one that died at `died`, and again as long as each new one
+    /// is killed by a signal before it serves (a `kill -9` of each server in turn, or an OOM
+    /// kill in a row), within ``restartLimit`` deaths in ``restartWindow``.
+    private func restart(after died: ContinuousClock.Instant, counting restarts: inout [ContinuousClock.Instant])
+        -> Result<ServerProcess, KeeperError>
+    {
+        var death = died
+        while true {
+            restarts = restarts.filter { death - $0 < Self.restartWindow } + [death]
+            guard restarts.count <= Self.restartLimit else {
+                return .failure(.server("servers died \(restarts.count) times within \(Self.restartWindow); giving up"))
+            }
+            let started = start()
+            guard case .failure(.killed(let signal)) = started else { return started }
+            logger.warning("the server started in place was killed by signal \(signal) before it served; starting another")
+            death = .now
         }
     }
 
@@ -281,8 +295,12 @@ package struct ServerSupervisor: Sendable {
         func awaitReport(_ expected: String) -> Result<ServerProcess, KeeperError> {
             let report = Readiness.readReport(from: reports, timeout: ServerSupervisor.startTimeout)
             if report == expected { return .success(process) }
+            // Before the keeper's own kill: a server that died meanwhile (its end of the pipe
+            // closed as it exited, just before it can be reaped) says how.
+            let diedAlready = process.exits(within: report == nil ? .milliseconds(100) : .zero)
             kill(process.pid, SIGKILL)
-            _ = process.reap()
+            let ended = process.reap()
+            if diedAlready, case .killed(let signal) = ended { return .failure(.killed(signal)) }
             if let report, report.hasPrefix("error: ") { return .failure(.server(String(report.dropFirst("error: ".count)))) }
             return .failure(.server(report == nil ? "it did not serve within \(ServerSupervisor.startTimeout)" : "it exited before it served"))
         }
@@ -408,6 +426,8 @@ package struct ServerProcess {
 package enum KeeperError: Error, CustomStringConvertible {
     case system(String, Errno)
     case server(String)
+    /// A server was killed by the signal before it served.
+    case killed(Int32)
 
     package var message: String { description }
 
@@ -415,6 +435,7 @@ package enum KeeperError: Error, CustomStringConvertible {
         switch self {
         case .system(let call, let error): "\(call): \(error)"
         case .server(let message): message
+        case .killed(let signal): "it was killed by signal \(signal) before it served"
         }
     }
 }

@@ -165,6 +165,44 @@ extension MountTests {
             try #require(replaced, "\(replacement) did not replace \(server) within 5 s; log:\n\(mount.log)")
         }
 
+        /// A server killed before it serves (`kill -9` of each new server in turn) is replaced
+        /// as one killed later: the keeper starts another until one serves, and nothing is
+        /// lost. So that the kill lands before the server serves, the keeper's binary is, from
+        /// the first kill on, a script that waits 1 s before it runs schedfs.
+        @Test func aServerKilledBeforeItServesIsReplacedToo() throws {
+            let built = try schedfsBinary()
+            let scratch = try TemporaryDirectory()
+            defer { scratch.remove() }
+            let binary = scratch.path + "/schedfs"
+            try #require(symlink(built, binary) == 0)
+            let mount = try MountedSchedfs(options: ["-o", "hz=100"], binary: binary)
+            defer { mount.cleanUp() }
+            let first = try #require(Self.server(of: mount))
+            let slow = scratch.path + "/slow"
+            try #require(writeFile(slow, "#!/bin/sh\nsleep 1\nexec '\(built)' \"$@\"\n"))
+            try #require(chmod(slow, 0o755) == 0)
+            unlink(binary)
+            try #require(symlink(slow, binary) == 0)
+
+            let before = try mount.count()
+            kill(first, SIGKILL)
+            var second: pid_t = 0
+            try #require(eventually(timeout: .seconds(5)) {
+                second = Self.server(of: mount) ?? first
+                return second != first
+            }, "no server started in place of \(first)")
+            kill(second, SIGKILL)
+            try #require(
+                eventually(timeout: .seconds(10)) { mount.log.contains("killed by signal 9 before it served; starting another") },
+                "log:\n\(mount.log)")
+            try #require(eventually(timeout: .seconds(10)) { mount.log.contains("serves in its place") }, "log:\n\(mount.log)")
+            let third = try #require(Self.server(of: mount))
+            #expect(third != first && third != second)
+            #expect(eventually(timeout: .seconds(2)) { ((try? mount.count()) ?? 0) > before }, "the count goes on")
+            #expect(try unmountWhenFree(mount.mountpoint).status == 0)
+            #expect(mount.daemon.wait(timeout: .seconds(5)) == 0, "log:\n\(mount.log)")
+        }
+
         /// An upgrade to a binary that cannot serve (one that exits at once, or none at all)
         /// leaves the old server serving, and the command says why and exits 1; once the binary
         /// is back, the upgrade works.
