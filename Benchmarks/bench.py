@@ -17,8 +17,9 @@ Every row is measured in this one run, beside the reference it is compared with:
          of 10,000 files announcing changes at 100 Hz (scale.py);
   scrape node_exporter's textfile collector reading the mount's metrics/, beside one reading a
          static copy of schedfs.prom on tmpfs, in each read mode (scrape.py);
-  survival  `schedfs --upgrade` and `kill -9` of the server, 30 times each under a reader: how
-         long until the mount serves again, and the longest stall the reader saw (survival.py);
+  survival  `schedfs --upgrade` and `kill -9` of the server, 30 times each, and SIGSTOP of it 20
+         times, under a reader: how long until the mount serves again, and the longest stall
+         the reader saw (survival.py);
   round trips  the requests a warm `cat` of `sched` waits on in each mode, from the daemon's debug
          log, and the cost of one round trip to the daemon (roundtrips.py).
 
@@ -41,7 +42,7 @@ import time
 from harness import Daemon, alive, kib, progress, wait_exactly, wait_for
 from scale import ANNOUNCE_HZ, ANNOUNCING, DIRECTORIES, FILES, RUNS, measure_scale
 from scrape import SCRAPE_ROUNDS, SCRAPE_SECONDS, measure_scrape
-from survival import SURVIVAL_RUNS, measure_survival, server_of
+from survival import HANG_RUNS, SURVIVAL_RUNS, measure_survival, server_of
 from roundtrips import ROUND_TRIP_CALLS, WARM_CATS, measure_round_trips, waited
 
 SCHEDFS, LOADGEN, REFSERVER, IDLETICK, POLLWAKE, SCALE, OUTPUT = sys.argv[1:8]
@@ -491,16 +492,18 @@ def main():
         target_cells = "≥ 0.8× | " + verdict(ours / theirs, 0.8) if mode.startswith("direct_io") else "| "
         lines.append(f"| {mode} | {ours:.0f} | {ours_p50:.0f} | {theirs:.0f} | {theirs_p50:.0f} | "
                      f"{ours / theirs:.2f}× | {target_cells} | {rounds['torn']} of {rounds['scrapes']} |")
-    lines += ["", f"## Upgrades and crashes: {SURVIVAL_RUNS} of each on one mount, under a reader", "",
+    lines += ["", f"## Upgrades, crashes and hangs: {SURVIVAL_RUNS}, {SURVIVAL_RUNS} and {HANG_RUNS} on one mount, under a reader", "",
               "`Benchmarks/survival.py`. An upgrade is timed from the start of `schedfs --upgrade MNT` until it",
               "returns, once the new server serves (the command's own start included); a crash from `kill -9` of",
-              "the server until a read of `sched` begun right after it returns. The reader opens, reads and closes",
-              "`sched` in a loop throughout; every text it read was whole.", "",
+              "the server, and a hang from SIGSTOP of it, until a read of `sched` begun right after returns (a",
+              "stopped server is found stuck after `hang_timeout`, 1 s by default, killed and replaced). The reader",
+              "opens, reads and closes `sched` in a loop throughout; every text it read was whole.", "",
               "| what | p50 | p99 | target (p99) | verdict | longest stall a reader saw | reads |", "|---|---|---|---|---|---|---|"]
-    for kind, target in (("upgrade", 50), ("crash", 100)):
+    names = {"upgrade": "`schedfs --upgrade`", "crash": "`kill -9` of the server", "hang": "SIGSTOP of the server"}
+    for kind, target in (("upgrade", 50), ("crash", 100), ("hang", 1500)):
         measured = survival[kind]
         p99 = percentile(measured["times"], 0.99) * 1000
-        lines.append(f"| {'`schedfs --upgrade`' if kind == 'upgrade' else '`kill -9` of the server'} | "
+        lines.append(f"| {names[kind]} | "
                      f"{percentile(measured['times'], 0.5) * 1000:.1f} ms | {p99:.1f} ms | ≤ {target} ms | "
                      f"{verdict(p99, target, False, ' ms')} | {measured['stall'] * 1000:.1f} ms | {measured['reads']} |")
     lines += ["", "## Round trips: what a read of `sched` waits on", "",

@@ -4,6 +4,9 @@
            the new server serves (the command's own start is in the figure);
   crash    `kill -9` of the server, until a read of `sched` started right after the kill returns
            (the kernel holds it until the next server serves).
+  hang     SIGSTOP of the server, until a read of `sched` started right after it returns: the
+           keeper finds the server stuck after `hang_timeout` (1 s by default), kills it and
+           starts another, which the kernel sends the read again. HANG_RUNS times.
 
 Both with a reader opening, reading and closing `sched` in a loop meanwhile, whose longest wait
 between two reads is the longest stall a reader saw. Each SURVIVAL_RUNS times on one mount.
@@ -17,6 +20,7 @@ import time
 from harness import Daemon, progress, wait_for
 
 SURVIVAL_RUNS = 30
+HANG_RUNS = 20
 
 
 def server_of(keeper):
@@ -56,22 +60,24 @@ class Reader(threading.Thread):
 
 
 def measure_survival(schedfs):
-    """Returns {"upgrade": [...], "crash": [...]} in seconds, with each kind's longest stall."""
+    """Returns {"upgrade": …, "crash": …, "hang": …}: each run's time in seconds, and each kind's
+    longest stall."""
     results = {}
     with Daemon([schedfs, "MNT", "-f"]) as daemon:
         sched = daemon.path("sched")
-        for kind in ("upgrade", "crash"):
-            progress(f"survival: {SURVIVAL_RUNS} × {kind} under a reader")
+        for kind in ("upgrade", "crash", "hang"):
+            runs = HANG_RUNS if kind == "hang" else SURVIVAL_RUNS
+            progress(f"survival: {runs} × {kind} under a reader")
             reader = Reader(sched)
             reader.start()
             times = []
-            for _ in range(SURVIVAL_RUNS):
+            for _ in range(runs):
                 server = server_of(daemon.process.pid)
                 started = time.monotonic()
                 if kind == "upgrade":
                     subprocess.run([schedfs, "--upgrade", daemon.mountpoint], check=True, stdout=subprocess.DEVNULL)
                 else:
-                    os.kill(server, signal.SIGKILL)
+                    os.kill(server, signal.SIGKILL if kind == "crash" else signal.SIGSTOP)
                     with open(sched, "rb") as text:
                         text.read()
                 times.append(time.monotonic() - started)
