@@ -99,17 +99,22 @@ enum FuseOperations {
             let replies = replies(request)
             guard let interruptible = InterruptibleRequest(request) else { return }
             do throws(Errno) {
-                let read = try replies.fileSystem.read(node: node, handle: info!.pointee.fh, offset: Int(offset), size: size)
-                guard interruptible.claim() else { return }
-                switch read {
+                switch try replies.fileSystem.read(node: node, handle: info!.pointee.fh, offset: Int(offset), size: size) {
                 case .bytes(let bytes):
-                    replies.sendBytes(request, bytes)
+                    if interruptible.claim() { replies.sendBytes(request, bytes) }
                 case .awaiting(let bytes):
-                    replies.later(request) { request in
+                    // Still interruptible while the task awaits the text.
+                    replies.later(interruptible) { request in
+                        let text: Result<ArraySlice<UInt8>, Errno>
                         do throws(Errno) {
-                            replies.sendBytes(request, try await bytes())
+                            text = .success(try await bytes())
                         } catch {
-                            replies.send(request, error)
+                            text = .failure(error)
+                        }
+                        guard request.claim() else { return }
+                        switch text {
+                        case .success(let bytes): replies.sendBytes(request.request, bytes)
+                        case .failure(let error): replies.send(request.request, error)
                         }
                     }
                 }
@@ -223,17 +228,16 @@ final class FuseReplies: Sendable {
     /// The replies that tasks will send later: the session must outlive them.
     let awaitedReplies = RundownGate()
 
-    /// Answers `request` from a task that runs `answer`, which must reply to it exactly once:
-    /// the request thread goes back to serving meanwhile. Once the server stops (the gate is
-    /// closed), the request is answered `EINTR` at once.
-    func later(_ request: fuse_req_t?, _ answer: @escaping @Sendable (fuse_req_t?) async -> Void) {
+    /// Answers `request` from a task that runs `answer`, which must claim it and, if it may,
+    /// reply to it once: the request thread goes back to serving meanwhile. Once the server
+    /// stops (the gate is closed), the request is answered `EINTR` at once.
+    func later(_ request: InterruptibleRequest, _ answer: @escaping @Sendable (InterruptibleRequest) async -> Void) {
         guard awaitedReplies.enter() else {
-            send(request, .interrupted)
+            if request.claim() { send(request.request, .interrupted) }
             return
         }
-        let pending = PendingRequest(request: request)
         Task(executorPreference: AwaitingExecutor.shared) { [awaitedReplies] in
-            await answer(pending.request)
+            await answer(request)
             awaitedReplies.leave()
         }
     }
@@ -292,15 +296,6 @@ private func replies(_ request: fuse_req_t?) -> FuseReplies {
 
 private func replies(_ userdata: UnsafeMutableRawPointer?) -> FuseReplies {
     Unmanaged<FuseReplies>.fromOpaque(userdata!).takeUnretainedValue()
-}
-
-/// A request to be answered from a task.
-///
-/// `@unchecked Sendable`: a `fuse_req_t` is libfuse's, and libfuse lets any thread reply to a
-/// request, once; the request is handed to exactly one task, which replies to it once, and the
-/// server keeps the session until that task has (``FuseReplies/awaitedReplies``).
-private struct PendingRequest: @unchecked Sendable {
-    let request: fuse_req_t?
 }
 
 /// Who sent `request`, as the kernel names them.

@@ -114,12 +114,15 @@ public final class FuseServer: @unchecked Sendable {
         try? claim.withLock { $0 }?.close()
         _ = notifier.close(timeout: .zero)
         fileSystem.pollers.forgetAll().forEach { $0.release() }
-        // A task still to answer a read would reply into a freed session: leave it then.
+        // A task still to answer a read, or a request thread still in a callback, would reply
+        // into a freed session: leave it then.
         replies.awaitedReplies.close()
-        if replies.awaitedReplies.drain(timeout: Self.stopTimeout) == 0 {
-            fuse_session_destroy(session)
-        } else {
+        if replies.awaitedReplies.drain(timeout: Self.stopTimeout) > 0 {
             logger.error("a read of an async text never returned; the session is left allocated")
+        } else if !workers.noneRunning {
+            logger.error("a request thread is still in a callback; the session is left allocated")
+        } else {
+            fuse_session_destroy(session)
         }
     }
 

@@ -2,40 +2,57 @@ import CFuse3
 import Glibc
 import Synchronization
 
-/// A request whose caller may give up while the tree's callback makes its answer: a signal
+/// A request whose caller may be killed while the tree's callback makes its answer. A signal
 /// to the caller has the kernel send `FUSE_INTERRUPT`, and libfuse calls back here, on the
-/// thread that read the interrupt, while the request thread is still in the callback. The
-/// interrupt answers `EINTR` at once, so the caller's `read` (or `open`, `stat`) returns, and a
-/// fatal signal ends the caller: without this, the kernel waits uninterruptibly for the answer
-/// to a request the server has read, however long the callback takes.
+/// thread that read the interrupt, while the request thread is still in the callback. When the
+/// caller is dying (SIGKILL pending: `kill -9`, or a fatal signal such as Ctrl-C's), the
+/// interrupt answers `EINTR` at once, and the caller ends: without this, the kernel waits
+/// uninterruptibly for the answer to a request the server has read, however long the
+/// callback takes. A caller that only takes a signal (a handler) is not answered early: its
+/// call returns what procfs would, when the callback does.
 ///
-/// Exactly one of the two answers: whichever claims the request first. The other must not
-/// touch it, since libfuse frees a request with its answer.
-struct InterruptibleRequest {
+/// Exactly one side answers: whichever claims the request first. The other must not touch
+/// it, since libfuse frees a request with its answer.
+///
+/// `@unchecked Sendable`: a `fuse_req_t` is libfuse's, and libfuse lets any thread answer a
+/// request, once; the gate lets exactly one of the sides that hold it answer.
+struct InterruptibleRequest: @unchecked Sendable {
     let request: fuse_req_t?
     private let gate: InterruptGate
 
     /// Lets an interrupt of `request` answer it from now on.
     ///
-    /// - Returns: `nil` if the caller was interrupted already: the request is answered, and
-    ///   must not be touched.
+    /// - Returns: `nil` if the caller was killed already: the request is answered `EINTR`,
+    ///   and must not be touched.
     init?(_ request: fuse_req_t?) {
         self.request = request
         gate = InterruptGate()
-        // One reference for the callback, given back by whichever side answers (there, or in
-        // `claim()`). libfuse holds the request's lock while it calls back, and
-        // `fuse_req_interrupt_func` takes that lock, so the callback never runs after `claim()`.
-        // An interrupt that came before runs the callback here, at once.
+        // One reference for the callback, given back by whichever side answers. libfuse holds
+        // the request's lock while it calls back, and `fuse_req_interrupt_func` takes that
+        // lock, so the callback never runs after `claim()`. An interrupt that came before runs
+        // the callback here, at once, with only this thread's hold on the request: then the
+        // callback leaves the answer to this thread (replying inside would free the request
+        // under libfuse's lock).
         fuse_req_interrupt_func(
             request,
             { request, data in
                 let gate = Unmanaged<InterruptGate>.fromOpaque(data!)
-                guard gate.takeUnretainedValue().claim() else { return }
-                fuse_reply_err(request, EINTR)
-                gate.release()
+                guard InterruptibleRequest.callerIsDying(request) else { return }
+                switch gate.takeUnretainedValue().interrupt() {
+                case .answer:
+                    fuse_reply_err(request, EINTR)
+                    gate.release()
+                case .leftToRegistration, .answeredAlready:
+                    return
+                }
             },
             Unmanaged.passRetained(gate).toOpaque())
-        if gate.isClaimed { return nil }
+        if !gate.arm() {
+            fuse_req_interrupt_func(request, nil, nil)
+            Unmanaged.passUnretained(gate).release()
+            fuse_reply_err(request, EINTR)
+            return nil
+        }
     }
 
     /// Takes the right to answer the request.
@@ -49,14 +66,68 @@ struct InterruptibleRequest {
         Unmanaged.passUnretained(gate).release()
         return true
     }
+
+    /// Whether the thread that sent `request` has SIGKILL pending: it is being killed, by
+    /// `kill -9` or by a signal whose action ends it (the kernel then sends SIGKILL to each of
+    /// its threads). `false` when its `/proc/TID/status` cannot be read (another PID namespace).
+    static func callerIsDying(_ request: fuse_req_t?) -> Bool {
+        let thread = fuse_req_ctx(request)!.pointee.pid
+        guard thread > 0 else { return false }
+        let descriptor = open("/proc/\(thread)/status", O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = read(descriptor, &buffer, buffer.count)
+        guard count > 0 else { return false }
+        let sigkill: UInt64 = 1 << (UInt64(SIGKILL) - 1)
+        for line in buffer[0..<count].split(separator: UInt8(ascii: "\n")) {
+            let text = String(decoding: line, as: UTF8.self)
+            guard text.hasPrefix("SigPnd:") || text.hasPrefix("ShdPnd:"),
+                let pending = UInt64(text.dropFirst(7).drop { $0 == " " || $0 == "\t" }, radix: 16)
+            else { continue }
+            if pending & sigkill != 0 { return true }
+        }
+        return false
+    }
 }
 
-/// Who has answered an ``InterruptibleRequest``: its request thread, or the interrupt.
+/// Who answers an ``InterruptibleRequest``: its request thread, or the interrupt.
 final class InterruptGate: Sendable {
-    private let claimed = Atomic<Bool>(false)
+    private static let registering = 0
+    private static let armed = 1
+    private static let claimed = 2
+    private let state = Atomic<Int>(InterruptGate.registering)
 
-    /// Whether this caller is the first to claim the answer.
-    func claim() -> Bool { !claimed.exchange(true, ordering: .acquiringAndReleasing) }
+    /// What an interrupt found.
+    enum Interrupted {
+        /// It is first: it answers.
+        case answer
+        /// It came before the registration ended: the registering thread answers.
+        case leftToRegistration
+        /// The request thread has answered.
+        case answeredAlready
+    }
 
-    var isClaimed: Bool { claimed.load(ordering: .acquiring) }
+    /// The registration has ended: the interrupt may answer from now on.
+    ///
+    /// - Returns: `false` if an interrupt came during it: then the registering thread answers.
+    func arm() -> Bool {
+        state.compareExchange(expected: Self.registering, desired: Self.armed, ordering: .acquiringAndReleasing).exchanged
+    }
+
+    /// The interrupt's claim.
+    func interrupt() -> Interrupted {
+        if state.compareExchange(expected: Self.armed, desired: Self.claimed, ordering: .acquiringAndReleasing).exchanged {
+            return .answer
+        }
+        if state.compareExchange(expected: Self.registering, desired: Self.claimed, ordering: .acquiringAndReleasing).exchanged {
+            return .leftToRegistration
+        }
+        return .answeredAlready
+    }
+
+    /// The request thread's claim: whether it is first.
+    func claim() -> Bool {
+        state.compareExchange(expected: Self.armed, desired: Self.claimed, ordering: .acquiringAndReleasing).exchanged
+    }
 }

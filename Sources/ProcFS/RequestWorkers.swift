@@ -92,6 +92,10 @@ final class RequestWorkers: @unchecked Sendable {
         }
     }
 
+    /// Whether no worker is running: none started, or every one stopped and joined. A worker
+    /// still in a callback that never returned would answer into the session later.
+    var noneRunning: Bool { threads.withLock { $0.allSatisfy(\.hasFinished) } }
+
     /// Whether the kernel has ended the session (the file system was unmounted from outside).
     var hasSessionEnded: Bool { sessionEnded.load(ordering: .acquiring) }
 
