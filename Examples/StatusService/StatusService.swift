@@ -18,6 +18,8 @@ import SystemPackage
 ///     rate              a knob: requests a second, 1 to 1000
 ///     clients/N/requests  one directory per client connected now, by number, with the
 ///                       requests handled since it came: computed each time it is looked in
+///     report            a text that takes 3 s to make, as a query of another service would:
+///                       made by an async closure, so no request thread waits for it
 @main
 struct StatusService {
     static func main() async {
@@ -71,6 +73,9 @@ struct SimulatedWork: Service {
         }
     }
 
+    /// How long `report` takes to make.
+    static let reportTime: Duration = .seconds(3)
+
     let state: State
     let requestsFile: ProcEntry
 
@@ -84,6 +89,12 @@ struct SimulatedWork: Service {
         // A write outside 1...1000 is refused with EINVAL, as proc_dointvec_minmax refuses it.
         try tree.registerIntegerKnob("rate", range: 1...1000, value: { state.rate.load(ordering: .relaxed) }) {
             state.rate.store($0, ordering: .relaxed)
+        }
+        // Slow to make, and awaited: the mount answers everything else meanwhile (and, kept,
+        // its keeper does not take the wait for a hang).
+        try tree.registerAwaiting("report") {
+            try? await Task.sleep(for: SimulatedWork.reportTime)
+            return "\(state.requests.value) requests, reported after \(SimulatedWork.reportTime)\n"
         }
         // Computed when looked in, as /proc/<pid> is: the work only keeps its own list.
         try tree.makeDynamicDirectory("clients", names: { state.clients.withLock { Array($0.keys) } }) {

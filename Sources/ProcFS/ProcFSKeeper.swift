@@ -114,6 +114,8 @@ public final class KeptMount: Sendable {
     private let go: Int32?
     /// Whether it has had the word.
     private let waited = Mutex(false)
+    /// The thread that ends this server with its keeper.
+    private let lifeline: JoinableThread?
 
     /// Takes `handoff`, the keeper's `connection,state,reports[,go]` descriptors.
     convenience init(handoff: String, mountpoint: FilePath, options: [MountOption]) throws {
@@ -131,7 +133,7 @@ public final class KeptMount: Sendable {
         connection: Int32, state: Int32, reports: Readiness, go: Int32?, mountpoint: FilePath, options: [MountOption]
     ) throws(Errno) {
         // The keeper's death is this server's: the kernel then ends the connection.
-        _ = clinux_die_with_parent()
+        lifeline = KeeperLifeline.hold()
         self.connection = FileDescriptor(rawValue: connection)
         carried = try CarriedState(adopting: state)
         readiness = reports
@@ -142,17 +144,10 @@ public final class KeptMount: Sendable {
         self.options = options
     }
 
-    /// Returns once it is this server's turn to serve: at once for a server the keeper
-    /// started at the mount or after a crash; for one started for an upgrade, once the server
-    /// it replaces has stopped (it stands by, ready, until then). Start work that changes the
-    /// kept values (``value(named:)``) after it, or it would count beside the old server's.
-    /// ``ProcFSService`` waits for it before it serves. If the keeper gives up on this server
-    /// meanwhile, the process exits at once, with status 0.
-    public func awaitTurn() async {
-        _ = try? await runBlocking { [self] in waitForTurn() }
-    }
-
-    /// ``awaitTurn()``, blocking the calling thread.
+    /// Returns once it is this server's turn to serve: at once for a server the keeper started
+    /// at the mount or after a crash; for one started for an upgrade, once the server it
+    /// replaces has stopped (it stands by, ready, until then). If the keeper gives up on this
+    /// server meanwhile, the process exits at once, with status 0.
     func waitForTurn() {
         waited.withLock { waited in
             guard !waited, let go else { return }

@@ -40,6 +40,15 @@ public struct ProcFSService: Service {
     private let state = ServingState()
     /// For a server of a kept mount, what it takes over.
     private let kept: KeptMount?
+    /// For a server of a kept mount: what starts and stops the work that changes kept values.
+    private let turn: Turn
+
+    /// The work a server of a kept mount starts when its turn to serve comes, and stops when it
+    /// hands the mount over.
+    private struct Turn: Sendable {
+        var begin: @Sendable () throws -> Void = {}
+        var end: @Sendable () -> Void = {}
+    }
 
     /// Prepares the service; nothing is mounted until ``run()``.
     ///
@@ -66,6 +75,7 @@ public struct ProcFSService: Service {
         self.threads = threads
         self.logger = logger
         self.kept = nil
+        self.turn = Turn()
     }
 
     /// Prepares a server of a mount that a keeper holds (see ``ProcFSKeeper``): ``run()``
@@ -83,7 +93,16 @@ public struct ProcFSService: Service {
     ///   - threads: how many threads answer requests at first: when every one is busy (a
     ///     callback that takes long), another starts, up to 16; one never grows.
     ///   - logger: where the service logs.
-    public init(tree: ProcTree, continuing kept: KeptMount, readMode: ReadMode = .directIO, threads: Int = 2, logger: Logger) {
+    ///   - beginTurn: starts the work that changes the kept values (``KeptMount/value(named:)``),
+    ///     when this server's turn to serve has come (for an upgrade, once the server it
+    ///     replaces has stopped, so that the two never count at once) and before it answers a
+    ///     request; what it throws ends ``run()``.
+    ///   - endTurn: stops that work when this server hands the mount to the next, before the
+    ///     process exits, so that the next goes on from exactly where it stopped.
+    public init(
+        tree: ProcTree, continuing kept: KeptMount, readMode: ReadMode = .directIO, threads: Int = 2, logger: Logger,
+        beginTurn: @escaping @Sendable () throws -> Void = {}, endTurn: @escaping @Sendable () -> Void = {}
+    ) {
         self.tree = tree
         self.mountpoint = kept.mountpoint
         self.options = kept.options
@@ -91,6 +110,7 @@ public struct ProcFSService: Service {
         self.threads = threads
         self.logger = logger
         self.kept = kept
+        self.turn = Turn(begin: beginTurn, end: endTurn)
     }
 
     /// Mounts and serves until the file system is unmounted or the service group shuts down
@@ -111,8 +131,12 @@ public struct ProcFSService: Service {
         let handover = kept == nil ? nil : await UnixSignalsSequence(trapping: .sigusr1)
         do {
             // Mounting and stopping wait on the kernel and on fusermount3: off the tasks' threads.
-            server = try await runBlocking { [tree, mountpoint, options, readMode, threads, logger, kept] in
-                if let kept { return try Self.takeOver(kept, tree: tree, readMode: readMode, threads: threads, logger: logger) { end.finish() } }
+            server = try await runBlocking { [tree, mountpoint, options, readMode, threads, logger, kept, turn] in
+                if let kept {
+                    return try Self.takeOver(kept, tree: tree, readMode: readMode, threads: threads, turn: turn, logger: logger) {
+                        end.finish()
+                    }
+                }
                 let server = try FuseServer(tree: tree, options: options, readMode: readMode, logger: logger)
                 try server.start(at: mountpoint, threads: threads) { end.finish() }
                 return server
@@ -123,8 +147,8 @@ public struct ProcFSService: Service {
             throw error
         }
         let handing = handover.map { signals in
-            Task { [server, logger] in
-                for await _ in signals { Self.handOver(server, logger: logger) }
+            Task { [server, turn, logger] in
+                for await _ in signals { Self.handOver(server, turn: turn, logger: logger) }
             }
         }
         defer { handing?.cancel() }
@@ -144,14 +168,11 @@ public struct ProcFSService: Service {
         try await runBlocking { [logger] in
             let stopped = server.shutDown()
             if !stopped.detached { logger.warning("stopping: could not detach the mount cleanly (files stayed open); aborting the connection") }
-            if !stopped.stopped {
-                logger.error("stopping: a request thread was still busy after \(FuseServer.stopTimeout)")
-                throw FuseServerError.stillBusy(FuseServer.stopTimeout)
-            }
-            if let left = server.currentMountpoint {
-                logger.error("stopping: the mount on \(left) is still there; clear it with: fusermount3 -u \(left)")
-                throw FuseServerError.stillMounted(left.description)
-            }
+            if !stopped.stopped { logger.error("stopping: a request thread was still busy after \(FuseServer.stopTimeout)") }
+            let left = server.currentMountpoint
+            if let left { logger.error("stopping: the mount on \(left) is still there; clear it with: fusermount3 -u \(left)") }
+            if !stopped.stopped { throw FuseServerError.stillBusy(FuseServer.stopTimeout) }
+            if let left { throw FuseServerError.stillMounted(left.description) }
         }
         logger.info("stopped serving on \(mountpoint)")
     }
@@ -159,12 +180,13 @@ public struct ProcFSService: Service {
     /// Takes the kept mount over and serves it, once the server it replaces (if any) has
     /// stopped: a server started for an upgrade waits, ready, for the keeper's word.
     private static func takeOver(
-        _ kept: KeptMount, tree: ProcTree, readMode: ReadMode, threads: Int, logger: Logger,
+        _ kept: KeptMount, tree: ProcTree, readMode: ReadMode, threads: Int, turn: Turn, logger: Logger,
         onSessionEnd: @escaping @Sendable () -> Void
     ) throws -> FuseServer {
         let server = try FuseServer(tree: tree, options: kept.options, readMode: readMode, logger: logger, takingOver: kept.carried)
         try server.takeOver(connection: kept.connection, mountpoint: kept.mountpoint)
         kept.waitForTurn()
+        try turn.begin()
         let resumed = try server.resumeServing(threads: threads, onSessionEnd: onSessionEnd)
         if server.takesOverFromAnother {
             logger.info(
@@ -176,7 +198,8 @@ public struct ProcFSService: Service {
     /// Leaves the mount to the next server, which the keeper has started and which waits:
     /// stops taking requests once those in hand are answered, and ends the process at once,
     /// leaving the mount and the tree as they are (the keeper waits for it).
-    private static func handOver(_ server: FuseServer, logger: Logger) {
+    private static func handOver(_ server: FuseServer, turn: Turn, logger: Logger) {
+        turn.end()
         if !server.stop(timeout: FuseServer.stopTimeout) {
             logger.error("handover: a request thread was still busy after \(FuseServer.stopTimeout)")
         }

@@ -61,9 +61,12 @@ package struct ServerSupervisor: Sendable {
     /// How long a server may take to exit once told to shut down.
     package static let exitTimeout: Duration = .seconds(10)
     /// Servers that die within ``restartWindow`` of each other, beyond which the keeper gives
-    /// up (a server that cannot start at all ends the keeper at once).
+    /// up (a server that cannot start ends the keeper at once, unless it was killed before it
+    /// served: see ``killedBeforeServingLimit``).
     static let restartLimit = 50
     static let restartWindow: Duration = .seconds(10)
+    /// Servers started in place of a dead one that may be killed in a row before one serves.
+    static let killedBeforeServingLimit = 5
     /// Servers found stuck in a row, each before it had read `stuckAtOnceRequests`, after
     /// which the keeper stops looking for stuck servers.
     static let stuckAtOnceLimit = 5
@@ -159,9 +162,9 @@ package struct ServerSupervisor: Sendable {
                     switch stuck {
                     case .readNone:
                         logger.warning(
-                            "server pid \(server.pid) read no request for \(watched.timeout) while requests waited; killing it")
+                            "server pid \(server.pid) is stuck: it read no request for \(watched.timeout) while requests waited; killing it")
                     case .stopped:
-                        logger.warning("server pid \(server.pid) was stopped for \(watched.timeout) while serving requests; killing it")
+                        logger.warning("server pid \(server.pid) is stuck: it was stopped for \(watched.timeout) while serving requests; killing it")
                     }
                     kill(server.pid, SIGKILL)
                     if stuckAtOnce >= Self.stuckAtOnceLimit {
@@ -199,23 +202,26 @@ package struct ServerSupervisor: Sendable {
         }
     }
 
-    /// Starts a server in place of one that died at `died`, and again as long as each new one
-    /// is killed by a signal before it serves (a `kill -9` of each server in turn, or an OOM
-    /// kill in a row), within ``restartLimit`` deaths in ``restartWindow``.
+    /// Starts a server in place of one that died at `died`, and again when the new one is
+    /// killed (SIGKILL: a `kill -9` of each server in turn, the OOM killer) before it serves:
+    /// at most ``killedBeforeServingLimit`` times in a row, within ``restartLimit`` deaths in
+    /// ``restartWindow``. A server that dies by another signal before it serves (a crash at
+    /// start) cannot start.
     private func restart(after died: ContinuousClock.Instant, counting restarts: inout [ContinuousClock.Instant])
         -> Result<ServerProcess, KeeperError>
     {
         var death = died
-        while true {
+        for _ in 0...Self.killedBeforeServingLimit {
             restarts = restarts.filter { death - $0 < Self.restartWindow } + [death]
             guard restarts.count <= Self.restartLimit else {
                 return .failure(.server("servers died \(restarts.count) times within \(Self.restartWindow); giving up"))
             }
             let started = start()
-            guard case .failure(.killed(let signal)) = started else { return started }
-            logger.warning("the server started in place was killed by signal \(signal) before it served; starting another")
+            guard case .failure(.killed(SIGKILL)) = started else { return started }
+            logger.warning("the server started in place was killed by signal \(SIGKILL) before it served; starting another")
             death = .now
         }
+        return .failure(.server("\(Self.killedBeforeServingLimit + 1) servers in a row were killed before they served; giving up"))
     }
 
     /// Stops listening for upgrades and unmounts; returns `status`.
@@ -295,9 +301,9 @@ package struct ServerSupervisor: Sendable {
         func awaitReport(_ expected: String) -> Result<ServerProcess, KeeperError> {
             let report = Readiness.readReport(from: reports, timeout: ServerSupervisor.startTimeout)
             if report == expected { return .success(process) }
-            // Before the keeper's own kill: a server that died meanwhile (its end of the pipe
-            // closed as it exited, just before it can be reaped) says how.
-            let diedAlready = process.exits(within: report == nil ? .milliseconds(100) : .zero)
+            // Before the keeper's own kill: a server that died meanwhile says how. The pipe
+            // ends (an empty report) as it exits, a moment before its exit can be seen.
+            let diedAlready = process.exits(within: report == "" ? .seconds(1) : .zero)
             kill(process.pid, SIGKILL)
             let ended = process.reap()
             if diedAlready, case .killed(let signal) = ended { return .failure(.killed(signal)) }

@@ -105,18 +105,23 @@ struct Daemon {
         }
         let sched = SchedModule(timer: timer, tree: tree, logger: logger, count: carried.calls)
         try sched.start(mountedAt: carried.mountedAt)
+        // Only one server ticks at a time: a server started for an upgrade starts ticking once
+        // the one it replaces has stopped its own ticks and handed over, and goes on from where
+        // those stopped; before it answers a request, so that no reader sees it unstarted.
         let procfs = ProcFSService(
             tree: tree, continuing: kept, readMode: configuration.options.readMode, threads: configuration.threads,
-            logger: logger)
-        // A server started for an upgrade stands by until the one it replaces has stopped:
-        // only one ticks at a time. Then it goes on from where that one stopped (nil for the first).
-        await kept.awaitTurn()
-        let continuing = carried.position
-        try timer.start(continuing: continuing)
+            logger: logger,
+            beginTurn: { [timer] in try timer.start(continuing: carried.position) },
+            endTurn: { [timer, logger] in
+                if !timer.stop(timeout: Self.stopTimeout) { logger.error("handover: the tick thread was still busy after \(Self.stopTimeout)") }
+            })
+        // Nothing ticked yet for the first server of the mount (for logging only: the ticks go
+        // on from where they stand when the turn comes).
+        let first = carried.position == nil
         let module = SchedService(
             procfs: procfs, trigger: trigger,
             served: { [configuration, timer, sched, logger] in
-                if continuing != nil {
+                if !first {
                     logger.info("ticking on from count \(sched.calls)")
                 } else {
                     logger.info(
