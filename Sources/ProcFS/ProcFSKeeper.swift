@@ -14,7 +14,7 @@ import SystemPackage
 /// same arguments) as the *server*, and from then on only watches. It never returns: it exits
 /// with the server's status when the server shuts down (SIGTERM, SIGINT or SIGHUP to the
 /// keeper are passed on) or the mount is unmounted. In the server it returns the
-/// ``KeptMount``, which the program serves with ``ProcFSService/init(tree:continuing:readMode:threads:logger:)``:
+/// ``KeptMount``, which the program serves with ``ProcFSService/init(tree:continuing:readMode:threads:logger:beginTurn:endTurn:)``:
 ///
 /// ```swift
 /// let kept = try await ProcFSKeeper.keepOrTakeOver(mountpoint: "/run/myserver", logger: logger)

@@ -50,7 +50,9 @@ extension MountTests {
         }
 
         /// Mounts, starts the readers, has `replace` end the server `rounds` times (each time the
-        /// keeper logs `told`, a new one must serve), and checks what the readers saw, the pace,
+        /// keeper logs `told`, a new one must serve), and checks what the readers saw (in
+        /// page-cache mode, a text the kernel's own race tore as the count gained a digit, at
+        /// 1000, is counted apart: see ``SurvivalLoad/Seen/tornByTheKernel``), the pace,
         /// that no reader waited `longestWait` or more for a read, and that the final unmount
         /// leaves nothing.
         static func replaceTheServer(
@@ -332,15 +334,20 @@ final class SurvivalLoad: Sendable {
         var writes = 0
         var errors: [String] = []
         var bad: [String] = []
+        /// Page-cache mode only: texts torn by the kernel's own race as the text grows by a
+        /// digit (`filemap_read` takes the page, then the size another reader's `GETATTR` has
+        /// just changed), which BENCHMARKS.md and the README describe: the old text and a NUL.
+        var tornByTheKernel = 0
         var backwards: [String] = []
         var longestStall: Duration = .zero
 
         var description: String {
-            "\(reads) reads, \(polls) poll wake-ups, \(writes) writes, \(errors.count) errors, \(bad.count) bad, \(backwards.count) backwards"
+            "\(reads) reads, \(polls) poll wake-ups, \(writes) writes, \(errors.count) errors, \(bad.count) bad, \(tornByTheKernel) torn by the kernel as the text grew, \(backwards.count) backwards"
         }
     }
 
     private let seen = Mutex(Seen())
+    private let pageCache: Bool
     private let stopping = Atomic<Bool>(false)
     private let threads: Mutex<[JoinableThread]> = Mutex([])
 
@@ -350,6 +357,7 @@ final class SurvivalLoad: Sendable {
         // In page-cache mode a run of reads is one text only if no change falls between them
         // (see the README): there each open reads once, as the held files do.
         let pageCache = mount.log.contains("through the page cache")
+        self.pageCache = pageCache
         let whole: @Sendable (String) throws(SystemError) -> String = { path throws(SystemError) in
             pageCache ? try readOnce(path) : try readText(path)
         }
@@ -416,7 +424,7 @@ final class SurvivalLoad: Sendable {
                 seen.withLock { seen in
                     seen.reads += 1
                     seen.longestStall = max(seen.longestStall, now - lastRead)
-                    guard let count = parseSched(text) else { return seen.bad.append(text) }
+                    guard let count = parseSched(text) else { return self.classify(text, in: &seen) }
                     if count < last { seen.backwards.append("\(last) then \(count)") }
                     last = max(last, count)
                 }
@@ -424,6 +432,18 @@ final class SurvivalLoad: Sendable {
             } catch {
                 seen.withLock { $0.errors.append("read: \(error)") }
             }
+        }
+    }
+
+    /// A text that is not one of `sched`'s: the kernel's race in page-cache mode (the text
+    /// of a count of nines, then a NUL), or bad.
+    private func classify(_ text: String, in seen: inout Seen) {
+        if pageCache, text.hasSuffix("\n\0"), let count = parseSched(String(text.dropLast())),
+            String(count + 1).dropFirst().allSatisfy({ $0 == "0" }), String(count + 1).first == "1"
+        {
+            seen.tornByTheKernel += 1
+        } else {
+            seen.bad.append(text)
         }
     }
 
@@ -444,7 +464,7 @@ final class SurvivalLoad: Sendable {
                 let text = try Self.reread(descriptor)
                 seen.withLock { seen in
                     seen.polls += 1
-                    guard let count = parseSched(text) else { return seen.bad.append(text) }
+                    guard let count = parseSched(text) else { return self.classify(text, in: &seen) }
                     if count < last { seen.backwards.append("poll: \(last) then \(count)") }
                     last = max(last, count)
                 }

@@ -271,7 +271,7 @@ extension MountTests {
             try #require(eventually(timeout: .seconds(10)) { (try? readText(mountpoint + "/requests")) != nil },
                          "statusfs did not serve; log:\n\(log())")
 
-            #expect(try listing(mountpoint) == [".", "..", "clients", "rate", "requests"])
+            #expect(try listing(mountpoint) == [".", "..", "clients", "rate", "report", "requests"])
             // Its fsName is added to the service's defaults: it wins over theirs, and
             // auto_unmount stays (fusermount3 waits beside it to unmount should it die).
             #expect(mountSource(mountpoint) == "statusfs")
