@@ -151,7 +151,6 @@ public struct ProcFSService: Service {
                 for await _ in signals { Self.handOver(server, turn: turn, logger: logger) }
             }
         }
-        defer { handing?.cancel() }
         kept?.readiness.ready()
         state.serving()
         logger.info("serving on \(mountpoint)")
@@ -165,6 +164,10 @@ public struct ProcFSService: Service {
             end.finish()
         }
         state.ended(FuseServerError.stopped)
+        // Ended, not only cancelled: it lets go of what it holds (the server, the turn's work)
+        // before the process may exit; LeakSanitizer takes what a task holds then for leaked.
+        handing?.cancel()
+        await handing?.value
         try await runBlocking { [logger] in
             let stopped = server.shutDown()
             if !stopped.detached { logger.warning("stopping: could not detach the mount cleanly (files stayed open); aborting the connection") }
