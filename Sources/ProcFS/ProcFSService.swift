@@ -2,6 +2,7 @@ import Glibc
 import KernelSync
 import Logging
 import ServiceLifecycle
+import Synchronization
 import SystemPackage
 import UnixSignals
 
@@ -44,10 +45,21 @@ public struct ProcFSService: Service {
     private let turn: Turn
 
     /// The work a server of a kept mount starts when its turn to serve comes, and stops when it
-    /// hands the mount over.
-    private struct Turn: Sendable {
-        var begin: @Sendable () throws -> Void = {}
-        var end: @Sendable () -> Void = {}
+    /// hands the mount over; let go of once the service stops, since a `ServiceGroup` may keep
+    /// its services until after the process has begun to exit, and what the work holds must go
+    /// before (LeakSanitizer takes what is freed then for leaked).
+    private final class Turn: Sendable {
+        private let work: Mutex<(begin: @Sendable () throws -> Void, end: @Sendable () -> Void)?>
+
+        init(begin: @escaping @Sendable () throws -> Void = {}, end: @escaping @Sendable () -> Void = {}) {
+            work = Mutex((begin, end))
+        }
+
+        func begin() throws { try work.withLock { $0?.begin }?() }
+
+        func end() { work.withLock { $0?.end }?() }
+
+        func finish() { work.withLock { $0 = nil } }
     }
 
     /// Prepares the service; nothing is mounted until ``run()``.
@@ -144,8 +156,10 @@ public struct ProcFSService: Service {
         } catch {
             kept?.readiness.failed("\(error)")
             state.ended(error)
+            turn.finish()
             throw error
         }
+        defer { turn.finish() }
         let handing = handover.map { signals in
             Task { [server, turn, logger] in
                 for await _ in signals { Self.handOver(server, turn: turn, logger: logger) }

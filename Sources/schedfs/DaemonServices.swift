@@ -89,8 +89,9 @@ struct SchedService: Service {
 
     let outcome = Outcome()
     private let procfs: ProcFSService
-    /// Says that the tree is served.
-    private let served: @Sendable () -> Void
+    /// Says that the tree is served; dropped as it returns (it holds the module and the timer,
+    /// and the group may keep this service until after the process has begun to exit).
+    private let served: OneShot<Void>
     /// The module's part of the cleanup protocol, started by the cause given; it returns the
     /// exit status, and is dropped as it returns (it holds the module and the timer).
     private let cleanUp: OneShot<Int32>
@@ -104,7 +105,7 @@ struct SchedService: Service {
         served: @escaping @Sendable () -> Void, cleanUp: @escaping @Sendable (ShutdownCause) -> Int32
     ) {
         self.procfs = procfs
-        self.served = served
+        self.served = OneShot(served)
         // With no signal recorded, what shut the group down is the end of the session.
         self.cleanUp = OneShot { [trigger] in cleanUp(trigger.cause ?? .unmounted) }
     }
@@ -113,7 +114,7 @@ struct SchedService: Service {
         // Not served (the group fails with why): there is nothing to clean up but the mount,
         // which the keeper holds.
         try await procfs.waitUntilServing(timeout: Self.servingTimeout)
-        served()
+        _ = served.run()
         // Cancelled rather than shut down gracefully: the group failed, and so does the exit.
         let failed = (try? await gracefulShutdown()) == nil
         let started = ContinuousClock.now
