@@ -73,8 +73,7 @@ public struct ProcFSService: Service {
     ///     mounts with `options` alone (no `auto_unmount`, so no fusermount3 process waits
     ///     beside the program).
     ///   - readMode: how the kernel reads files (see ``ReadMode``).
-    ///   - threads: how many threads answer requests at first: when every one is busy (a
-    ///     callback that takes long), another starts, up to 16; one never grows.
+    ///   - threads: how many threads answer requests.
     ///   - logger: where the service logs, libfuse's own messages included.
     public init(
         tree: ProcTree, mountpoint: FilePath, options: [MountOption] = [], defaults: [MountOption] = defaultOptions,
@@ -102,8 +101,7 @@ public struct ProcFSService: Service {
     ///   - kept: what ``ProcFSKeeper/keepOrTakeOver(mountpoint:options:defaults:hangTimeout:logger:)``
     ///     returned; its options and mount point are the mount's.
     ///   - readMode: how the kernel reads files (see ``ReadMode``).
-    ///   - threads: how many threads answer requests at first: when every one is busy (a
-    ///     callback that takes long), another starts, up to 16; one never grows.
+    ///   - threads: how many threads answer requests.
     ///   - logger: where the service logs.
     ///   - beginTurn: starts the work that changes the kept values (``KeptMount/value(named:)``),
     ///     when this server's turn to serve has come (for an upgrade, once the server it
@@ -213,15 +211,17 @@ public struct ProcFSService: Service {
     }
 
     /// Leaves the mount to the next server, which the keeper has started and which waits:
-    /// stops taking requests once those in hand are answered, and ends the process at once,
-    /// leaving the mount and the tree as they are (the keeper waits for it).
+    /// stops the turn's work, stops taking requests once those in hand are answered, and ends
+    /// the process at once, leaving the mount and the tree as they are (the keeper waits for it).
     private static func handOver(_ server: FuseServer, turn: Turn, logger: Logger) {
         turn.end()
         if !server.stop(timeout: FuseServer.stopTimeout) {
             logger.error("handover: a request thread was still busy after \(FuseServer.stopTimeout)")
         }
         logger.info("handing the mount over to the next server")
-        _exit(0)
+        // Gone at once, as the keeper waits for it (readers wait meanwhile): every log line is
+        // written, and an exit under a sanitizer would take about a second to tear down.
+        kill(getpid(), SIGKILL)
     }
 
     /// Waits at most `timeout` until ``run()`` serves the tree: the mount is made and the

@@ -13,15 +13,7 @@ import SystemPackage
 /// the workers at once whatever the kernel is doing, and a signal never has to wait for a
 /// request to arrive (libfuse issue 997). When the kernel ends the session (`fusermount3 -u`,
 /// `umount`), the workers see `ENODEV` and report it once.
-///
-/// When the last idle worker takes a request, another starts, up to ``maximumThreads`` (as
-/// libfuse's multi-threaded loop grows): a callback that takes long, or never returns, holds
-/// only its own thread and its own reader, as a `/proc` read that blocks in a driver does, and
-/// the mount goes on answering everyone else. One worker (`-s`) never grows.
 final class RequestWorkers: @unchecked Sendable {
-    /// The most workers a session grows to.
-    static let maximumThreads = 16
-
     // @unchecked: `session` is a C pointer, which Swift cannot prove Sendable. The workers use
     // it only through libfuse's thread-safe receive and process calls, and the session that owns
     // it is destroyed only after ``stop(timeout:)`` has joined them.
@@ -29,10 +21,6 @@ final class RequestWorkers: @unchecked Sendable {
     private let logger: Logger
     private let stopEvent: FileDescriptor
     private let threads = Mutex<[JoinableThread]>([])
-    /// Workers waiting for a request (or about to).
-    private let idle = Atomic<Int>(0)
-    /// The most workers this session may have: ``maximumThreads``, or 1 for one.
-    private let limit = Atomic<Int>(1)
     private let stopping = Atomic<Bool>(false)
     private let sessionEnded = Atomic<Bool>(false)
     private let sessionEnd = WaitQueue()
@@ -56,39 +44,18 @@ final class RequestWorkers: @unchecked Sendable {
 
     /// Starts `count` workers that answer requests until ``stop(timeout:)`` or the end of the
     /// session; `onSessionEnd` runs once if the kernel ends the session first.
-    /// The workers grow from `count` when every one is busy, unless `count` is 1.
     func start(_ count: Int, onSessionEnd: @escaping @Sendable () -> Void) throws {
-        limit.store(count > 1 ? max(count, Self.maximumThreads) : 1, ordering: .relaxed)
-        for _ in 1...max(count, 1) {
-            try threads.withLock { threads in
-                threads.append(try worker(number: threads.count + 1, onSessionEnd: onSessionEnd))
+        for number in 1...max(count, 1) {
+            let worker = try JoinableThread(name: "procfs/\(number)") { [self] in
+                serveRequests()
+                if !stopping.load(ordering: .acquiring),
+                    !sessionEnded.exchange(true, ordering: .acquiringAndReleasing)
+                {
+                    sessionEnd.wakeUp()
+                    onSessionEnd()
+                }
             }
-        }
-    }
-
-    private func worker(number: Int, onSessionEnd: @escaping @Sendable () -> Void) throws -> JoinableThread {
-        try JoinableThread(name: "procfs/\(number)") { [self] in
-            serveRequests(onSessionEnd: onSessionEnd)
-            if !stopping.load(ordering: .acquiring),
-                !sessionEnded.exchange(true, ordering: .acquiringAndReleasing)
-            {
-                sessionEnd.wakeUp()
-                onSessionEnd()
-            }
-        }
-    }
-
-    /// Starts one more worker, unless the session has its most or is stopping: under the lock
-    /// that ``stop(timeout:)`` takes to see the workers, so that it joins every one.
-    private func grow(onSessionEnd: @escaping @Sendable () -> Void) {
-        threads.withLock { threads in
-            guard !stopping.load(ordering: .acquiring), threads.count < limit.load(ordering: .relaxed) else { return }
-            do {
-                threads.append(try worker(number: threads.count + 1, onSessionEnd: onSessionEnd))
-                logger.debug("every request thread was busy: started request thread \(threads.count)")
-            } catch {
-                logger.warning("every request thread is busy, and another could not start: \(error)")
-            }
+            threads.withLock { $0.append(worker) }
         }
     }
 
@@ -122,15 +89,13 @@ final class RequestWorkers: @unchecked Sendable {
         return joined
     }
 
-    private func serveRequests(onSessionEnd: @escaping @Sendable () -> Void) {
+    private func serveRequests() {
         var buffer = fuse_buf()
         defer { free(buffer.mem) }
         var fds = [
             pollfd(fd: fuse_session_fd(session), events: Int16(POLLIN), revents: 0),
             pollfd(fd: stopEvent.rawValue, events: Int16(POLLIN), revents: 0),
         ]
-        idle.add(1, ordering: .relaxed)
-        defer { idle.subtract(1, ordering: .relaxed) }
         while true {
             // Idle until a request, the end of the session, or stop(): each makes a descriptor ready.
             do {
@@ -148,10 +113,7 @@ final class RequestWorkers: @unchecked Sendable {
                 return
             }
             requestsRead?.add(1)
-            // The last idle worker: another waits for the next request while this one answers.
-            if idle.subtract(1, ordering: .relaxed).newValue == 0 { grow(onSessionEnd: onSessionEnd) }
             fuse_session_process_buf(session, &buffer)
-            idle.add(1, ordering: .relaxed)
         }
     }
 }

@@ -114,38 +114,6 @@ extension MountTests {
             #expect(texts.withLock { $0 } == Array(repeating: "opened true\n", count: 3))
         }
 
-        /// A callback that does not return holds only its own reader's request thread, as a
-        /// procfs `show` that blocks holds only its reader: with more reads held in one than
-        /// the mount's two threads (five), another file still reads at once, and once the
-        /// callback returns, each held read gets its text.
-        @Test func callbacksThatDoNotReturnHoldOnlyTheirReaders() throws {
-            let tree = ProcTree()
-            let released = Atomic<Bool>(false)
-            let held = Atomic<Int>(0)
-            try tree.register("stuck") {
-                held.add(1, ordering: .relaxed)
-                // Bounded: at most 20 s, which fails the test below.
-                for _ in 0..<2000 where !released.load(ordering: .relaxed) { usleep(10_000) }
-                return "released \(released.load(ordering: .relaxed))\n"
-            }
-            try tree.register("plain") { "plain\n" }
-            let mount = try LibraryMount(tree, directIO: true)
-            defer { mount.cleanUp() }
-            let texts = Mutex<[String]>([])
-            let readers = try (0..<5).map { number in
-                try JoinableThread(name: "stuck-\(number)") {
-                    let text = (try? readOnce(mount.path("stuck"))) ?? "failed"
-                    texts.withLock { $0.append(text) }
-                }
-            }
-            defer { released.store(true, ordering: .relaxed) }
-            #expect(eventually(timeout: .seconds(10)) { held.load(ordering: .relaxed) == 5 }, "five reads are held in the callback")
-            #expect(try readOnce(mount.path("plain")) == "plain\n", "another thread answers")
-            released.store(true, ordering: .relaxed)
-            for reader in readers { #expect(reader.join(timeout: .seconds(10))) }
-            #expect(texts.withLock { $0 } == Array(repeating: "released true\n", count: 5))
-        }
-
         /// A reader held by a callback that does not return waits for it, as a reader of a
         /// procfs file whose `show` blocks does; but a signal ends its wait: the kernel sends
         /// `FUSE_INTERRUPT`, answered `EINTR` at once, where it would otherwise wait, beyond
