@@ -117,6 +117,7 @@ struct Schedfs: AsyncParsableCommand {
             }
             let given = Self.rawArgument(paths[paths.count - 1])
             if upgrade { Glibc.exit(try Self.requestUpgrade(of: given)) }
+            try DescriptorLimit.check()
             let connection = try takeOver.map { (text) throws(UsageError) -> (connection: Int32, state: Int32) in
                 let numbers = text.split(separator: ",").compactMap { Int32($0) }
                 guard numbers.count == 2 else { throw UsageError(description: "bad --take-over '\(text)'") }
