@@ -11,3 +11,11 @@ func readToEnd(_ descriptor: Int32) -> [UInt8] {
         bytes += chunk[0..<count]
     }
 }
+
+/// The whole of a file such as `/proc/self/mountinfo` or `/proc/PID/stat`, read from a fresh
+/// open; `nil` if it cannot be opened (the process is gone, or in another PID namespace).
+func readWholeFile(_ path: String) -> [UInt8]? {
+    guard let descriptor = try? FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec) else { return nil }
+    defer { try? descriptor.close() }
+    return readToEnd(descriptor.rawValue)
+}

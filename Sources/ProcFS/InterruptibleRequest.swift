@@ -73,14 +73,9 @@ struct InterruptibleRequest: @unchecked Sendable {
     static func callerIsDying(_ request: fuse_req_t?) -> Bool {
         let thread = fuse_req_ctx(request)!.pointee.pid
         guard thread > 0 else { return false }
-        let descriptor = open("/proc/\(thread)/status", O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { return false }
-        defer { close(descriptor) }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let count = read(descriptor, &buffer, buffer.count)
-        guard count > 0 else { return false }
+        guard let status = readWholeFile("/proc/\(thread)/status") else { return false }
         let sigkill: UInt64 = 1 << (UInt64(SIGKILL) - 1)
-        for line in buffer[0..<count].split(separator: UInt8(ascii: "\n")) {
+        for line in status.split(separator: UInt8(ascii: "\n")) {
             let text = String(decoding: line, as: UTF8.self)
             guard text.hasPrefix("SigPnd:") || text.hasPrefix("ShdPnd:"),
                 let pending = UInt64(text.dropFirst(7).drop { $0 == " " || $0 == "\t" }, radix: 16)

@@ -69,9 +69,6 @@ package enum MountTable {
     }
 
     private static func readTable() -> [UInt8] {
-        let descriptor = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { return [] }
-        defer { close(descriptor) }
-        return readToEnd(descriptor)
+        readWholeFile("/proc/self/mountinfo") ?? []
     }
 }

@@ -110,15 +110,9 @@ package final class StallWatch {
     /// or in a debugger (`t`).
     private var serverIsStopped: Bool {
         guard let server else { return false }
-        let descriptor = open("/proc/\(server)/stat", O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { return false }
-        defer { close(descriptor) }
-        var buffer = [UInt8](repeating: 0, count: 512)
-        let count = read(descriptor, &buffer, buffer.count)
-        guard count > 0 else { return false }
+        guard let line = readWholeFile("/proc/\(server)/stat") else { return false }
         // "PID (COMM) STATE ...": COMM may hold any byte, ')' too, so the last ')' ends it.
-        let line = buffer[0..<count]
-        guard let end = line.lastIndex(of: UInt8(ascii: ")")), end + 2 < count else { return false }
+        guard let end = line.lastIndex(of: UInt8(ascii: ")")), end + 2 < line.count else { return false }
         return line[end + 2] == UInt8(ascii: "T") || line[end + 2] == UInt8(ascii: "t")
     }
 
