@@ -36,7 +36,14 @@ struct StatusService {
                 : nil
             let tree = ProcTree()
             let work = try SimulatedWork(tree: tree, carried: kept?.value(named: "requests"))
-            let procfs = kept.map { ProcFSService(tree: tree, continuing: $0, logger: logger) }
+            // Kept, the work counts only in this server's turn: during an upgrade the old and
+            // the new server run at once, and the count must not go up twice as fast.
+            let procfs = kept.map { kept in
+                ProcFSService(
+                    tree: tree, continuing: kept, logger: logger,
+                    beginTurn: { work.state.counting.store(true, ordering: .relaxed) },
+                    endTurn: { work.state.counting.store(false, ordering: .relaxed) })
+            }
                 ?? ProcFSService(tree: tree, mountpoint: mountpoint, options: [.fsName("statusfs")], logger: logger)
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
@@ -64,12 +71,15 @@ struct StatusService {
 struct SimulatedWork: Service {
     final class State: Sendable {
         let requests: RequestCount
+        /// Whether requests are handled now: kept, from the server's turn to its handover.
+        let counting: Atomic<Bool>
         let rate = Atomic<Int32>(100)
         /// The clients connected now, by number, each with the requests handled when it connected.
         let clients = Mutex<[Int: Int]>([:])
 
-        init(requests: RequestCount) {
+        init(requests: RequestCount, counting: Bool) {
             self.requests = requests
+            self.counting = Atomic(counting)
         }
     }
 
@@ -81,7 +91,7 @@ struct SimulatedWork: Service {
 
     /// The work, with its count of requests kept in `carried` if given.
     init(tree: ProcTree, carried: CarriedValue?) throws {
-        let state = State(requests: RequestCount(carried: carried))
+        let state = State(requests: RequestCount(carried: carried), counting: carried == nil)
         self.state = state
         requestsFile = try tree.register("requests", announcesChanges: true) {
             "\(state.requests.value)\n"
@@ -115,6 +125,7 @@ struct SimulatedWork: Service {
                 var client = 0
                 while true {
                     try await Task.sleep(for: .seconds(1) / Int(state.rate.load(ordering: .relaxed)))
+                    guard state.counting.load(ordering: .relaxed) else { continue }
                     let handled = state.requests.add()
                     requestsFile.changed()
                     guard handled % 50 == 0 else { continue }
