@@ -1,4 +1,5 @@
 import CFuse3
+import Dispatch
 import Glibc
 import Synchronization
 
@@ -9,7 +10,9 @@ import Synchronization
 /// interrupt answers `EINTR` at once, and the caller ends: without this, the kernel waits
 /// uninterruptibly for the answer to a request the server has read, however long the
 /// callback takes. A caller that only takes a signal (a handler) is not answered early: its
-/// call returns what procfs would, when the callback does.
+/// call returns what procfs would, when the callback does. But the kernel interrupts a request
+/// once, so such a caller is watched (``DyingCallerWatch``) until its request is answered, and
+/// answered `EINTR` if it is killed meanwhile.
 ///
 /// Exactly one side answers: whichever claims the request first. The other must not touch
 /// it, since libfuse frees a request with its answer.
@@ -37,7 +40,11 @@ struct InterruptibleRequest: @unchecked Sendable {
             request,
             { request, data in
                 let gate = Unmanaged<InterruptGate>.fromOpaque(data!)
-                guard InterruptibleRequest.callerIsDying(request) else { return }
+                let caller = fuse_req_ctx(request)!.pointee.pid
+                guard InterruptibleRequest.callerIsDying(caller) else {
+                    DyingCallerWatch.watch(request, gate: gate.takeUnretainedValue(), caller: caller)
+                    return
+                }
                 switch gate.takeUnretainedValue().interrupt() {
                 case .answer:
                     fuse_reply_err(request, EINTR)
@@ -67,11 +74,11 @@ struct InterruptibleRequest: @unchecked Sendable {
         return true
     }
 
-    /// Whether the thread that sent `request` has SIGKILL pending: it is being killed, by
-    /// `kill -9` or by a signal whose action ends it (the kernel then sends SIGKILL to each of
-    /// its threads). `false` when its `/proc/TID/status` cannot be read (another PID namespace).
-    static func callerIsDying(_ request: fuse_req_t?) -> Bool {
-        let thread = fuse_req_ctx(request)!.pointee.pid
+    /// Whether the thread `thread`, which sent a request, has SIGKILL pending: it is being
+    /// killed, by `kill -9` or by a signal whose action ends it (the kernel then sends SIGKILL
+    /// to each of its threads). `false` when its `/proc/TID/status` cannot be read (another PID
+    /// namespace).
+    static func callerIsDying(_ thread: pid_t) -> Bool {
         guard thread > 0 else { return false }
         guard let status = readWholeFile("/proc/\(thread)/status") else { return false }
         let sigkill: UInt64 = 1 << (UInt64(SIGKILL) - 1)
@@ -124,5 +131,51 @@ final class InterruptGate: Sendable {
     /// The request thread's claim: whether it is first.
     func claim() -> Bool {
         state.compareExchange(expected: Self.armed, desired: Self.claimed, ordering: .acquiringAndReleasing).exchanged
+    }
+
+    /// Whether one side has claimed the request: it is answered, or being answered.
+    var isClaimed: Bool { state.load(ordering: .acquiring) == Self.claimed }
+}
+
+/// The interrupted requests whose caller only took a signal. The kernel sends `FUSE_INTERRUPT`
+/// once per request, at the first signal; a SIGKILL that comes after a handled signal is not
+/// told again, and the caller would wait for the callback however long it takes. So each such
+/// request is looked at every ``interval`` until it is answered, and answered `EINTR` as soon
+/// as its caller is found dying. An idle server watches nothing and costs nothing.
+///
+/// `@unchecked Sendable`: the request is touched only by the side that claims it through its
+/// gate, which this watch holds a reference of until it lets the request go.
+struct DyingCallerWatch: @unchecked Sendable {
+    /// How often a watched caller is looked at: how long a killed one may wait.
+    static let interval = DispatchTimeInterval.milliseconds(100)
+    private static let queue = DispatchQueue(label: "procfs.interrupted-callers")
+
+    private let request: fuse_req_t?
+    private let gate: Unmanaged<InterruptGate>
+    private let caller: pid_t
+
+    /// Watches `request`, sent by thread `caller`, until `gate` is claimed.
+    static func watch(_ request: fuse_req_t?, gate: InterruptGate, caller: pid_t) {
+        DyingCallerWatch(request: request, gate: Unmanaged.passRetained(gate), caller: caller).schedule()
+    }
+
+    private func schedule() {
+        Self.queue.asyncAfter(deadline: .now() + Self.interval) { look() }
+    }
+
+    private func look() {
+        if gate.takeUnretainedValue().isClaimed {
+            gate.release()
+        } else if InterruptibleRequest.callerIsDying(caller) {
+            if gate.takeUnretainedValue().interrupt() == .answer {
+                fuse_reply_err(request, EINTR)
+                // The reference the interrupt callback was given: the request thread will
+                // find the request claimed and not give it back.
+                gate.release()
+            }
+            gate.release()
+        } else {
+            schedule()
+        }
     }
 }

@@ -120,8 +120,13 @@ extension MountTests {
         /// even SIGKILL, for a request the server has read. `cat` gets SIGKILL while the
         /// callback runs, and is gone within 2 s; the callback's late answer is dropped, and
         /// the file reads again.
-        @Test(arguments: Library.directIO)
-        func aReaderHeldByACallbackEndsAtASignal(directIO: Bool) throws {
+        ///
+        /// With `handledFirst`, the reader (Python's `os.read`) first takes SIGUSR1, which it
+        /// has a handler for: the kernel sends its one `FUSE_INTERRUPT` then, and the reader must
+        /// go on waiting, as a procfs reader would. The SIGKILL after it is not told again, and
+        /// the reader still ends within 2 s.
+        @Test(arguments: Library.directIO, [false, true])
+        func aReaderHeldByACallbackEndsAtASignal(directIO: Bool, handledFirst: Bool) throws {
             let tree = ProcTree()
             let released = Atomic<Bool>(false)
             let held = Atomic<Int>(0)
@@ -134,18 +139,33 @@ extension MountTests {
             let mount = try LibraryMount(tree, directIO: directIO)
             defer { mount.cleanUp() }
             defer { released.store(true, ordering: .relaxed) }
-            let cat = try ChildProcess("/bin/cat", [mount.path("stuck")])
+            let cat = handledFirst
+                ? try ChildProcess("/usr/bin/python3", ["-c", Self.readWithAHandler, mount.path("stuck")])
+                : try ChildProcess("/bin/cat", [mount.path("stuck")])
             defer {
                 cat.send(SIGKILL)
                 _ = cat.wait(timeout: .seconds(25))
             }
-            try #require(eventually(timeout: .seconds(10)) { held.load(ordering: .relaxed) == 1 }, "cat is held in the callback")
+            try #require(eventually(timeout: .seconds(10)) { held.load(ordering: .relaxed) == 1 }, "the reader is held in the callback")
+            if handledFirst {
+                cat.send(SIGUSR1)
+                #expect(cat.wait(timeout: .milliseconds(500)) == nil, "a handled signal ended the wait")
+            }
             cat.send(SIGKILL)
-            #expect(cat.wait(timeout: .seconds(2)) == 128 + SIGKILL, "cat ended while the callback still ran")
+            #expect(cat.wait(timeout: .seconds(2)) == 128 + SIGKILL, "the reader ended while the callback still ran")
             #expect(!released.load(ordering: .relaxed) && held.load(ordering: .relaxed) == 1)
             released.store(true, ordering: .relaxed)
             #expect(try readOnce(mount.path("stuck")) == "released true\n")
         }
+
+        /// Reads the file `sys.argv[1]` once, with a handler for SIGUSR1 that returns (and the
+        /// signal unblocked: a child inherits the test process's mask).
+        static let readWithAHandler = """
+            import os, signal, sys
+            signal.signal(signal.SIGUSR1, lambda number, frame: None)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR1])
+            os.read(os.open(sys.argv[1], os.O_RDONLY), 4096)
+            """
 
         /// The kernel may keep a directory's listing (`cache_readdir`), as it keeps tmpfs's,
         /// yet never shows a stale one, as /proc never does: an entry added is listed at once,
