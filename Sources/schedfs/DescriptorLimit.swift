@@ -3,8 +3,8 @@ import SystemPackage
 
 /// The open-file limit a daemon needs, checked before it starts any work.
 ///
-/// The keeper and its server each hold about twenty descriptors, and a server that takes over
-/// holds the old one's too. Below that, the step that runs out first depends on which thread
+/// A running keeper holds 22 descriptors and its server 20, and during an upgrade the keeper
+/// holds the new server's too. Below what they need, the step that runs out first depends on which thread
 /// gets there first; when it is the Swift runtime's own event loop (libdispatch), the process
 /// traps with nothing said. So the command refuses a limit that low up front, in one line.
 enum DescriptorLimit {
