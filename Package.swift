@@ -47,10 +47,9 @@ let package = Package(
         ]),
         // The seed's kernel module: init and the cleanup protocol.
         .target(name: "Sched", dependencies: [
-            "TaskQueue", "ProcFS", "KernelSync",
+            "TaskQueue", "ProcFS", "ProcFSMetrics", "KernelSync",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
-            .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // The command: options, mount point checks, daemonizing, signals, logging.
         .executableTarget(name: "schedfs", dependencies: [

@@ -63,27 +63,20 @@ final class GaugeSeries: MeterHandler, RecorderHandler, MetricSeries {
     }
 }
 
-/// A histogram (a timer, in seconds, or a recorder that aggregates): cumulative bucket counts,
-/// a sum and a count, changed together under one small lock so that a scrape sees each
-/// observation whole.
+/// A histogram (a timer, in seconds, or a recorder that aggregates): bucket counts, a sum and a
+/// count, changed together under one small lock so that a scrape sees each observation whole.
 final class HistogramSeries: RecorderHandler, TimerHandler, MetricSeries {
-    private struct Counts {
-        var buckets: [UInt64]
-        var sum = 0.0
-        var count: UInt64 = 0
-    }
-
     /// The upper bounds of the buckets, ascending; `+Inf` is implied.
     let bounds: [Double]
     /// What one recorded unit is in the exposition: 1 for a recorder, 1e-9 for a timer's
     /// nanoseconds, which Prometheus shows in seconds.
     private let scale: Double
-    private let counts: Mutex<Counts>
+    private let figures: Mutex<HistogramFigures>
 
     init(bounds: [Double], scale: Double) {
         self.bounds = bounds
         self.scale = scale
-        counts = Mutex(Counts(buckets: Array(repeating: 0, count: bounds.count)))
+        figures = Mutex(HistogramFigures(counts: Array(repeating: 0, count: bounds.count + 1), sum: 0))
     }
 
     func record(_ value: Int64) { observe(Double(value) * scale) }
@@ -93,30 +86,83 @@ final class HistogramSeries: RecorderHandler, TimerHandler, MetricSeries {
     func recordNanoseconds(_ duration: Int64) { observe(Double(duration) * scale) }
 
     private func observe(_ value: Double) {
-        let bucket = bounds.firstIndex { value <= $0 }
-        counts.withLock { counts in
-            if let bucket { counts.buckets[bucket] += 1 }
-            counts.sum += value
-            counts.count += 1
+        let bucket = bounds.firstIndex { value <= $0 } ?? bounds.count
+        figures.withLock { figures in
+            figures.counts[bucket] += 1
+            figures.sum += value
         }
     }
 
-    var value: String {
-        let (sum, count) = counts.withLock { ($0.sum, $0.count) }
-        return "count \(count) sum \(Exposition.number(sum))"
-    }
+    var value: String { figures.withLock { $0 }.value }
 
     func expositionLines(name: String, labels: String) -> [String] {
-        let counts = counts.withLock { $0 }
+        figures.withLock { $0 }.expositionLines(name: name, labels: labels, bounds: bounds)
+    }
+}
+
+/// A counter the program keeps itself, read each time it is shown.
+final class CounterReading: MetricSeries {
+    private let read: @Sendable () -> UInt64
+
+    init(_ read: @escaping @Sendable () -> UInt64) {
+        self.read = read
+    }
+
+    var value: String { "\(read())" }
+
+    func expositionLines(name: String, labels: String) -> [String] {
+        ["\(name)\(labels) \(value)"]
+    }
+}
+
+/// A gauge the program keeps itself, read each time it is shown.
+final class GaugeReading: MetricSeries {
+    private let read: @Sendable () -> Double
+
+    init(_ read: @escaping @Sendable () -> Double) {
+        self.read = read
+    }
+
+    var value: String { Exposition.number(read()) }
+
+    func expositionLines(name: String, labels: String) -> [String] {
+        ["\(name)\(labels) \(value)"]
+    }
+}
+
+/// A histogram the program keeps itself, read each time it is shown.
+final class HistogramReading: MetricSeries {
+    let bounds: [Double]
+    private let read: @Sendable () -> HistogramFigures
+
+    init(bounds: [Double], _ read: @escaping @Sendable () -> HistogramFigures) {
+        self.bounds = bounds
+        self.read = read
+    }
+
+    var value: String { read().value }
+
+    func expositionLines(name: String, labels: String) -> [String] {
+        read().expositionLines(name: name, labels: labels, bounds: bounds)
+    }
+}
+
+extension HistogramFigures {
+    /// As a histogram's own file shows it: `count N sum S`.
+    var value: String { "count \(count) sum \(Exposition.number(sum))" }
+
+    /// The lines of the Prometheus text format: a cumulative count per bound, `+Inf`, the sum
+    /// and the count. Counts missing for some bounds count as 0.
+    func expositionLines(name: String, labels: String, bounds: [Double]) -> [String] {
         var lines: [String] = []
         var cumulative: UInt64 = 0
-        for (bound, inBucket) in zip(bounds, counts.buckets) {
-            cumulative += inBucket
+        for (index, bound) in bounds.enumerated() {
+            cumulative += index < counts.count ? counts[index] : 0
             lines.append("\(name)_bucket\(Exposition.labels(labels, adding: "le", Exposition.number(bound))) \(cumulative)")
         }
-        lines.append("\(name)_bucket\(Exposition.labels(labels, adding: "le", "+Inf")) \(counts.count)")
-        lines.append("\(name)_sum\(labels) \(Exposition.number(counts.sum))")
-        lines.append("\(name)_count\(labels) \(counts.count)")
+        lines.append("\(name)_bucket\(Exposition.labels(labels, adding: "le", "+Inf")) \(count)")
+        lines.append("\(name)_sum\(labels) \(Exposition.number(sum))")
+        lines.append("\(name)_count\(labels) \(count)")
         return lines
     }
 }

@@ -44,6 +44,9 @@ public final class ProcFSMetrics: MetricsFactory {
         let kind: Kind
         let help: String
         var series: [String: any MetricSeries] = [:]
+        /// Whether the program keeps its one series itself (``addCounter(label:help:reading:)``
+        /// and the like), so that swift-metrics may add none.
+        var isReading = false
     }
 
     /// The metrics by name.
@@ -119,19 +122,84 @@ public final class ProcFSMetrics: MetricsFactory {
 
     public func destroyTimer(_ handler: TimerHandler) { destroy(handler) }
 
+    // MARK: Figures the program keeps
+
+    /// Shows a counter that the program keeps itself, as client_golang's `CounterFunc` does:
+    /// `reading` is called each time a file that shows it is made, and at no other time, so
+    /// that counting costs the program nothing more while nobody reads. It is named as
+    /// ``makeCounter(label:dimensions:)`` names a counter (with `_total`).
+    ///
+    /// - Parameters:
+    ///   - help: what it means; when `nil`, as the `help` given at
+    ///     ``init(tree:in:directory:expositionFile:recorderBuckets:timerBuckets:help:)`` says,
+    ///     or its label.
+    ///   - reading: the value now; quick, and never decreasing but to start again from 0.
+    /// - Throws: ``ProcTreeError/exists(_:)`` when a metric has that name already.
+    public func addCounter(
+        label: String, help: String? = nil, reading: @escaping @Sendable () -> UInt64
+    ) throws(ProcTreeError) {
+        let name = Exposition.metricName(label)
+        try add(name.hasSuffix("_total") ? name : name + "_total", .counter, help ?? self.help[label] ?? label, CounterReading(reading))
+    }
+
+    /// Shows a gauge that the program keeps itself, as client_golang's `GaugeFunc` does:
+    /// `reading` is called each time a file that shows it is made, and at no other time.
+    ///
+    /// - Parameters:
+    ///   - help: what it means; as ``addCounter(label:help:reading:)`` says when `nil`.
+    ///   - reading: the value now; quick.
+    /// - Throws: ``ProcTreeError/exists(_:)`` when a metric has that name already.
+    public func addGauge(
+        label: String, help: String? = nil, reading: @escaping @Sendable () -> Double
+    ) throws(ProcTreeError) {
+        try add(Exposition.metricName(label), .gauge, help ?? self.help[label] ?? label, GaugeReading(reading))
+    }
+
+    /// Shows a histogram that the program keeps itself, as client_golang's constant histograms
+    /// do: `reading` is called each time a file that shows it is made, and at no other time,
+    /// so that observing costs the program only its own counting. Its name is its label's, in
+    /// whatever unit the figures are (end it in `_seconds` for seconds, as Prometheus asks).
+    ///
+    /// - Parameters:
+    ///   - help: what it means; as ``addCounter(label:help:reading:)`` says when `nil`.
+    ///   - bounds: the upper bounds of its buckets, ascending; `+Inf` is implied.
+    ///   - reading: the figures now, a count for each bucket of `bounds` and one above them.
+    /// - Throws: ``ProcTreeError/exists(_:)`` when a metric has that name already.
+    public func addHistogram(
+        label: String, help: String? = nil, bounds: [Double], reading: @escaping @Sendable () -> HistogramFigures
+    ) throws(ProcTreeError) {
+        try add(Exposition.metricName(label), .histogram, help ?? self.help[label] ?? label, HistogramReading(bounds: bounds, reading))
+    }
+
+    /// Adds `series`, with no labels, as the one series of a new metric `name`, and its file.
+    private func add(_ name: String, _ kind: Family.Kind, _ help: String, _ series: any MetricSeries) throws(ProcTreeError) {
+        let added = registry.families.withLock { families in
+            guard families[name] == nil else { return false }
+            families[name] = Family(kind: kind, help: help, series: ["": series], isReading: true)
+            return true
+        }
+        guard added else { throw .exists(name) }
+        do {
+            try addFile(for: name)
+        } catch {
+            registry.families.withLock { $0[name] = nil }
+            throw error
+        }
+    }
+
     // MARK: Series
 
     /// The series of `name` with these labels: the one made before, or a new one from `make`.
     /// A metric's file is added with its first series. A name already used by a metric of
-    /// another kind gets a series of its own kind that no file shows, as Prometheus cannot show
-    /// one name with two types.
+    /// another kind, or by one the program keeps itself, gets a series of its own that no file
+    /// shows, as Prometheus cannot show one name with two types or two sources.
     private func series<Series: MetricSeries>(
         _ name: String, help: String, _ kind: Family.Kind, _ dimensions: [(String, String)], make: () -> Series
     ) -> Series {
         let labels = Exposition.labels(dimensions)
         let (series, isNewFamily) = registry.families.withLock { families -> (Series, Bool) in
             var family = families[name] ?? Family(kind: kind, help: help)
-            guard family.kind == kind else { return (make(), false) }
+            guard family.kind == kind, !family.isReading else { return (make(), false) }
             if let existing = family.series[labels] as? Series { return (existing, false) }
             let made = make()
             let isNew = family.series.isEmpty
@@ -139,14 +207,14 @@ public final class ProcFSMetrics: MetricsFactory {
             families[name] = family
             return (made, isNew)
         }
-        if isNewFamily { addFile(for: name) }
+        if isNewFamily { try? addFile(for: name) }
         return series
     }
 
     /// Adds the file of metric `name`, which shows its series, a line each.
-    private func addFile(for name: String) {
+    private func addFile(for name: String) throws(ProcTreeError) {
         let registry = self.registry
-        _ = try? tree.register(name, in: directory) {
+        _ = try tree.register(name, in: directory) {
             Self.valueText(registry.families.withLock { $0[name] })
         }
     }

@@ -1,48 +1,52 @@
-import CoreMetrics
 import KernelSync
+import ProcFS
+import ProcFSMetrics
 import TaskQueue
 
-/// schedfs's own figures, kept through swift-metrics, so that any metrics backend shows them
-/// (schedfs's is `ProcFSMetrics`, which serves them in `metrics/`): each tick's lateness, the
-/// ticks, the missed ticks, the queue's length and the rate.
-public struct SchedMetrics: Sendable {
-    /// The buckets of the lateness histogram, in seconds: from 10 µs to 1 s.
+/// schedfs's own figures in `metrics/`: the ticks, the missed ticks, each tick's lateness, the
+/// queue's length and the rate.
+///
+/// The timer queue counts each of them anyway (``TickSource/statistics``), so they are read
+/// from it when a file of `metrics/` is made, and at no other time: a tick does nothing for
+/// them that it would not do without them, and an idle mount spends nothing on its metrics.
+public enum SchedMetrics {
+    /// The upper bounds of the lateness histogram's buckets, in seconds: from 10 µs to 1 s.
     public static let latenessBuckets: [Double] = [
         0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1,
     ]
 
-    /// What each figure means, by its swift-metrics label: for a backend that can show it
-    /// (`ProcFSMetrics` takes it as its `help`).
-    public static let help: [String: String] = [
-        "schedfs_timer_ticks": "Ticks of the timer queue, each running the tasks queued on it.",
-        "schedfs_timer_missed_ticks": "Ticks run in a burst behind an earlier one, their deadline having passed while it waited to run.",
-        "schedfs_timer_lateness": "How long after its deadline each tick ran, in seconds.",
-        "schedfs_timer_queue_length": "Tasks on the timer queue after the last tick.",
-        "schedfs_timer_hz": "Ticks a second the timer is set to (timer/hz).",
-    ]
+    /// The same bounds, for the timer queue to count lateness in
+    /// (``TimerQueue/init(hz:latenessBounds:observer:)``).
+    public static let latenessBounds: [Duration] = latenessBuckets.map { .nanoseconds(Int64(($0 * 1e9).rounded())) }
 
-    private let ticks: Counter
-    private let missedTicks: Counter
-    private let lateness: Timer
-    private let queueLength: Meter
-    private let hz: Meter
-
-    /// Makes the metrics in `factory`, the rate already set to `hz`, before the first tick.
-    public init(factory: MetricsFactory, hz: Int) {
-        ticks = Counter(label: "schedfs_timer_ticks", factory: factory)
-        missedTicks = Counter(label: "schedfs_timer_missed_ticks", factory: factory)
-        lateness = Timer(label: "schedfs_timer_lateness", factory: factory)
-        queueLength = Meter(label: "schedfs_timer_queue_length", factory: factory)
-        self.hz = Meter(label: "schedfs_timer_hz", factory: factory)
-        self.hz.set(hz)
-    }
-
-    /// Counts one tick, after the tasks of the queue have run (a ``TimerQueue`` observer).
-    public func observe(_ tick: TickSource.Tick, of tasks: TaskQueue) {
-        ticks.increment()
-        if tick.missed { missedTicks.increment() }
-        lateness.recordNanoseconds(tick.lateness.nanoseconds)
-        queueLength.set(tasks.count)
-        hz.set(tick.hz)
+    /// Shows the figures of `timer`, made with ``latenessBounds``, in `metrics`.
+    ///
+    /// The counts are this process's: a server that takes the mount over starts them again
+    /// from 0, which Prometheus reads as a counter reset.
+    ///
+    /// - Throws: `ProcTreeError` when `metrics` has one of these names already.
+    public static func add(_ timer: TimerQueue, to metrics: ProcFSMetrics) throws(ProcTreeError) {
+        let ticks = timer.ticks
+        try metrics.addCounter(
+            label: "schedfs_timer_ticks", help: "Ticks of the timer queue, each running the tasks queued on it."
+        ) { ticks.statistics.delivered }
+        try metrics.addCounter(
+            label: "schedfs_timer_missed_ticks",
+            help: "Ticks run in a burst behind an earlier one, their deadline having passed while it waited to run."
+        ) { ticks.statistics.missedTicks }
+        try metrics.addHistogram(
+            label: "schedfs_timer_lateness_seconds", help: "How long after its deadline each tick ran, in seconds.",
+            bounds: latenessBuckets
+        ) {
+            let lateness = ticks.statistics.latenessBuckets
+            return HistogramFigures(counts: lateness.counts, sum: Double(lateness.sum) / 1e9)
+        }
+        // Counted with a run in progress, so that the routine is on the queue at every instant.
+        try metrics.addGauge(
+            label: "schedfs_timer_queue_length", help: "Tasks on the timer queue."
+        ) { [tasks = timer.tasks] in Double(tasks.queuedTasks.count) }
+        try metrics.addGauge(
+            label: "schedfs_timer_hz", help: "Ticks a second the timer is set to (timer/hz)."
+        ) { Double(ticks.hz) }
     }
 }

@@ -48,8 +48,11 @@ public struct LatencyHistogram: Sendable, Equatable {
 
 /// What a ``TickSource`` measured of itself.
 public struct TickStatistics: Sendable, Equatable {
-    /// Ticks delivered: handler calls.
+    /// Ticks delivered: handler calls, and before them those of the position the source went
+    /// on from (``TickSource/start(continuing:)``).
     public var ticks: UInt64 = 0
+    /// Ticks this source delivered itself, from 0 whatever position it went on from.
+    public var delivered: UInt64 = 0
     /// Deadlines passed from the start until the statistics were read.
     public var due: UInt64 = 0
     /// Wake-ups that found more than one deadline passed (ticks delivered late, in a burst).
@@ -61,6 +64,8 @@ public struct TickStatistics: Sendable, Equatable {
     public var busyNanoseconds: Int64 = 0
     /// How late each tick ran after its own deadline.
     public var lateness = LatencyHistogram()
+    /// The same, counted in the buckets the source was made with, with their sum.
+    public var latenessBuckets = DurationBuckets(bounds: [])
 
     public init() {}
 

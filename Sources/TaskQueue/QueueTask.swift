@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 
 /// A unit of deferred work, the userspace twin of the kernel's `struct tq_struct`.
@@ -11,7 +12,9 @@ public final class QueueTask: Sendable {
     let routine: @Sendable (QueueTask) -> Void
     let sync = Atomic<Bool>(false)
     private let runCount = Atomic<UInt64>(0)
-    private let lastQueued = Mutex<ContinuousClock.Instant?>(nil)
+    /// When the task was last queued, in nanoseconds of the boot-time clock (ContinuousClock's);
+    /// 0 if it never was. One atomic word, so that queuing, on every tick, takes no lock.
+    private let lastQueued = Atomic<Int64>(0)
 
     /// Makes a task that runs `routine` each time a queue it is on runs.
     public init(name: String, routine: @escaping @Sendable (QueueTask) -> Void) {
@@ -26,11 +29,22 @@ public final class QueueTask: Sendable {
     public var runs: UInt64 { runCount.load(ordering: .relaxed) }
 
     /// When the task was last put on a queue; `nil` if it never was.
-    public var queuedSince: ContinuousClock.Instant? { lastQueued.withLock { $0 } }
+    public var queuedSince: ContinuousClock.Instant? {
+        let queued = lastQueued.load(ordering: .relaxed)
+        guard queued != 0 else { return nil }
+        // The boot-time clock first: the instant made is then never before the one it stands for.
+        let bootTime = Self.bootTimeNanoseconds()
+        return .now - .nanoseconds(bootTime - queued)
+    }
 
     func markQueued() {
-        let now = ContinuousClock.now
-        lastQueued.withLock { $0 = now }
+        lastQueued.store(Self.bootTimeNanoseconds(), ordering: .relaxed)
+    }
+
+    private static func bootTimeNanoseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &now)
+        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
     }
 
     func countRun() {

@@ -52,13 +52,20 @@ public final class TickSource: Sendable {
 
     /// Prepares a tick source; nothing ticks until ``start(continuing:)``.
     ///
+    /// - Parameter latenessBounds: the upper bounds of the buckets that
+    ///   ``TickStatistics/latenessBuckets`` counts each tick's lateness in (for a histogram such
+    ///   as Prometheus shows); none when empty.
     /// - Throws: ``TickSourceError`` if `hz` is out of ``hzRange`` or the system has no timer to give.
-    public init(hz: Int, onTick: @escaping @Sendable (Tick) -> Void) throws(TickSourceError) {
+    public init(
+        hz: Int, latenessBounds: [Duration] = [], onTick: @escaping @Sendable (Tick) -> Void
+    ) throws(TickSourceError) {
         guard Self.hzRange.contains(hz) else { throw .badRate(hz) }
         let timer = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC))
         guard timer >= 0 else { throw .system("timerfd_create", Errno(rawValue: errno)) }
         self.requestedHz = Atomic(hz)
-        self.measured = Mutex((Schedule(period: Self.period(hz: hz)), TickStatistics()))
+        var statistics = TickStatistics()
+        statistics.latenessBuckets = DurationBuckets(bounds: latenessBounds)
+        self.measured = Mutex((Schedule(period: Self.period(hz: hz)), statistics))
         self.onTick = onTick
         self.timer = timer
     }
@@ -194,6 +201,7 @@ public final class TickSource: Sendable {
     private func record(_ expirations: UInt64, at now: Int64) -> (latest: Int64, schedule: Schedule, ticks: UInt64) {
         measured.withLock { measured in
             measured.statistics.ticks += expirations
+            measured.statistics.delivered += expirations
             if expirations > 1 {
                 measured.statistics.lateWakeUps += 1
                 measured.statistics.missedTicks += expirations - 1
@@ -201,7 +209,9 @@ public final class TickSource: Sendable {
             let schedule = measured.schedule
             let latest = schedule.first + Int64(measured.statistics.ticks - schedule.ticksBefore - 1) * schedule.period
             for earlier in 0..<Int64(expirations) {
-                measured.statistics.lateness.record(nanoseconds: now - (latest - earlier * schedule.period))
+                let lateness = now - (latest - earlier * schedule.period)
+                measured.statistics.lateness.record(nanoseconds: lateness)
+                measured.statistics.latenessBuckets.record(nanoseconds: lateness)
             }
             return (latest, schedule, measured.statistics.ticks)
         }

@@ -93,16 +93,12 @@ struct Daemon {
         }
         let carried = try CarriedFigures(kept)
         let tree = ProcTree()
-        // schedfs's own figures, through swift-metrics, as files of metrics/ and metrics/schedfs.prom.
-        let figures = SchedMetrics(
-            factory: try ProcFSMetrics(
-                tree: tree, expositionFile: "schedfs.prom", timerBuckets: SchedMetrics.latenessBuckets,
-                help: SchedMetrics.help),
-            hz: configuration.options.hz)
-        let timer = try TimerQueue(hz: configuration.options.hz) { tick, tasks in
-            figures.observe(tick, of: tasks)
+        let timer = try TimerQueue(hz: configuration.options.hz, latenessBounds: SchedMetrics.latenessBounds) { tick, _ in
             carried.save(tick.position)
         }
+        // schedfs's own figures, read from the timer when asked for, as files of metrics/ and
+        // metrics/schedfs.prom.
+        try SchedMetrics.add(timer, to: try ProcFSMetrics(tree: tree, expositionFile: "schedfs.prom"))
         let sched = SchedModule(timer: timer, tree: tree, logger: logger, count: carried.calls)
         try sched.start(mountedAt: carried.mountedAt)
         // Only one server ticks at a time: a server started for an upgrade starts ticking once

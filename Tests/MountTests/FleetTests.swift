@@ -40,11 +40,19 @@ extension MountTests {
             metrics.makeRecorder(label: "payload_bytes", dimensions: [("kind", "text")], aggregate: true).record(Int64(512))
             metrics.makeRecorder(label: "last_size", dimensions: [], aggregate: false).record(Double(2.5))
             metrics.makeTimer(label: "request_duration", dimensions: [("method", "GET")]).recordNanoseconds(3_000_000)
+            // And the figures a program keeps itself, read when shown.
+            try metrics.addCounter(label: "kept_events", help: "Events the program counted.") { 12 }
+            try metrics.addGauge(label: "kept_level", help: "A level the program keeps.") { 0.25 }
+            try metrics.addHistogram(label: "kept_wait_seconds", help: "Waits the program measured.", bounds: [0.01, 0.1]) {
+                HistogramFigures(counts: [2, 1, 1], sum: 0.75)
+            }
             let mount = try LibraryMount(tree, directIO: false)
             defer { mount.cleanUp() }
             let exposition = try readText(mount.path("metrics/test.prom"))
             #expect(exposition.contains(#"requests_total{method="odd \"quoted\"\nand \\ slashed"} 1"#), "\(exposition)")
             #expect(exposition.contains(#"request_duration_seconds_bucket{method="GET",le="0.005"} 1"#), "\(exposition)")
+            #expect(exposition.contains("kept_events_total 12\n") && exposition.contains(#"kept_wait_seconds_bucket{le="0.1"} 3"#),
+                    "\(exposition)")
             let checked = try runCommand(Self.promtool, ["check", "metrics"], stdin: mount.path("metrics/test.prom"))
             #expect(checked.status == 0, "promtool check metrics: \(checked.stdout)\(checked.stderr)")
             #expect(checked.stdout + checked.stderr == "", "no lint remarks")

@@ -63,7 +63,7 @@ extension MountTests {
             #expect(failure(stat(mount.path("timer/tasks/other"), &attributes)) == ENOENT)
         }
 
-        /// schedfs's own figures, kept through swift-metrics by ProcFSMetrics: a file each in
+        /// schedfs's own figures, read from the timer by ProcFSMetrics when shown: a file each in
         /// `metrics/`, and all of them in `metrics/schedfs.prom`, in the Prometheus text format.
         @Test func itsFiguresAreMetricsFilesAndPrometheusText() throws {
             let mount = try MountedSchedfs(options: ["-o", "hz=100"])

@@ -1,6 +1,7 @@
 import CoreMetrics
 import ProcFSCore
 @testable import ProcFSMetrics
+import Synchronization
 import Testing
 
 /// The backend without a mount: the files it adds to a tree and the Prometheus text they hold.
@@ -48,6 +49,73 @@ import Testing
             test_timer_ticks_total 3
 
             """)
+    }
+
+    /// A figure the program keeps itself is read each time a file that shows it is made, and
+    /// at no other time; its name is made as swift-metrics' are.
+    @Test func figuresTheProgramKeepsAreReadOnlyWhenShown() throws {
+        let tree = ProcTree()
+        let metrics = try ProcFSMetrics(tree: tree, expositionFile: "test.prom", help: ["depth": "Depth now."])
+        let reads = Mutex(0)
+        let ticks = Mutex<UInt64>(0)
+        try metrics.addCounter(label: "test.ticks", help: "Ticks.") {
+            reads.withLock { $0 += 1 }
+            return ticks.withLock { $0 }
+        }
+        try metrics.addGauge(label: "depth") { 2.5 }
+        try metrics.addHistogram(label: "wait_seconds", bounds: [0.001, 0.01]) {
+            HistogramFigures(counts: [1, 0, 2], sum: 0.5005)
+        }
+        ticks.withLock { $0 = 7 }
+        #expect(reads.withLock { $0 } == 0, "nothing read until a file is made")
+        #expect(tree.children(of: metrics.directory).map(\.name)
+                == ["depth", "test.prom", "test_ticks_total", "wait_seconds"])
+        #expect(text(tree, "metrics/test_ticks_total") == "7\n")
+        #expect(reads.withLock { $0 } == 1)
+        ticks.withLock { $0 = 9 }
+        #expect(text(tree, "metrics/depth") == "2.5\n")
+        #expect(text(tree, "metrics/wait_seconds") == "count 3 sum 0.5005\n")
+        #expect(text(tree, "metrics/test.prom") == """
+            # HELP depth Depth now.
+            # TYPE depth gauge
+            depth 2.5
+            # HELP test_ticks_total Ticks.
+            # TYPE test_ticks_total counter
+            test_ticks_total 9
+            # HELP wait_seconds wait_seconds
+            # TYPE wait_seconds histogram
+            wait_seconds_bucket{le="0.001"} 1
+            wait_seconds_bucket{le="0.01"} 1
+            wait_seconds_bucket{le="+Inf"} 3
+            wait_seconds_sum 0.5005
+            wait_seconds_count 3
+
+            """)
+        #expect(reads.withLock { $0 } == 2)
+    }
+
+    /// A name is the program's figure or swift-metrics', never both: adding a taken name
+    /// throws, and a swift-metrics series of a figure's name is shown nowhere.
+    @Test func aFiguresNameIsItsOwn() throws {
+        let tree = ProcTree()
+        let metrics = try ProcFSMetrics(tree: tree, expositionFile: "exposition")
+        try metrics.addCounter(label: "ticks") { 1 }
+        #expect(throws: ProcTreeError.exists("ticks_total")) { try metrics.addCounter(label: "ticks_total") { 2 } }
+        metrics.makeCounter(label: "ticks", dimensions: []).increment(by: 5)
+        metrics.makeMeter(label: "level", dimensions: []).set(Int64(3))
+        #expect(throws: ProcTreeError.exists("level")) { try metrics.addGauge(label: "level") { 4 } }
+        #expect(throws: ProcTreeError.exists("exposition")) { try metrics.addGauge(label: "exposition") { 4 } }
+        #expect(text(tree, "metrics/ticks_total") == "1\n")
+        #expect(text(tree, "metrics/level") == "3\n")
+        #expect(text(tree, "metrics/exposition") == """
+            # HELP level level
+            # TYPE level gauge
+            level 3
+            # HELP ticks_total ticks
+            # TYPE ticks_total counter
+            ticks_total 1
+
+            """, "a name whose file could not be made is not kept")
     }
 
     /// A metric named in `help` is described by it, escaped as the format asks; others by their label.

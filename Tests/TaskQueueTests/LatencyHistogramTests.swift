@@ -1,4 +1,5 @@
 import Glibc
+import KernelSync
 import Synchronization
 import TaskQueue
 import Testing
@@ -37,6 +38,25 @@ import Testing
     }
 }
 
+@Suite struct DurationBucketsTests {
+    /// Each duration counts in the first bucket whose bound it does not pass, a bound itself
+    /// included; those above every bound in the last; negatives as zero.
+    @Test func eachDurationCountsInTheFirstBucketItFitsAndInTheSum() {
+        var buckets = DurationBuckets(bounds: [.microseconds(10), .nanoseconds(100)])
+        #expect(buckets.bounds == [100, 10_000], "sorted")
+        for value: Int64 in [-5, 0, 100, 101, 10_000, 10_001, 1_000_000] { buckets.record(nanoseconds: value) }
+        #expect(buckets.counts == [3, 2, 2])
+        #expect(buckets.count == 7)
+        #expect(buckets.sum == 100 + 101 + 10_000 + 10_001 + 1_000_000)
+    }
+
+    @Test func noBoundsIsOneBucket() {
+        var buckets = DurationBuckets(bounds: [])
+        buckets.record(nanoseconds: 42)
+        #expect(buckets.counts == [1] && buckets.sum == 42)
+    }
+}
+
 @Suite struct TickStatisticsTests {
     @Test func aTickSourceMeasuresItsPaceAndLateness() throws {
         let source = try TickSource(hz: 200) { _ in }
@@ -48,6 +68,23 @@ import Testing
         #expect(measured.ticks + 1 >= measured.due && measured.ticks <= measured.due)
         #expect(measured.lateness.count > 0)
         #expect(measured.lateness.percentile(0.5) < 5_000_000, "a median tick 5 ms late at 200 Hz")
+    }
+
+    /// The buckets a source is made with count every tick's lateness, as the handler is told
+    /// of it, and their sum.
+    @Test func aSourceCountsLatenessInTheBucketsItWasMadeWith() throws {
+        let bounds: [Duration] = [.microseconds(50), .milliseconds(1), .milliseconds(5)]
+        let told = Mutex<DurationBuckets>(DurationBuckets(bounds: bounds))
+        let source = try TickSource(hz: 200, latenessBounds: bounds) { tick in
+            told.withLock { $0.record(nanoseconds: tick.lateness.nanoseconds) }
+        }
+        try source.start()
+        usleep(300_000)
+        #expect(source.stop(timeout: .seconds(1)))
+        let measured = source.statistics
+        #expect(measured.latenessBuckets == told.withLock { $0 })
+        #expect(measured.latenessBuckets.count == measured.delivered && measured.delivered > 0)
+        #expect(measured.latenessBuckets.bounds == [50_000, 1_000_000, 5_000_000])
     }
 
     /// A handler that holds the tick thread for 300 ms delays the 30 ticks due meanwhile: each
@@ -94,6 +131,7 @@ import Testing
         let measured = second.statistics
         #expect(second.hz == 200, "the position's rate is taken")
         #expect(Int(measured.ticks) == Int(position.ticks) + told.load(ordering: .relaxed))
+        #expect(Int(measured.delivered) == told.load(ordering: .relaxed), "its own ticks count from 0")
         #expect(measured.ticks + 1 >= measured.due && measured.ticks <= measured.due,
                 "\(measured.ticks) ticks of \(measured.due) due since the first source started")
         #expect(measured.due >= 110 && measured.due <= 130, "about 0.6 s at 200 Hz: \(measured.due)")
