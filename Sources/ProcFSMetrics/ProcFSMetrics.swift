@@ -130,11 +130,13 @@ public final class ProcFSMetrics: MetricsFactory {
     /// ``makeCounter(label:dimensions:)`` names a counter (with `_total`).
     ///
     /// - Parameters:
+    ///   - label: its name, before `_total` and the characters Prometheus does not allow
+    ///     become `_`.
     ///   - help: what it means; when `nil`, as the `help` given at
     ///     ``init(tree:in:directory:expositionFile:recorderBuckets:timerBuckets:help:)`` says,
     ///     or its label.
     ///   - reading: the value now; quick, and never decreasing but to start again from 0.
-    /// - Throws: ``ProcTreeError/exists(_:)`` when a metric has that name already.
+    /// - Throws: `ProcTreeError.exists` when a metric has that name already.
     public func addCounter(
         label: String, help: String? = nil, reading: @escaping @Sendable () -> UInt64
     ) throws(ProcTreeError) {
@@ -146,9 +148,10 @@ public final class ProcFSMetrics: MetricsFactory {
     /// `reading` is called each time a file that shows it is made, and at no other time.
     ///
     /// - Parameters:
+    ///   - label: its name, the characters Prometheus does not allow becoming `_`.
     ///   - help: what it means; as ``addCounter(label:help:reading:)`` says when `nil`.
     ///   - reading: the value now; quick.
-    /// - Throws: ``ProcTreeError/exists(_:)`` when a metric has that name already.
+    /// - Throws: `ProcTreeError.exists` when a metric has that name already.
     public func addGauge(
         label: String, help: String? = nil, reading: @escaping @Sendable () -> Double
     ) throws(ProcTreeError) {
@@ -161,10 +164,11 @@ public final class ProcFSMetrics: MetricsFactory {
     /// whatever unit the figures are (end it in `_seconds` for seconds, as Prometheus asks).
     ///
     /// - Parameters:
+    ///   - label: its name, the characters Prometheus does not allow becoming `_`.
     ///   - help: what it means; as ``addCounter(label:help:reading:)`` says when `nil`.
     ///   - bounds: the upper bounds of its buckets, ascending; `+Inf` is implied.
     ///   - reading: the figures now, a count for each bucket of `bounds` and one above them.
-    /// - Throws: ``ProcTreeError/exists(_:)`` when a metric has that name already.
+    /// - Throws: `ProcTreeError.exists` when a metric has that name already.
     public func addHistogram(
         label: String, help: String? = nil, bounds: [Double], reading: @escaping @Sendable () -> HistogramFigures
     ) throws(ProcTreeError) {
