@@ -7,8 +7,8 @@ import TaskQueue
 /// queue's length and the rate.
 ///
 /// The timer queue counts each of them anyway (``TickSource/statistics``), so they are read
-/// from it when a file of `metrics/` is made, and at no other time: a tick does nothing for
-/// them that it would not do without them, and an idle mount spends nothing on its metrics.
+/// from it when a file of `metrics/` is made, and at no other time. A tick's only work for them
+/// is to count its lateness in the histogram's bucket, under the lock it takes anyway.
 public enum SchedMetrics {
     /// The upper bounds of the lateness histogram's buckets, in seconds: from 10 µs to 1 s.
     public static let latenessBuckets: [Double] = [
@@ -29,16 +29,16 @@ public enum SchedMetrics {
         let ticks = timer.ticks
         try metrics.addCounter(
             label: "schedfs_timer_ticks", help: "Ticks of the timer queue, each running the tasks queued on it."
-        ) { ticks.statistics.delivered }
+        ) { ticks.measured(\.delivered) }
         try metrics.addCounter(
             label: "schedfs_timer_missed_ticks",
             help: "Ticks run in a burst behind an earlier one, their deadline having passed while it waited to run."
-        ) { ticks.statistics.missedTicks }
+        ) { ticks.measured(\.missedTicks) }
         try metrics.addHistogram(
             label: "schedfs_timer_lateness_seconds", help: "How long after its deadline each tick ran, in seconds.",
             bounds: latenessBuckets
         ) {
-            let lateness = ticks.statistics.latenessBuckets
+            let lateness = ticks.measured(\.latenessBuckets)
             return HistogramFigures(counts: lateness.counts, sum: Double(lateness.sum) / 1e9)
         }
         // Counted with a run in progress, so that the routine is on the queue at every instant.

@@ -71,7 +71,4 @@ public final class TaskQueue: Sendable {
 
     /// Whether no task is waiting for the next run.
     package var isEmpty: Bool { lists.withLock { $0.pending.isEmpty } }
-
-    /// How many tasks wait for the next run.
-    public var count: Int { lists.withLock { $0.pending.count } }
 }

@@ -162,6 +162,13 @@ public final class TickSource: Sendable {
         timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
     }
 
+    /// Reads some of what the tick source has measured, under its lock, without copying the
+    /// rest: a reader that held a copy of the percentile histogram (8 KiB) would make the next
+    /// tick copy it again. `read` must be quick; ``TickStatistics/due`` is not set.
+    public func measured<Result>(_ read: (TickStatistics) -> Result) -> Result {
+        measured.withLock { read($0.statistics) }
+    }
+
     /// What the tick source has measured so far, with the deadlines passed by now.
     public var statistics: TickStatistics {
         let (schedule, measuredSoFar) = measured.withLock { ($0.schedule, $0.statistics) }

@@ -19,20 +19,20 @@ public final class TimerQueue: Sendable {
     /// - Parameters:
     ///   - latenessBounds: the buckets the tick source counts lateness in (see
     ///     ``TickSource/init(hz:latenessBounds:onTick:)``).
-    ///   - observer: told of each tick, with the queue, once its tasks have run, on the tick
-    ///     thread; it must be quick. Figures to show are best read from ``ticks`` when asked
-    ///     for: the tick source keeps them anyway.
+    ///   - observer: told of each tick once the queue's tasks have run, on the tick thread; it
+    ///     must be quick. Figures to show are best read from ``ticks`` when asked for: the tick
+    ///     source keeps them anyway.
     /// - Throws: ``TickSourceError`` if `hz` is out of ``TickSource/hzRange`` or the system has
     ///   no timer to give.
     public init(
         hz: Int, latenessBounds: [Duration] = [],
-        observer: @escaping @Sendable (TickSource.Tick, TaskQueue) -> Void = { _, _ in }
+        observer: @escaping @Sendable (TickSource.Tick) -> Void = { _ in }
     ) throws(TickSourceError) {
         let tasks = TaskQueue()
         self.tasks = tasks
         self.ticks = try TickSource(hz: hz, latenessBounds: latenessBounds) { tick in
             tasks.run()
-            observer(tick, tasks)
+            observer(tick)
         }
     }
 

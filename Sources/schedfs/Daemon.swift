@@ -93,7 +93,7 @@ struct Daemon {
         }
         let carried = try CarriedFigures(kept)
         let tree = ProcTree()
-        let timer = try TimerQueue(hz: configuration.options.hz, latenessBounds: SchedMetrics.latenessBounds) { tick, _ in
+        let timer = try TimerQueue(hz: configuration.options.hz, latenessBounds: SchedMetrics.latenessBounds) { tick in
             carried.save(tick.position)
         }
         // schedfs's own figures, read from the timer when asked for, as files of metrics/ and
