@@ -1,4 +1,5 @@
 import Glibc
+import KernelSync
 import Synchronization
 
 /// A unit of deferred work, the userspace twin of the kernel's `struct tq_struct`.
@@ -31,20 +32,11 @@ public final class QueueTask: Sendable {
     /// When the task was last put on a queue; `nil` if it never was.
     public var queuedSince: ContinuousClock.Instant? {
         let queued = lastQueued.load(ordering: .relaxed)
-        guard queued != 0 else { return nil }
-        // The boot-time clock first: the instant made is then never before the one it stands for.
-        let bootTime = Self.bootTimeNanoseconds()
-        return .now - .nanoseconds(bootTime - queued)
+        return queued == 0 ? nil : ContinuousClock.Instant(bootTimeNanoseconds: queued)
     }
 
     func markQueued() {
-        lastQueued.store(Self.bootTimeNanoseconds(), ordering: .relaxed)
-    }
-
-    private static func bootTimeNanoseconds() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_BOOTTIME, &now)
-        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+        lastQueued.store(clockNanoseconds(CLOCK_BOOTTIME), ordering: .relaxed)
     }
 
     func countRun() {

@@ -180,9 +180,7 @@ public final class TickSource: Sendable {
     }
 
     private static func monotonicNanoseconds() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+        clockNanoseconds(CLOCK_MONOTONIC)
     }
 
     /// Stops the ticks and waits at most `timeout` for the tick thread to end.

@@ -1,4 +1,5 @@
 import Glibc
+import KernelSync
 import ProcFS
 import TaskQueue
 
@@ -31,11 +32,8 @@ struct CarriedFigures: Sendable {
 
     /// When the mount was made: stored by the first server, read by the others.
     var mountedAt: ContinuousClock.Instant {
-        var now = timespec()
-        clock_gettime(CLOCK_BOOTTIME, &now)
-        let nanoseconds = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-        if mounted.load() == 0 { mounted.store(nanoseconds) }
-        return .now - .nanoseconds(Int64(nanoseconds) - Int64(mounted.load()))
+        if mounted.load() == 0 { mounted.store(UInt64(clockNanoseconds(CLOCK_BOOTTIME))) }
+        return ContinuousClock.Instant(bootTimeNanoseconds: Int64(mounted.load()))
     }
 
     /// Where the last server's ticks stood; `nil` for the first server.
