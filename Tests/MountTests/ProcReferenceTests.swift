@@ -149,6 +149,12 @@ extension MountTests.ProcReference {
         return String(decoding: buffer[0..<count], as: UTF8.self)
     }
 
+    /// How far on a text of `sched` or of an `uptime` is: its count, or its seconds up.
+    static func progress(_ text: String, path: String) -> Double? {
+        if path.hasSuffix("/sched") { return parseSched(text).map(Double.init) }
+        return text.split(separator: " ").first.flatMap { Double($0) }
+    }
+
     /// procps's way of reading /proc: keep the file open and re-read it from the start.
     @Test(arguments: MountTests.readModes, [false, true])
     func aHeldFileReReadFromTheStartShowsTheCurrentText(mode: [String], seeking: Bool) throws {
@@ -159,12 +165,19 @@ extension MountTests.ProcReference {
             try #require(descriptor >= 0, "\(path)")
             defer { close(descriptor) }
             let first = try Self.reread(descriptor, seeking: seeking)
-            usleep(60_000)  // six ticks, and six hundredths of uptime
+            // However slow this machine (a sanitizer build may not tick for a while): wait
+            // until a fresh open shows a newer text; the held file must then show one at least
+            // as new.
+            var fresh = first
+            try #require(eventually(timeout: .seconds(10), every: .milliseconds(10)) {
+                fresh = (try? readOnce(path)) ?? first
+                return fresh != first
+            }, "\(path) showed \(first.debugDescription) to fresh opens for 10 s")
             let second = try Self.reread(descriptor, seeking: seeking)
             #expect(first != second, "\(path) re-read showed \(second.debugDescription) again")
-            if path.hasSuffix("/sched") {
-                #expect((parseSched(second) ?? 0) > (parseSched(first) ?? .max), "\(first) then \(second)")
-            }
+            let now = try #require(Self.progress(second, path: path), "\(path) read \(second.debugDescription)")
+            let before = try #require(Self.progress(fresh, path: path), "\(path) read \(fresh.debugDescription)")
+            #expect(now >= before, "\(path): held re-read \(second.debugDescription), a fresh open before it \(fresh.debugDescription)")
         }
     }
 
