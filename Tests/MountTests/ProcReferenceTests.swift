@@ -152,7 +152,7 @@ extension MountTests.ProcReference {
     /// How far on a text of `sched` or of an `uptime` is: its count, or its seconds up.
     static func progress(_ text: String, path: String) -> Double? {
         if path.hasSuffix("/sched") { return parseSched(text).map(Double.init) }
-        return text.split(separator: " ").first.flatMap { Double($0) }
+        return parseUptime(text)
     }
 
     /// procps's way of reading /proc: keep the file open and re-read it from the start.

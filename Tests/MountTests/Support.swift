@@ -198,6 +198,11 @@ func parseSched(_ text: String) -> UInt64? {
     return UInt64(digits)
 }
 
+/// The seconds up in an `uptime` text (the mount's or `/proc/uptime`): its first field.
+func parseUptime(_ text: String) -> Double? {
+    text.split(separator: " ").first.flatMap { Double($0) }
+}
+
 /// Whether a schedfs file system is mounted at `path`, from /proc/self/mountinfo.
 func isSchedfsMounted(_ path: String) -> Bool {
     isMounted(path) { $0 == "fuse.schedfs" }

@@ -393,7 +393,7 @@ final class SurvivalLoad: Sendable {
                 guard UInt64(try whole(mount.path("timer/ticks")).dropLast()) != nil else { throw SystemError(errno: EINVAL) }
                 // Seconds since mount, whichever server answers.
                 let text = try whole(mount.path("uptime"))
-                guard let seconds = text.split(separator: " ").first.flatMap({ Double($0) }) else { throw SystemError(errno: EINVAL) }
+                guard let seconds = parseUptime(text) else { throw SystemError(errno: EINVAL) }
                 let previous = uptime.withLock { last in defer { last = max(last, seconds) }; return last }
                 if seconds < previous { self.seen.withLock { $0.backwards.append("uptime: \(previous) then \(seconds)") } }
             }

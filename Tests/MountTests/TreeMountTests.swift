@@ -14,7 +14,7 @@ extension MountTests {
             // Some ticks, and some uptime, to show: waited for, however slow this machine.
             #expect(eventually(timeout: .seconds(10), every: .milliseconds(10)) {
                 let ticks = (try? readOnce(mount.path("timer/ticks"))).flatMap { UInt64($0.dropLast()) } ?? 0
-                let up = (try? readOnce(mount.path("uptime"))).flatMap { $0.split(separator: " ").first.flatMap { Double($0) } } ?? 0
+                let up = (try? readOnce(mount.path("uptime"))).flatMap(parseUptime) ?? 0
                 return ticks > 0 && up > 0
             }, "no tick, or no uptime, in 10 s")
             #expect(try readOnce(mount.path("timer/hz")) == "100\n")
