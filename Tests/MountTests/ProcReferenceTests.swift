@@ -165,9 +165,10 @@ extension MountTests.ProcReference {
             try #require(descriptor >= 0, "\(path)")
             defer { close(descriptor) }
             let first = try Self.reread(descriptor, seeking: seeking)
-            // However slow this machine (a sanitizer build may not tick for a while): wait
-            // until a fresh open shows a newer text; the held file must then show one at least
-            // as new.
+            // However slow this machine: wait until a fresh open shows a newer text; the held
+            // file must then show one at least as new. (Not a fixed sleep: in page-cache mode a
+            // read whose attribute request a tick overtakes copies the pages of the read
+            // before, as the README says, and a loaded machine widens that moment.)
             var fresh = first
             try #require(eventually(timeout: .seconds(10), every: .milliseconds(10)) {
                 fresh = (try? readOnce(path)) ?? first
