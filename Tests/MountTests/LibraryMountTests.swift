@@ -287,6 +287,47 @@ extension MountTests {
             #expect(String(decoding: buffer[0..<11], as: UTF8.self) == "BBBBBBBBBB\n", "a re-read from 0 takes the new text")
         }
 
+        /// The moment the README's page-cache section names, brought about on purpose: a change
+        /// that reaches the kernel while a reader's attribute request is in flight makes the
+        /// kernel drop the reply (`fuse_change_attributes_i`: older than the invalidation), and
+        /// that read copies the text cached before; the next read is current. Below a dynamic
+        /// directory the kernel asks for attributes at every read, so a change made while the
+        /// text is made, inside that request, overtakes its reply every time. In direct_io mode
+        /// every read makes the text, and is current.
+        @Test(arguments: Library.directIO)
+        func aReadThatAChangeOvertakesGetsTheTextCachedBefore(directIO: Bool) throws {
+            let tree = ProcTree()
+            let text = Mutex("A\n")
+            let changeWhileMade = Atomic<Bool>(false)
+            let state = Mutex<ProcEntry?>(nil)
+            try tree.makeDynamicDirectory("d", names: { [1] }) { tree, name, directory in
+                let entry = try tree.register("\(name)", in: directory, announcesChanges: true) {
+                    if changeWhileMade.exchange(false, ordering: .relaxed) { state.withLock { $0 }?.changed() }
+                    return text.withLock { $0 }
+                }
+                state.withLock { $0 = entry }
+            }
+            let mount = try LibraryMount(tree, directIO: directIO)
+            defer { mount.cleanUp() }
+            let descriptor = open(mount.path("d/1"), O_RDONLY)
+            try #require(descriptor >= 0)
+            defer { close(descriptor) }
+            func reread() throws -> String {
+                usleep(20_000)  // past the jiffy of the last reply, whose attributes last no time
+                return try MountTests.ProcReference.reread(descriptor)
+            }
+            #expect(try reread() == "A\n")
+            text.withLock { $0 = "B\n" }
+            #expect(try reread() == "B\n", "a change no notice overtakes is read at once")
+            text.withLock { $0 = "C\n" }
+            changeWhileMade.store(true, ordering: .relaxed)
+            let overtaken = try reread()
+            let made = !changeWhileMade.load(ordering: .relaxed)
+            #expect(made, "the text was made for this read")
+            #expect(overtaken == (directIO ? "C\n" : "B\n"), "the overtaken read")
+            #expect(try reread() == "C\n", "the read after it")
+        }
+
         /// poll and epoll on a file whose changes the test makes: no report before a change,
         /// `POLLPRI|POLLERR` once after it, and a sleeper woken by a change on another thread.
         @Test(arguments: Library.directIO)
