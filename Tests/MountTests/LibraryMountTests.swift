@@ -307,6 +307,8 @@ extension MountTests {
                 }
                 state.withLock { $0 = entry }
             }
+            // The entry's closure holds `state`, which holds the entry: let go after the test.
+            defer { state.withLock { $0 = nil } }
             let mount = try LibraryMount(tree, directIO: directIO)
             defer { mount.cleanUp() }
             let descriptor = open(mount.path("d/1"), O_RDONLY)

@@ -335,8 +335,11 @@ final class SurvivalLoad: Sendable {
         var errors: [String] = []
         var bad: [String] = []
         /// Page-cache mode only: texts torn by the kernel's own race as the text grows by a
-        /// digit (`filemap_read` takes the page, then the size another reader's `GETATTR` has
-        /// just changed), which BENCHMARKS.md and the README describe: the old text and a NUL.
+        /// digit, which BENCHMARKS.md and the README describe: the old text and a NUL
+        /// (`filemap_read` takes the page, then the size another reader's `GETATTR` has just
+        /// changed), or the new text cut to the old size (a page filled by a `READ` while the
+        /// kernel still held the old size: after a reply a change overtook, or a `READ` sent
+        /// again to the server that took over while the count gained a digit).
         var tornByTheKernel = 0
         var backwards: [String] = []
         var longestStall: Duration = .zero
@@ -435,12 +438,15 @@ final class SurvivalLoad: Sendable {
         }
     }
 
-    /// A text that is not one of `sched`'s: the kernel's race in page-cache mode (the text
-    /// of a count of nines, then a NUL), or bad.
+    /// A text that is not one of `sched`'s: the kernel's race in page-cache mode as the count
+    /// gains a digit (the text of a count of nines, then a NUL; or the text of a count that
+    /// has just gained one, cut to the old length, without its newline), or bad.
     private func classify(_ text: String, in seen: inout Seen) {
-        if pageCache, text.hasSuffix("\n\0"), let count = parseSched(String(text.dropLast())),
-            String(count + 1).dropFirst().allSatisfy({ $0 == "0" }), String(count + 1).first == "1"
-        {
+        let oldTextAndNUL = text.hasSuffix("\n\0") && parseSched(String(text.dropLast())).map {
+            String($0 + 1).dropFirst().allSatisfy { $0 == "0" } && String($0 + 1).first == "1"
+        } == true
+        let newTextCut = !text.hasSuffix("\n") && parseSched(text + "\n").map { $0 >= 10 && String($0).first == "1" } == true
+        if pageCache, oldTextAndNUL || newTextCut {
             seen.tornByTheKernel += 1
         } else {
             seen.bad.append(text)
