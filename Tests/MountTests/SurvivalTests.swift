@@ -111,8 +111,8 @@ extension MountTests {
         func aTextGoesOnAcrossAServerChange(replacement: String) throws {
             let uptimeBefore = try HeldRead("/proc/uptime", first: 1)
             usleep(100_000)
-            let uptime = try #require(Double(try uptimeBefore.rest().prefix { $0 != " " }))
-            let uptimeAfter = try #require(Double(try readText("/proc/uptime").prefix { $0 != " " }))
+            let uptime = try #require(parseUptime(try uptimeBefore.rest()))
+            let uptimeAfter = try #require(parseUptime(try readText("/proc/uptime")))
             #expect(uptimeAfter - uptime >= 0.09, "/proc/uptime's held text is the one its first read made")
 
             let mount = try MountedSchedfs(options: ["-o", "hz=100"])
@@ -337,9 +337,9 @@ final class SurvivalLoad: Sendable {
         /// Page-cache mode only: texts torn by the kernel's own race as the text grows by a
         /// digit, which BENCHMARKS.md and the README describe: the old text and a NUL
         /// (`filemap_read` takes the page, then the size another reader's `GETATTR` has just
-        /// changed), or the new text cut to the old size (a page filled by a `READ` while the
-        /// kernel still held the old size: after a reply a change overtook, or a `READ` sent
-        /// again to the server that took over while the count gained a digit).
+        /// changed), or the new text cut to the old size (a page filled by a `READ` answered
+        /// with the text last given, which another reader's `GETATTR` got with a size the
+        /// kernel has not applied yet, or a `READ` sent again to the server that took over).
         var tornByTheKernel = 0
         var backwards: [String] = []
         var longestStall: Duration = .zero
@@ -427,7 +427,7 @@ final class SurvivalLoad: Sendable {
                 seen.withLock { seen in
                     seen.reads += 1
                     seen.longestStall = max(seen.longestStall, now - lastRead)
-                    guard let count = parseSched(text) else { return self.classify(text, in: &seen) }
+                    guard let count = parseSched(text) else { return self.classify(text, after: last, in: &seen) }
                     if count < last { seen.backwards.append("\(last) then \(count)") }
                     last = max(last, count)
                 }
@@ -438,14 +438,17 @@ final class SurvivalLoad: Sendable {
         }
     }
 
-    /// A text that is not one of `sched`'s: the kernel's race in page-cache mode as the count
-    /// gains a digit (the text of a count of nines, then a NUL; or the text of a count that
-    /// has just gained one, cut to the old length, without its newline), or bad.
-    private func classify(_ text: String, in seen: inout Seen) {
+    /// A text that is not one of `sched`'s, read by a reader whose last count was `last`: the
+    /// kernel's race in page-cache mode as the count gains a digit (the text of a count of
+    /// nines, then a NUL; or, before this reader has seen a count of that many digits, the
+    /// text of one that has just gained a digit, cut by its newline to the old length), or bad.
+    private func classify(_ text: String, after last: UInt64, in seen: inout Seen) {
         let oldTextAndNUL = text.hasSuffix("\n\0") && parseSched(String(text.dropLast())).map {
             String($0 + 1).dropFirst().allSatisfy { $0 == "0" } && String($0 + 1).first == "1"
         } == true
-        let newTextCut = !text.hasSuffix("\n") && parseSched(text + "\n").map { $0 >= 10 && String($0).first == "1" } == true
+        let newTextCut = parseSched(text + "\n").map {
+            String($0).first == "1" && String($0).count == String(last).count + 1
+        } == true
         if pageCache, oldTextAndNUL || newTextCut {
             seen.tornByTheKernel += 1
         } else {
@@ -470,7 +473,7 @@ final class SurvivalLoad: Sendable {
                 let text = try Self.reread(descriptor)
                 seen.withLock { seen in
                     seen.polls += 1
-                    guard let count = parseSched(text) else { return self.classify(text, in: &seen) }
+                    guard let count = parseSched(text) else { return self.classify(text, after: last, in: &seen) }
                     if count < last { seen.backwards.append("poll: \(last) then \(count)") }
                     last = max(last, count)
                 }
