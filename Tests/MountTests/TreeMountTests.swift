@@ -12,7 +12,7 @@ extension MountTests {
             let mount = try MountedSchedfs(options: ["-o", "hz=100"] + mode)
             defer { mount.cleanUp() }
             // Some ticks, and some uptime, to show: waited for, however slow this machine.
-            #expect(eventually(timeout: .seconds(10), every: .milliseconds(10)) {
+            try #require(eventually(timeout: .seconds(10), every: .milliseconds(10)) {
                 let ticks = (try? readOnce(mount.path("timer/ticks"))).flatMap { UInt64($0.dropLast()) } ?? 0
                 let up = (try? readOnce(mount.path("uptime"))).flatMap(parseUptime) ?? 0
                 return ticks > 0 && up > 0
@@ -93,11 +93,11 @@ extension MountTests {
             }
             // The exposition reads the histogram before the counter, and the histogram's own
             // file is read after both: a tick counted in one and not the other shows.
-            let value = { (name: String) in lines.first { $0.hasPrefix(name + " ") }.flatMap { UInt64($0.split(separator: " ")[1]) } }
+            let value = { (name: String) in lines.first { $0.hasPrefix(name + " ") }.flatMap { $0.split(separator: " ").dropFirst().first.flatMap { UInt64($0) } } }
             let countedBefore = try #require(value("schedfs_timer_lateness_seconds_count"), "\(exposition)")
             let delivered = try #require(value("schedfs_timer_ticks_total"), "\(exposition)")
             let histogram = try readOnce(mount.path("metrics/schedfs_timer_lateness_seconds"))
-            let countedAfter = try #require(UInt64(histogram.split(separator: " ")[1]), "\(histogram)")
+            let countedAfter = try #require(histogram.split(separator: " ").dropFirst().first.flatMap { UInt64($0) }, "\(histogram)")
             #expect(countedBefore > 0 && countedBefore <= delivered && delivered <= countedAfter,
                     "every tick's lateness is in the histogram: \(exposition)\(histogram)")
         }
