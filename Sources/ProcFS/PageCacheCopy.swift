@@ -23,8 +23,11 @@ import Synchronization
 ///
 /// The text is made outside the lock, so a content closure may take locks of its own that are
 /// also held around ``ProcEntry/changed(keepingLength:)``. A change announced while the text is made leaves
-/// the copy not current (``Published/settled`` is `false`): the server then lets the kernel
-/// keep the attributes for no time at all, and the next `read` asks again.
+/// the reply unsettled (``Published/settled`` is `false`): the server then lets the kernel
+/// keep the attributes for no time at all, and the next `read` asks again. Such a text, made
+/// before a change, never replaces one that another request made after it, and never makes
+/// the copy stale: a reply given from that newer text may be held by the kernel until the next
+/// change tells it otherwise.
 ///
 /// Reads that do not go through `read` (`splice`, `sendfile`, `mmap`) do not ask for
 /// attributes, so they see the text the kernel has until some `read` does.
@@ -54,14 +57,23 @@ final class PageCacheCopy: Sendable {
         let version = entry.version
         guard let text = entry.snapshot() else { return nil }
         return state.withLock { state in
+            if let newer = state.text, version < state.version {
+                // Made before a change that another request's text has already followed: give
+                // that one, the newest the kernel may have been given.
+                let settled = entry.version == state.version
+                if settled { state.current = true }
+                return Published(text: newer, modified: state.modified, settled: settled)
+            }
             if state.text == nil || text != state.text || version != state.version {
                 state.modified = Self.later(than: state.modified, now: now)
             }
             state.text = text
             state.version = version
-            // A change announced after this sees the copy current and has the kernel told.
-            state.current = entry.version == version
-            return Published(text: text, modified: state.modified, settled: state.current)
+            // A change announced after this sees the copy current and has the kernel told. An
+            // unsettled text leaves `current` as it was: a lasting reply may be held already.
+            let settled = entry.version == version
+            if settled { state.current = true }
+            return Published(text: text, modified: state.modified, settled: settled)
         }
     }
 

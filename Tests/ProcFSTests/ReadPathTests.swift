@@ -235,6 +235,28 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
         #expect(!copy.invalidate(), "not current: the next read asks again anyway")
     }
 
+    /// Two attribute requests and a change between them: the first makes its text, the file
+    /// changes, the second makes and publishes the new text (a lasting reply), and only then
+    /// does the first publish. The first must neither bring back the older text nor leave the
+    /// copy stale: the kernel may hold the second's reply, and the next change must tell it.
+    @Test func aTextMadeBeforeAChangeNeverUndoesOneMadeAfter() throws {
+        let tree = ProcTree()
+        let state = RacingRequests()
+        let entry = try tree.register("file", announcesChanges: true) { state.text() }
+        state.entry.withLock { $0 = entry }
+        // The entry's closure holds the state, which holds the entry: break the cycle at the end.
+        defer { state.entry.withLock { $0 = nil } }
+
+        let first = try #require(state.copy.publish(entry, now: time(10)))
+        let second = try #require(state.second.withLock { $0 })
+        #expect(second.settled && String(decoding: second.text, as: UTF8.self) == "second\n")
+        #expect(String(decoding: first.text, as: UTF8.self) == "second\n", "the newest text published, not the older one")
+        #expect(first.modified.tv_sec == second.modified.tv_sec && first.modified.tv_nsec == second.modified.tv_nsec)
+        #expect(first.settled, "nothing changed since the newest text was made")
+        #expect(String(decoding: try #require(state.copy.published(entry, now: time(12))).text, as: UTF8.self) == "second\n")
+        #expect(state.copy.invalidate(), "the kernel may keep the second reply: the next change must tell it")
+    }
+
     @Test func aReadGetsTheTextLastPublishedWhateverChangedSince() throws {
         let file = try Changing()
         let copy = PageCacheCopy()
@@ -245,6 +267,28 @@ private func string(_ bytes: ArraySlice<UInt8>?) -> String? {
         try file.tree.remove(file.entry)
         #expect(copy.published(file.entry, now: time(12)) == nil)
         #expect(copy.publish(file.entry, now: time(12)) == nil)
+    }
+}
+
+/// A file's text as two attribute requests make it, the second wholly inside the first: the
+/// first call (the first request) changes the file and has the second request publish before it
+/// returns the text it had made before the change.
+private final class RacingRequests: Sendable {
+    let copy = PageCacheCopy()
+    let entry = Mutex<ProcEntry?>(nil)
+    let second = Mutex<PageCacheCopy.Published?>(nil)
+    private let calls = Mutex(0)
+
+    func text() -> String {
+        let call = calls.withLock { calls in
+            calls += 1
+            return calls
+        }
+        guard call == 1, let entry = entry.withLock({ $0 }) else { return "second\n" }
+        entry.changed()
+        let published = copy.publish(entry, now: timespec(tv_sec: 11, tv_nsec: 0))
+        second.withLock { $0 = published }
+        return "first\n"
     }
 }
 
