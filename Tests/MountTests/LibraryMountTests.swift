@@ -329,6 +329,57 @@ extension MountTests {
             #expect(try reread() == "C\n", "the read after it")
         }
 
+        /// Two attribute requests around a change, brought about on purpose: the first makes
+        /// its text and is held there; the file changes; a second request (an `fstat` on
+        /// another thread) is answered with the new text, which the kernel keeps; then the
+        /// first goes on. It must not undo the second: at the next change the kernel is told,
+        /// and a read and an `fstat` show the newest text. Each text is longer than the one
+        /// before, so a size kept too long shows too.
+        @Test(arguments: Library.directIO)
+        func aRequestHeldAcrossAChangeLeavesTheNextChangeTold(directIO: Bool) throws {
+            let tree = ProcTree()
+            let text = Mutex("A\n")
+            let holdNext = Atomic<Bool>(false)
+            let held = Atomic<Bool>(false)
+            let released = Atomic<Bool>(false)
+            let entry = try tree.register("file", announcesChanges: true) {
+                let made = text.withLock { $0 }
+                if holdNext.exchange(false, ordering: .relaxed) {
+                    held.store(true, ordering: .releasing)
+                    // Bounded: a test that fails on the way must not leave a request thread here.
+                    _ = eventually(timeout: .seconds(5)) { released.load(ordering: .acquiring) }
+                }
+                return made
+            }
+            let mount = try LibraryMount(tree, directIO: directIO)
+            defer { mount.cleanUp() }
+            let path = mount.path("file")
+            #expect(try readText(path) == "A\n")
+            // The kernel keeps what it was given; the change tells it, so the next fstat asks.
+            holdNext.store(true, ordering: .relaxed)
+            entry.changed()
+            let first = try JoinableThread(name: "first") {
+                var attributes = stat()
+                _ = stat(path, &attributes)
+            }
+            defer {
+                released.store(true, ordering: .releasing)
+                _ = first.join(timeout: .seconds(10))
+            }
+            try #require(eventually(timeout: .seconds(5)) { held.load(ordering: .acquiring) }, "the first request did not come")
+            text.withLock { $0 = "BB\n" }
+            entry.changed()
+            var attributes = stat()
+            #expect(stat(path, &attributes) == 0 && attributes.st_size == 3, "the second request gets the new text")
+            released.store(true, ordering: .releasing)
+            try #require(first.join(timeout: .seconds(10)), "the first request did not end")
+
+            text.withLock { $0 = "CCC\n" }
+            entry.changed()
+            #expect(stat(path, &attributes) == 0 && attributes.st_size == 4, "the kernel was told of the change")
+            #expect(try readText(path) == "CCC\n")
+        }
+
         /// poll and epoll on a file whose changes the test makes: no report before a change,
         /// `POLLPRI|POLLERR` once after it, and a sleeper woken by a change on another thread.
         @Test(arguments: Library.directIO)
