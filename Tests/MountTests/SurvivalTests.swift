@@ -313,7 +313,9 @@ extension MountTests {
             let before = try mount.count()
             var now = before
             let changed = eventually(timeout: .seconds(1)) { now = (try? mount.count()) ?? before; return now != before }
-            try #require(changed, "the count stayed at \(before) for a second; log:\n\(mount.log)")
+            // The log's end first: what the servers did last is what tells why.
+            let lastLines = mount.log.split(separator: "\n").suffix(12).joined(separator: "\n")
+            try #require(changed, "the count stayed at \(before) for a second; the log's last lines:\n\(lastLines)")
             return (now, .now)
         }
 
