@@ -57,7 +57,7 @@ final class PageCacheCopy: Sendable {
         let version = entry.version
         guard let text = entry.snapshot() else { return nil }
         return state.withLock { state in
-            if let newer = state.text, version < state.version {
+            if let newer = state.text, ProcEntry.version(version, precedes: state.version) {
                 // Made before a change that another request's text has already followed: give
                 // that one, the newest the kernel may have been given.
                 let settled = entry.version == state.version

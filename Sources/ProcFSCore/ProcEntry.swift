@@ -177,6 +177,14 @@ public final class ProcEntry: Sendable {
     /// How many changes the entry has announced.
     package var version: UInt64 { state.load(ordering: .acquiring) / Self.oneChange }
 
+    /// Whether `earlier` is a version before `later`, across the count's wrap: two versions
+    /// compared are taken to be less than half the count's range (2^37 changes) apart.
+    package static func version(_ earlier: UInt64, precedes later: UInt64) -> Bool {
+        let versions = UInt64.max / oneChange + 1
+        let distance = (later &- earlier) % versions
+        return distance != 0 && distance < versions / 2
+    }
+
     /// Says that the text has changed: pollers of the file wake, and a copy cached by the
     /// kernel is dropped. Cheap enough to call on every timer tick for many files: for an entry
     /// the kernel does not hold, it is one atomic operation. It does nothing once the entry is

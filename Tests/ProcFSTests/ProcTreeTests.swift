@@ -7,6 +7,14 @@ import Testing
 import SystemPackage
 
 @Suite struct ProcTreeTests {
+    @Test func versionsCompareAcrossTheWrapOfTheirCount() {
+        let last = UInt64.max >> 26
+        #expect(ProcEntry.version(3, precedes: 5) && !ProcEntry.version(5, precedes: 3))
+        #expect(!ProcEntry.version(5, precedes: 5))
+        #expect(ProcEntry.version(last, precedes: 0) && !ProcEntry.version(0, precedes: last), "0 follows the last version")
+        #expect(ProcEntry.version(last - 1, precedes: 2))
+    }
+
     @Test func registeredEntriesAreFoundByNameAndPath() throws {
         let tree = ProcTree()
         let b = try tree.register("b", permissions: FilePermissions(rawValue: 0o400), owner: .root) { "B\n" }
