@@ -10,9 +10,10 @@ import Synchronization
 /// `read` whenever the cached ones have expired or were invalidated, and drops its cached pages
 /// when the size or the modification time it gets differs from what it had. So:
 ///
-/// - every attribute request ``publish(_:now:)``es a new text, with a later modification time
-///   whenever the text differs from the one published before or the entry has announced a
-///   change since;
+/// - every attribute request ``publish(_:now:)``es the entry's text, with a later modification
+///   time whenever the text differs from the one published before or the entry has announced
+///   a change since (a request whose text another request's has overtaken gives that newer
+///   one instead);
 /// - `READ` is answered from the text published last (``published(_:now:)``), so the pages
 ///   the kernel fills agree with the size it was given;
 /// - when a file announces a change, ``invalidate()`` says whether the kernel's copy was
@@ -22,12 +23,12 @@ import Synchronization
 ///   the next changes nothing.
 ///
 /// The text is made outside the lock, so a content closure may take locks of its own that are
-/// also held around ``ProcEntry/changed(keepingLength:)``. A change announced while the text is made leaves
-/// the reply unsettled (``Published/settled`` is `false`): the server then lets the kernel
-/// keep the attributes for no time at all, and the next `read` asks again. Such a text, made
-/// before a change, never replaces one that another request made after it, and never makes
-/// the copy stale: a reply given from that newer text may be held by the kernel until the next
-/// change tells it otherwise.
+/// also held around ``ProcEntry/changed(keepingLength:)``. A text made while a change was
+/// announced is given unsettled (``Published/settled`` is `false`): the server then lets the
+/// kernel keep the attributes for no time at all, and the next `read` asks again. Such a text
+/// never replaces one that another request made after the change (that one is given instead),
+/// and never makes the copy stale: a reply given from the newer text may be held by the kernel
+/// until the next change tells it otherwise.
 ///
 /// Reads that do not go through `read` (`splice`, `sendfile`, `mmap`) do not ask for
 /// attributes, so they see the text the kernel has until some `read` does.
@@ -36,7 +37,7 @@ final class PageCacheCopy: Sendable {
     struct Published {
         let text: [UInt8]
         let modified: timespec
-        /// Whether no change was announced while the text was made.
+        /// Whether no change has been announced since the text was made.
         let settled: Bool
     }
 
@@ -57,7 +58,7 @@ final class PageCacheCopy: Sendable {
         let version = entry.version
         guard let text = entry.snapshot() else { return nil }
         return state.withLock { state in
-            if let newer = state.text, ProcEntry.version(version, precedes: state.version) {
+            if let newer = state.text, ProcEntry.version(state.version, isAfter: version, upTo: entry.version) {
                 // Made before a change that another request's text has already followed: give
                 // that one, the newest the kernel may have been given.
                 let settled = entry.version == state.version

@@ -177,12 +177,12 @@ public final class ProcEntry: Sendable {
     /// How many changes the entry has announced.
     package var version: UInt64 { state.load(ordering: .acquiring) / Self.oneChange }
 
-    /// Whether `earlier` is a version before `later`, across the count's wrap: two versions
-    /// compared are taken to be less than half the count's range (2^37 changes) apart.
-    package static func version(_ earlier: UInt64, precedes later: UInt64) -> Bool {
+    /// Whether `version`, one the entry had, came after `earlier` and no later than `latest`,
+    /// across the count's wrap: `earlier` and `latest` must be fewer than 2^38 changes apart.
+    package static func version(_ version: UInt64, isAfter earlier: UInt64, upTo latest: UInt64) -> Bool {
         let versions = UInt64.max / oneChange + 1
-        let distance = (later &- earlier) % versions
-        return distance != 0 && distance < versions / 2
+        let distance = (version &- earlier) % versions
+        return distance != 0 && distance <= (latest &- earlier) % versions
     }
 
     /// Says that the text has changed: pollers of the file wake, and a copy cached by the

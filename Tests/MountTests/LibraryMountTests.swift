@@ -329,12 +329,12 @@ extension MountTests {
             #expect(try reread() == "C\n", "the read after it")
         }
 
-        /// Two attribute requests around a change, brought about on purpose: the first makes
-        /// its text and is held there; the file changes; a second request (an `fstat` on
-        /// another thread) is answered with the new text, which the kernel keeps; then the
-        /// first goes on. It must not undo the second: at the next change the kernel is told,
-        /// and a read and an `fstat` show the newest text. Each text is longer than the one
-        /// before, so a size kept too long shows too.
+        /// Two attribute requests around a change, brought about on purpose: the first (a `stat`
+        /// on another thread) makes its text and is held there; the file changes; a second
+        /// request (a `stat` on the test's thread) is answered with the new text, which the
+        /// kernel keeps; then the first goes on. It must not undo the second: at the next change
+        /// the kernel is told, and a `stat` and a read show the newest text. Each text is longer
+        /// than the one before, so a size kept too long shows too.
         @Test(arguments: Library.directIO)
         func aRequestHeldAcrossAChangeLeavesTheNextChangeTold(directIO: Bool) throws {
             let tree = ProcTree()
@@ -342,12 +342,14 @@ extension MountTests {
             let holdNext = Atomic<Bool>(false)
             let held = Atomic<Bool>(false)
             let released = Atomic<Bool>(false)
+            let heldUntilReleased = Atomic<Bool>(false)
             let entry = try tree.register("file", announcesChanges: true) {
                 let made = text.withLock { $0 }
                 if holdNext.exchange(false, ordering: .relaxed) {
                     held.store(true, ordering: .releasing)
                     // Bounded: a test that fails on the way must not leave a request thread here.
-                    _ = eventually(timeout: .seconds(5)) { released.load(ordering: .acquiring) }
+                    let waited = eventually(timeout: .seconds(10)) { released.load(ordering: .acquiring) }
+                    heldUntilReleased.store(waited, ordering: .releasing)
                 }
                 return made
             }
@@ -355,7 +357,7 @@ extension MountTests {
             defer { mount.cleanUp() }
             let path = mount.path("file")
             #expect(try readText(path) == "A\n")
-            // The kernel keeps what it was given; the change tells it, so the next fstat asks.
+            // The kernel keeps what it was given; the change tells it, so the next stat asks.
             holdNext.store(true, ordering: .relaxed)
             entry.changed()
             let first = try JoinableThread(name: "first") {
@@ -373,6 +375,8 @@ extension MountTests {
             #expect(stat(path, &attributes) == 0 && attributes.st_size == 3, "the second request gets the new text")
             released.store(true, ordering: .releasing)
             try #require(first.join(timeout: .seconds(10)), "the first request did not end")
+            let heldThroughout = heldUntilReleased.load(ordering: .acquiring)
+            #expect(heldThroughout, "the first request went on before the second was answered")
 
             text.withLock { $0 = "CCC\n" }
             entry.changed()

@@ -9,10 +9,11 @@ import SystemPackage
 @Suite struct ProcTreeTests {
     @Test func versionsCompareAcrossTheWrapOfTheirCount() {
         let last = UInt64.max >> 26
-        #expect(ProcEntry.version(3, precedes: 5) && !ProcEntry.version(5, precedes: 3))
-        #expect(!ProcEntry.version(5, precedes: 5))
-        #expect(ProcEntry.version(last, precedes: 0) && !ProcEntry.version(0, precedes: last), "0 follows the last version")
-        #expect(ProcEntry.version(last - 1, precedes: 2))
+        #expect(ProcEntry.version(5, isAfter: 3, upTo: 7) && ProcEntry.version(7, isAfter: 3, upTo: 7))
+        #expect(!ProcEntry.version(3, isAfter: 3, upTo: 7) && !ProcEntry.version(8, isAfter: 3, upTo: 7))
+        #expect(!ProcEntry.version(2, isAfter: 3, upTo: 7), "a version from before, however long before")
+        #expect(ProcEntry.version(0, isAfter: last, upTo: 2) && ProcEntry.version(last, isAfter: last - 1, upTo: 1), "0 follows the last version")
+        #expect(!ProcEntry.version(last, isAfter: 0, upTo: 2), "a version from before the wrap")
     }
 
     @Test func registeredEntriesAreFoundByNameAndPath() throws {
