@@ -820,7 +820,9 @@ extension MountTests {
             defer { mount.cleanUp() }
             mount.daemon.send(SIGKILL)
             #expect(mount.daemon.wait(timeout: .seconds(5)) == 128 + SIGKILL)
-            #expect(eventually(timeout: .seconds(1)) { !isSchedfsMounted(mount.mountpoint) }, "mount left after kill -9")
+            // What matters is that the mount goes, not how fast: a sanitized server and keeper take
+            // their time to be torn down on a loaded machine (over a second once under `make test-asan`).
+            #expect(eventually(timeout: .seconds(10)) { !isSchedfsMounted(mount.mountpoint) }, "mount left after kill -9")
             #expect(eventually(timeout: .seconds(5)) { livePIDs(mentioning: mount.root.path).isEmpty })
         }
 
