@@ -113,7 +113,11 @@ struct SchedService: Service {
     func run() async throws {
         // Not served (the group fails with why): there is nothing to clean up but the mount,
         // which the keeper holds.
-        try await procfs.waitUntilServing(timeout: Self.servingTimeout)
+        do {
+            try await procfs.waitUntilServing(timeout: Self.servingTimeout)
+        } catch FuseServerError.stopped {
+            // Served, and unmounted before this saw it: the protocol runs all the same.
+        }
         _ = served.run()
         // Cancelled rather than shut down gracefully: the group failed, and so does the exit.
         let failed = (try? await gracefulShutdown()) == nil
